@@ -1,0 +1,1 @@
+"""sparseperf engine: CLI, run orchestration, LoadGen glue, models, datasets, accuracy, reports."""

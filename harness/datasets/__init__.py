@@ -1,0 +1,1 @@
+"""Datasets: official-layout loaders, preprocessing caches and synthetic generators."""

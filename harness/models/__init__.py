@@ -1,0 +1,1 @@
+"""Model definitions: built-in ONNX builders and loaders for official files."""

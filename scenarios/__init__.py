@@ -1,0 +1,1 @@
+"""How each LoadGen scenario turns queries into backend batches."""

@@ -1,0 +1,1 @@
+"""MLPerf submission tree writer, compliance tests and checker."""

@@ -1,0 +1,1 @@
+"""sparseperf test suite."""
