@@ -1,0 +1,43 @@
+"""The backend interface: everything a backend knows is a model file and numpy batches."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """An ONNX model file and what a backend may need besides it."""
+
+    path: Path
+    name: str  # e.g. "resnet50"; for describe() and cache keys, never for special cases
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    # Representative input batches drawn from the dataset, for backends that calibrate.
+    calibration: Callable[[], Sequence[Batch]] = field(default=lambda: (), compare=False)
+    calibration_key: str = ""  # identifies the calibration set in cache keys
+
+
+class Backend(abc.ABC):
+    """Loads a model once, then predicts on batches. Knows nothing about LoadGen."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def load(self, model: ModelHandle) -> None:
+        """Prepare the model (compile, quantize, allocate); called once before any predict."""
+
+    @abc.abstractmethod
+    def predict(self, inputs: Batch) -> Batch:
+        """Run one batch: named input arrays in, named output arrays out (batch first)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, str]:
+        """Precision, sparsity, framework and version, device: for reports and system files."""

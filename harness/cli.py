@@ -1,0 +1,168 @@
+"""The ``sparseperf`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import UserError
+from harness.settings import SCENARIO_NAMES
+from harness.spec import MODES, RunSpec
+from harness.workloads import WORKLOADS
+
+EXIT_ERROR = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """MLPerf-Inference-style benchmarks: LoadGen scenarios over pluggable backends."""
+
+
+@cli.command()
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option("--scenario", default="Offline", show_default=True, help=", ".join(SCENARIO_NAMES))
+@click.option("--mode", default="performance", show_default=True, help=" or ".join(MODES))
+@click.option(
+    "--backend",
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime, or a plug-in backend as module:Class.",
+)
+@click.option("--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8).")
+@click.option("--threads", type=int, default=None, help="Backend threads (default: all cores).")
+@click.option(
+    "--preset",
+    default="short",
+    show_default=True,
+    help="smoke (seconds, not compliant), short (about a minute, not compliant), "
+    "valid (official durations and counts).",
+)
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in synthetic.",
+)
+@click.option(
+    "--dataset-path",
+    type=click.Path(path_type=Path),
+    help="Dataset folder (ImageNet val with val_map.txt); default: built-in synthetic.",
+)
+@click.option("--dataset-count", type=int, help="Use only the first N samples of the dataset.")
+@click.option(
+    "--user-conf",
+    type=click.Path(path_type=Path),
+    help="LoadGen user.conf whose values override the preset's (keys are checked).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Offline batch size; largest dynamic batch in Server.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker threads for Offline and Server.",
+)
+@click.option(
+    "--server-batch-timeout-ms",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="How long Server waits to fill a batch (0: take what is queued).",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(path_type=Path),
+    default=Path("runs"),
+    show_default=True,
+    help="Where run folders are written.",
+)
+def run(precision: str | None, threads: int | None, **fields: Any) -> None:
+    """Run one LoadGen test and write a run folder."""
+    options = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
+    spec = RunSpec(backend_options=options, **fields)
+    from harness.runner import run as execute  # heavy imports only when a run starts
+
+    outcome = execute(spec)
+    click.echo(result_line(spec, outcome.result, outcome.folder))
+
+
+def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
+    """The one line that ends a run."""
+    head = f"RESULT {spec.model} {spec.scenario} {spec.backend_label} {spec.mode}:"
+    notes = []
+    if not result.get("compliant_preset"):
+        notes.append(f"preset {spec.preset} is not compliant")
+    if result.get("synthetic_data"):
+        notes.append("synthetic data")
+    if spec.mode == "accuracy":
+        body = result["accuracy"]["line"]
+        if result.get("synthetic_data"):
+            notes.append("accuracy = agreement with the FP32 reference")
+    else:
+        body = f"{result['value']:.4g} {result['units']}, {result['validity']}"
+        if result["invalid_reasons"]:
+            body += " (" + "; ".join(result["invalid_reasons"]) + ")"
+    suffix = f" [{', '.join(notes)}]" if notes else ""
+    return f"{head} {body}{suffix} -> {folder}"
+
+
+@cli.group()
+def data() -> None:
+    """Datasets: make synthetic ones in the official layouts."""
+
+
+@data.group()
+def synth() -> None:
+    """Write a synthetic dataset in an official layout."""
+
+
+@synth.command("imagenet")
+@click.option("--count", type=int, required=True, help="Number of images.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    help="Model whose FP32 predictions become the labels; default: built-in ResNet-50.",
+)
+def synth_imagenet(count: int, out: Path, seed: int, model_path: Path | None) -> None:
+    """JPEG images plus val_map.txt; labels are FP32 model predictions."""
+    from harness.datasets.imagenet import write_synthetic_imagenet
+    from harness.loadgen_run import say
+    from harness.runner import prepare_model
+    from harness.workloads.resnet50 import fp32_labels
+
+    model = prepare_model(RunSpec(model="resnet50", model_path=model_path))
+    write_synthetic_imagenet(out, count, seed, fp32_labels(model), model.name)
+    say(f"wrote {count} synthetic images and val_map.txt to {out}")
+    click.echo(
+        f"{out}: synthetic ImageNet-layout set; labels are the FP32 predictions of "
+        f"{model.name}, so accuracy on it measures agreement with FP32"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors end in one line on stderr and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="sparseperf", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "sparseperf"
+        click.echo(f"error: {exc.format_message()} (see: {command} --help)", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,70 @@
+"""RunSpec: everything one run needs, checked before any process starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backends import create_backend
+from harness.errors import UserError
+from harness.settings import PRESETS, SCENARIO_NAMES, ConfLine, parse_user_conf
+from harness.workloads import WORKLOADS, get_workload
+
+MODES = ("performance", "accuracy")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: str = "resnet50"
+    scenario: str = "Offline"
+    mode: str = "performance"
+    backend: str = "onnxruntime"
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    preset: str = "short"
+    model_path: Path | None = None
+    dataset_path: Path | None = None
+    dataset_count: int | None = None
+    user_conf: Path | None = None
+    batch_size: int = 8
+    workers: int = 1
+    server_batch_timeout_ms: float = 0.0
+    runs_dir: Path = Path("runs")
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @property
+    def backend_label(self) -> str:
+        """Backend name plus its precision, for folder names and result lines."""
+        name = self.backend.rpartition(":")[2] or self.backend
+        precision = self.backend_options.get("precision")
+        return f"{name}-{precision}" if precision else name
+
+
+def validate(spec: RunSpec) -> list[ConfLine]:
+    """Check names, numbers and paths; return the parsed user.conf lines."""
+    workload = get_workload(spec.model)
+    if spec.scenario not in SCENARIO_NAMES:
+        raise UserError(
+            f"unknown scenario {spec.scenario!r}; choose one of {', '.join(SCENARIO_NAMES)}"
+        )
+    if spec.scenario not in workload.scenarios:
+        raise UserError(
+            f"{spec.scenario} is not defined for {spec.model}; "
+            f"it runs {', '.join(workload.scenarios)}"
+        )
+    if spec.mode not in MODES:
+        raise UserError(f"unknown mode {spec.mode!r}; choose one of {', '.join(MODES)}")
+    if spec.preset not in PRESETS:
+        raise UserError(f"unknown preset {spec.preset!r}; choose one of {', '.join(PRESETS)}")
+    for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if spec.server_batch_timeout_ms < 0:
+        raise UserError("server batch timeout must not be negative")
+    if spec.dataset_path is not None and not spec.dataset_path.is_dir():
+        raise UserError(f"dataset folder {spec.dataset_path} does not exist")
+    create_backend(spec.backend, spec.backend_options)  # names and options, nothing loaded
+    model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
+    return parse_user_conf(spec.user_conf, model_keys) if spec.user_conf else []

@@ -1,0 +1,54 @@
+"""What a workload (a model with its dataset and accuracy rule) gives the run engine."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import Batch
+from harness.accuracy import Accuracy
+from harness.models.check import TensorSpec
+
+Progress = Callable[[str], None]
+
+
+class WorkloadData(abc.ABC):
+    """A dataset prepared for one workload: loads stacked model inputs by QSL index."""
+
+    count: int
+    description: str  # for run.json and the result line
+    synthetic: bool
+
+    @abc.abstractmethod
+    def load(self, indices: np.ndarray) -> Batch:
+        """Model inputs for these samples, stacked along the batch dimension."""
+
+    @abc.abstractmethod
+    def calibration(self) -> Sequence[Batch]:
+        """A fixed, representative set of input batches for backends that calibrate."""
+
+    @property
+    @abc.abstractmethod
+    def calibration_key(self) -> str:
+        """Identifies the calibration set in cache keys."""
+
+    @abc.abstractmethod
+    def score(self, responses: dict[int, bytes]) -> Accuracy:
+        """Accuracy of logged responses (qsl_idx -> response bytes)."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # CLI name
+    loadgen_key: str  # model key in mlperf.conf
+    scenarios: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[str, ...]  # what the backend must compute
+    performance_sample_count: int  # LoadGen's built-in count for this model
+    builtin_model: Callable[[Progress], Path]  # builds (once) and returns the synthetic model
+    open_data: Callable[[Path | None, int | None, Path, Progress], WorkloadData]
+    responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows

@@ -1,0 +1,139 @@
+"""ResNet-50 v1.5 on ImageNet val: the official MLPerf interface, model and data built in."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import Batch
+from harness.accuracy import Accuracy, imagenet_top1
+from harness.cache import cache_dir
+from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
+from harness.datasets.imagenet_preprocess import to_model_input
+from harness.models import resnet50 as builder
+from harness.models.check import TensorSpec
+from harness.workloads.base import Progress, Workload, WorkloadData
+
+MODEL_SEED = 0
+DATA_SEED = 0
+BUILTIN_DATASET_COUNT = 1024  # = LoadGen's ResNet-50 performance sample count
+CALIBRATION_COUNT = 128
+CALIBRATION_BATCH = 16
+
+
+def _source_digest(*modules: object) -> str:
+    """Cache keys follow the generator code: a change to it rebuilds what it generated."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(module.__file__).read_bytes())  # type: ignore[attr-defined]
+    return digest.hexdigest()[:12]
+
+
+def builtin_model(progress: Progress) -> Path:
+    path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{_source_digest(builder)}.onnx"
+    if not path.exists():
+        progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}) into {path}")
+        partial = path.with_suffix(f".partial-{os.getpid()}")
+        try:
+            builder.build_resnet50(partial, seed=MODEL_SEED)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
+def fp32_labels(model_path: Path):
+    """A labeller for synthetic data: the FP32 model's top-1 class (official label offset)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+    def label(crops: np.ndarray) -> np.ndarray:
+        outputs = [
+            session.run([builder.ARGMAX_OUTPUT], {builder.INPUT_NAME: to_model_input(part)})[0]
+            for part in np.array_split(crops, max(1, len(crops) // 32))
+        ]
+        return np.concatenate(outputs) - 1  # class 0 is background; ImageNet labels start at 1
+
+    return label
+
+
+def builtin_dataset(model_path: Path, progress: Progress) -> Path:
+    digest = _source_digest(synthetic_images, imagenet_preprocess)
+    model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
+    name = f"imagenet-synth-{BUILTIN_DATASET_COUNT}-seed{DATA_SEED}-{digest}-{model_digest}"
+    path = cache_dir("datasets") / name
+    if not path.exists():
+        progress(
+            f"generating {BUILTIN_DATASET_COUNT} synthetic images labelled by the FP32 model "
+            f"into {path}"
+        )
+        imagenet.write_synthetic_imagenet(
+            path, BUILTIN_DATASET_COUNT, DATA_SEED, fp32_labels(model_path), model_path.name
+        )
+    return path
+
+
+class ImageNetData(WorkloadData):
+    def __init__(self, folder: imagenet.ImageNetFolder, crops: np.ndarray) -> None:
+        self.folder = folder
+        self.crops = crops
+        self.count = folder.count
+        self.synthetic = folder.synthetic is not None
+        if folder.synthetic:
+            self.description = (
+                f"synthetic ImageNet-layout set, {self.count} images, labels = "
+                f"{folder.synthetic['labels']} (accuracy means agreement with FP32)"
+            )
+        else:
+            self.description = f"ImageNet val from {folder.root}, {self.count} images"
+        rng = np.random.default_rng(DATA_SEED)
+        self._calibration_indices = np.sort(
+            rng.choice(self.count, size=min(CALIBRATION_COUNT, self.count), replace=False)
+        )
+
+    def load(self, indices: np.ndarray) -> Batch:
+        return {builder.INPUT_NAME: to_model_input(self.crops[indices])}
+
+    def calibration(self) -> Sequence[Batch]:
+        idx = self._calibration_indices
+        return [
+            self.load(idx[i : i + CALIBRATION_BATCH]) for i in range(0, len(idx), CALIBRATION_BATCH)
+        ]
+
+    @property
+    def calibration_key(self) -> str:
+        digest = hashlib.sha256(self.crops[self._calibration_indices].tobytes())
+        return digest.hexdigest()[:16]
+
+    def score(self, responses: dict[int, bytes]) -> Accuracy:
+        return imagenet_top1(responses, self.folder.labels)
+
+
+def open_data(
+    path: Path | None, count: int | None, model_path: Path, progress: Progress
+) -> ImageNetData:
+    folder = imagenet.open_imagenet(path or builtin_dataset(model_path, progress), count)
+    return ImageNetData(folder, imagenet.preprocessed_crops(folder, progress))
+
+
+def responses(outputs: Batch) -> np.ndarray:
+    """One float32 label per sample: the official model's ArgMax minus the background class."""
+    return (outputs[builder.ARGMAX_OUTPUT] - 1).astype(np.float32)
+
+
+RESNET50 = Workload(
+    name="resnet50",
+    loadgen_key="resnet50",
+    scenarios=("Offline", "Server", "SingleStream", "MultiStream"),
+    inputs=(TensorSpec(builder.INPUT_NAME, "float32", (None, 3, 224, 224)),),
+    outputs=(builder.ARGMAX_OUTPUT,),
+    performance_sample_count=BUILTIN_DATASET_COUNT,
+    builtin_model=builtin_model,
+    open_data=open_data,
+    responses=responses,
+)

@@ -1,0 +1,71 @@
+"""What every scenario shares: running a batch, completing it to LoadGen, failing loudly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+import mlperf_loadgen as lg
+import numpy as np
+
+# Sample indices in, one response row per sample out (the official response layout).
+InferFn = Callable[[Sequence[int]], np.ndarray]
+# Called with the exception when inference fails; must not return (the run cannot go on).
+FatalFn = Callable[[BaseException], NoReturn]
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    batch_size: int = 1  # Offline batch size; the largest dynamic batch in Server
+    workers: int = 1  # threads pulling batches in Offline and Server
+    server_batch_timeout_ms: float = 0.0  # how long Server waits to fill a batch; 0 = greedy
+
+
+class ScenarioSUT:
+    """Base of the per-scenario SUTs. Subclasses implement ``issue_queries``."""
+
+    def __init__(self, infer: InferFn, options: ScenarioOptions, on_fatal: FatalFn) -> None:
+        self.infer = infer
+        self.options = options
+        self.on_fatal = on_fatal
+        self._completed = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def completed_samples(self) -> int:
+        return self._completed
+
+    def start(self) -> None:
+        """Start worker threads, if the scenario has any."""
+
+    def stop(self) -> None:
+        """Stop worker threads after LoadGen has finished the test."""
+
+    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+        raise NotImplementedError
+
+    def flush_queries(self) -> None:
+        """Nothing is held back between queries, so there is nothing to flush."""
+
+    def run(self, samples: Sequence[lg.QuerySample]) -> None:
+        """Infer one batch and hand its responses to LoadGen; any failure ends the run."""
+        try:
+            responses = np.ascontiguousarray(self.infer([s.index for s in samples]))
+            if len(responses) != len(samples):
+                raise RuntimeError(
+                    f"backend returned {len(responses)} responses for {len(samples)} samples"
+                )
+            stride = responses.strides[0] if responses.ndim > 1 else responses.itemsize
+            base = responses.ctypes.data
+            lg.QuerySamplesComplete(
+                [
+                    lg.QuerySampleResponse(s.id, base + i * stride, stride)
+                    for i, s in enumerate(samples)
+                ]
+            )
+        except BaseException as exc:  # LoadGen would wait forever for the missing responses
+            self.on_fatal(exc)
+        with self._count_lock:
+            self._completed += len(samples)

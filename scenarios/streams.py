@@ -1,0 +1,14 @@
+"""SingleStream and MultiStream: LoadGen waits for each query, so it runs inline as one batch."""
+
+from __future__ import annotations
+
+import mlperf_loadgen as lg
+
+from scenarios.base import ScenarioSUT
+
+
+class StreamSUT(ScenarioSUT):
+    """One query (1 sample in SingleStream, 8 in MultiStream) is one backend batch."""
+
+    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+        self.run(samples)

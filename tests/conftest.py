@@ -1,0 +1,46 @@
+"""Shared fixtures: one cache per test session, a built-in model, a small synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+SMALL_DATASET = 48
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every cache (model, datasets, preprocessed samples, int8 models) under one temp folder."""
+    cache = Path(os.environ.get("SPARSEPERF_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["SPARSEPERF_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def builtin_model(session_cache: Path) -> Path:
+    from harness.runner import prepare_model
+    from harness.spec import RunSpec
+
+    return prepare_model(RunSpec())
+
+
+@pytest.fixture(scope="session")
+def small_dataset(builtin_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "imagenet"
+    main(["data", "synth", "imagenet", "--count", str(SMALL_DATASET), "--out", str(out)])
+    return out
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,0 +1,114 @@
+"""Detail-log parsing, accuracy scoring, and the in-memory sample store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from harness.accuracy import imagenet_top1, read_responses
+from harness.errors import UserError
+from harness.qsl import SampleStore
+from harness.results import summarize
+
+
+def detail_log(path, entries, errors=()):
+    lines = []
+    for key, value in entries.items():
+        meta = {"is_error": key in errors, "is_warning": False}
+        lines.append(":::MLLOG " + json.dumps({"key": key, "value": value, "metadata": meta}))
+    lines.append(':::MLLOG {"key": "truncat')  # a line cut off by a dying process
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+BASE = {
+    "loadgen_version": "6.0.17",
+    "effective_qsl_rng_seed": 1,
+    "effective_sample_index_rng_seed": 2,
+    "effective_schedule_rng_seed": 3,
+    "result_validity": "VALID",
+    "result_min_duration_met": True,
+    "result_min_queries_met": True,
+    "result_perf_constraints_met": True,
+    "early_stopping_met": True,
+    "result_50.00_percentile_latency_ns": 2_000_000,
+    "result_99.00_percentile_latency_ns": 9_000_000,
+    "power_begin": "11-22-2026 20:32:04.000",
+    "power_end": "11-22-2026 20:33:05.500",
+}
+
+
+def test_offline_valid(tmp_path):
+    log = detail_log(tmp_path / "d.txt", {**BASE, "result_samples_per_second": 135.5})
+    result = summarize(log, "Offline", "performance")
+    assert (result["value"], result["units"], result["validity"]) == (135.5, "samples/s", "VALID")
+    assert result["invalid_reasons"] == []
+    assert result["latency_ms"] == {"50.00": 2.0, "99.00": 9.0}
+    assert result["duration_s"] == pytest.approx(61.5)
+    assert result["seeds"] == {
+        "qsl_rng_seed": 1,
+        "sample_index_rng_seed": 2,
+        "schedule_rng_seed": 3,
+    }
+
+
+def test_singlestream_metric_in_ms_and_invalid_reasons(tmp_path):
+    entries = {
+        **BASE,
+        "result_validity": "INVALID",
+        "result_min_duration_met": False,
+        "result_invalid_reason": "Reduce target latency. ",
+        "early_stopping_latency_ss": 12_345_678,
+    }
+    result = summarize(detail_log(tmp_path / "d.txt", entries), "SingleStream", "performance")
+    assert result["value"] == pytest.approx(12.345678) and result["units"] == "ms"
+    assert result["validity"] == "INVALID"
+    assert result["invalid_reasons"] == ["min duration not met", "Reduce target latency."]
+
+
+def test_logged_errors_make_a_valid_run_invalid(tmp_path):
+    entries = {**BASE, "result_completed_samples_per_sec": 99.0, "error_invalid_config": "x"}
+    log = detail_log(tmp_path / "d.txt", entries, errors={"error_invalid_config"})
+    result = summarize(log, "Server", "performance")
+    assert result["validity"] == "INVALID"
+    assert result["errors"] == ["error_invalid_config: x"]
+
+
+def test_unfinished_log_is_an_error(tmp_path):
+    log = detail_log(tmp_path / "d.txt", {"loadgen_version": "6.0.17"})
+    with pytest.raises(UserError, match="did not finish"):
+        summarize(log, "Offline", "performance")
+
+
+def accuracy_log(path, labels_by_index):
+    entries = [
+        {"seq_id": n, "qsl_idx": i, "data": np.float32(v).tobytes().hex().upper()}
+        for n, (i, v) in enumerate(labels_by_index)
+    ]
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_imagenet_top1_uses_first_response_per_sample(tmp_path):
+    log = accuracy_log(tmp_path / "a.json", [(0, 5), (1, 7), (2, 1), (0, 9)])
+    accuracy = imagenet_top1(read_responses(log), np.array([5, 7, 3]))
+    assert accuracy.line == "accuracy=66.667%, good=2, total=3"
+    assert accuracy.value == pytest.approx(200 / 3)
+
+
+def test_corrupt_accuracy_log(tmp_path):
+    bad = tmp_path / "a.json"
+    bad.write_text("[{")
+    with pytest.raises(UserError, match="cannot read accuracy log"):
+        read_responses(bad)
+
+
+def test_sample_store_gathers_loaded_samples_by_qsl_index():
+    store = SampleStore(10, lambda idx: {"x": idx.astype(np.float32) * 10})
+    store.load_samples([7, 2, 5])
+    assert store.batch([5, 7, 5])["x"].tolist() == [50, 70, 50]
+    store.unload_samples([7, 2, 5])
+    with pytest.raises(RuntimeError, match="not loaded"):
+        store.batch([5])
