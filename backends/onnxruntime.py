@@ -9,7 +9,6 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from backends.base import Backend, Batch, ModelHandle
@@ -128,7 +127,3 @@ def quantize_int8(model: ModelHandle) -> Path:
         os.replace(quantized, target)  # atomic: a crash never leaves a half-written cache entry
     return target
 
-
-def calibration_batches(samples: np.ndarray, input_name: str, batch: int = 1) -> list[Batch]:
-    """Split stacked samples into the per-batch dicts the calibrator reads."""
-    return [{input_name: samples[i : i + batch]} for i in range(0, len(samples), batch)]

@@ -1,0 +1,186 @@
+"""Harness overhead, measured side by side in one run (issue: harness spine).
+
+1. Offline ResNet-50 through the harness (LoadGen, QSL, scenario, backend) against a plain
+   ``InferenceSession.run`` loop at the same batch size and threads, fp32 and int8. The two
+   are interleaved and repeated so that the shared machine's noise hits both alike.
+2. The harness's own ceiling: the same QSL / scenario / LoadGen path with a no-op backend and
+   one-float samples, so that only the harness is measured (Offline samples/s, Server
+   queries/s at a ladder of targets).
+3. With --server-search: the highest Server target QPS that stays VALID for int8 in the
+   ``short`` preset (bisection over full runs), and its ratio to Offline int8 throughput.
+
+Run: python benchmarks/harness_overhead.py [--seconds 20] [--repeats 2] [--server-search]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import mlperf_loadgen as lg
+import numpy as np
+import onnxruntime as ort
+
+from backends.base import ModelHandle
+from backends.onnxruntime import quantize_int8
+from harness.qsl import SampleStore
+from harness.results import summarize
+from harness.runner import prepare_model, run
+from harness.spec import RunSpec
+from harness.workloads.resnet50 import RESNET50
+from scenarios import ScenarioOptions, make_sut
+
+BATCH = 8
+
+
+def plain_loop(session_path: Path, inputs: np.ndarray, seconds: float, threads: int) -> float:
+    """Samples/s of a bare InferenceSession.run loop over pre-made batches."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(session_path), options, providers=["CPUExecutionProvider"])
+    name = RESNET50.inputs[0].name
+    batches = [inputs[i : i + BATCH] for i in range(0, len(inputs) - BATCH + 1, BATCH)]
+    session.run(None, {name: batches[0]})
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run(list(RESNET50.outputs), {name: batches[done // BATCH % len(batches)]})
+        done += BATCH
+    return done / (time.perf_counter() - start)
+
+
+def harness_offline(precision: str, seconds: float, threads: int, workdir: Path) -> float:
+    conf = workdir / f"offline-{precision}.conf"
+    conf.write_text(f"resnet50.Offline.min_duration = {int(seconds * 1000)}\n")
+    spec = RunSpec(
+        backend_options={"precision": precision, "threads": threads},
+        preset="smoke",
+        user_conf=conf,
+        batch_size=BATCH,
+        runs_dir=workdir / "runs",
+    )
+    return run(spec).result["value"]
+
+
+def noop_loadgen(scenario: str, target: float, seconds: float, batch: int) -> tuple[float, str]:
+    """Harness path with a no-op backend and tiny samples: (metric value, validity)."""
+    store = SampleStore(1024, lambda idx: {"x": idx.astype(np.float32)})
+    store.load_samples(range(1024))
+
+    def infer(indices):
+        return store.batch(indices)["x"]  # gather + response rows, no inference
+
+    def on_fatal(exc):
+        raise SystemExit(f"no-op run failed: {exc}")
+
+    sut = make_sut(scenario, infer, ScenarioOptions(batch_size=batch), on_fatal)
+    settings = lg.TestSettings()
+    settings.scenario = getattr(lg.TestScenario, scenario)
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.min_duration_ms = int(seconds * 1000)
+    settings.min_query_count = 1
+    if scenario == "Offline":
+        settings.offline_expected_qps = target
+    else:
+        settings.server_target_qps = target
+        settings.server_target_latency_ns = 15_000_000
+    with tempfile.TemporaryDirectory() as out:
+        log = lg.LogOutputSettings()
+        log.outdir = out
+        log.copy_summary_to_stdout = False
+        log_settings = lg.LogSettings()
+        log_settings.log_output = log
+        lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+        lg_qsl = lg.ConstructQSL(1024, 1024, lambda _: None, lambda _: None)
+        sut.start()
+        lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings)
+        sut.stop()
+        lg.DestroyQSL(lg_qsl)
+        lg.DestroySUT(lg_sut)
+        result = summarize(Path(out) / "mlperf_log_detail.txt", scenario, "performance")
+    return result["value"], result["validity"]
+
+
+def server_search(threads: int, offline_qps: float, workdir: Path) -> None:
+    """Bisect the Server target QPS (short preset, int8) for the highest VALID value."""
+    low, high = 0.0, offline_qps
+    for _ in range(5):
+        target = round((low + high) / 2, 1) if low else round(offline_qps * 0.5, 1)
+        conf = workdir / "server.conf"
+        conf.write_text(f"resnet50.Server.target_qps = {target}\n")
+        spec = RunSpec(
+            scenario="Server",
+            backend_options={"precision": "int8", "threads": threads},
+            preset="short",
+            user_conf=conf,
+            batch_size=BATCH,
+            runs_dir=workdir / "runs",
+        )
+        result = run(spec).result
+        valid = result["validity"] == "VALID"
+        print(
+            f"  Server int8 target {target:7.1f} q/s: {result['validity']:7} "
+            f"p99 {result['latency_ms'].get('99.00', float('nan')):.1f} ms"
+        )
+        low, high = (target, high) if valid else (low, target)
+    print(
+        f"highest VALID Server target (short preset): {low:.1f} q/s = "
+        f"{low / offline_qps:.2f} x Offline int8 ({offline_qps:.1f} samples/s)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--server-search", action="store_true")
+    args = parser.parse_args()
+
+    model = prepare_model(RunSpec())
+    data = RESNET50.open_data(None, None, model, print)
+    inputs = data.load(np.arange(256))
+    int8_model = quantize_int8(
+        ModelHandle(
+            model,
+            "resnet50",
+            ("input_tensor:0",),
+            RESNET50.outputs,
+            data.calibration,
+            data.calibration_key,
+        )
+    )
+    print(
+        f"batch {BATCH}, {args.threads} threads, {args.seconds:.0f} s per measurement, "
+        f"{args.repeats} interleaved repeats; synthetic model and data"
+    )
+    offline_int8 = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for precision, path in (("fp32", model), ("int8", int8_model)):
+            plain, harness = [], []
+            for _ in range(args.repeats):
+                plain.append(plain_loop(path, inputs, args.seconds, args.threads))
+                harness.append(harness_offline(precision, args.seconds, args.threads, workdir))
+            p, h = statistics.median(plain), statistics.median(harness)
+            print(
+                f"Offline {precision}: plain loop {p:7.2f} samples/s, harness {h:7.2f} "
+                f"samples/s, ratio {h / p:.3f}  (runs: plain {plain}, harness {harness})"
+            )
+            if precision == "int8":
+                offline_int8 = h
+        for batch in (8, 64):
+            value, validity = noop_loadgen("Offline", 200_000, 5, batch)
+            print(f"no-op Offline, batch {batch}: {value:,.0f} samples/s ({validity})")
+        for target in (5_000, 10_000, 20_000):
+            value, validity = noop_loadgen("Server", target, 10, 8)
+            print(f"no-op Server, target {target:,} q/s: {value:,.0f} q/s completed ({validity})")
+        if args.server_search:
+            server_search(args.threads, offline_int8, workdir)
+
+
+if __name__ == "__main__":
+    main()
