@@ -34,6 +34,14 @@ def cli() -> None:
 @click.option("--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8).")
 @click.option("--threads", type=int, default=None, help="Backend threads (default: all cores).")
 @click.option(
+    "--backend-option",
+    "-o",
+    "extra_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any other backend option, e.g. -o graph_optimization=extended (repeatable).",
+)
+@click.option(
     "--preset",
     default="short",
     show_default=True,
@@ -84,14 +92,30 @@ def cli() -> None:
     show_default=True,
     help="Where run folders are written.",
 )
-def run(precision: str | None, threads: int | None, **fields: Any) -> None:
+def run(
+    precision: str | None, threads: int | None, extra_options: tuple[str, ...], **fields: Any
+) -> None:
     """Run one LoadGen test and write a run folder."""
     options = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
+    options.update(parse_option(text) for text in extra_options)
     spec = RunSpec(backend_options=options, **fields)
     from harness.runner import run as execute  # heavy imports only when a run starts
 
     outcome = execute(spec)
     click.echo(result_line(spec, outcome.result, outcome.folder))
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with the value read as an int, a float, or else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"backend option {text!r} must look like KEY=VALUE")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
 
 
 def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
@@ -141,7 +165,7 @@ def synth_imagenet(count: int, out: Path, seed: int, model_path: Path | None) ->
     from harness.workloads.resnet50 import fp32_labels
 
     model = prepare_model(RunSpec(model="resnet50", model_path=model_path))
-    write_synthetic_imagenet(out, count, seed, fp32_labels(model), model.name)
+    write_synthetic_imagenet(out, count, seed, fp32_labels(model), model.name, say)
     say(f"wrote {count} synthetic images and val_map.txt to {out}")
     click.echo(
         f"{out}: synthetic ImageNet-layout set; labels are the FP32 predictions of "

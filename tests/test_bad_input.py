@@ -46,6 +46,9 @@ def run_args(tmp_path: Path, *extra: str) -> list[str]:
         ("--mode", "perf", "unknown mode 'perf'"),
         ("--precision", "fp8", "unknown precision 'fp8'"),
         ("--batch-size", "0", "batch size must be at least 1"),
+        ("--backend-option", "colour=blue", "does not take option(s) colour"),
+        ("--backend-option", "graph_optimization", "must look like KEY=VALUE"),
+        ("--backend-option", "graph_optimization=max", "unknown graph optimization 'max'"),
     ],
 )
 def test_unknown_names(flag, value, needle, tmp_path, capsys):

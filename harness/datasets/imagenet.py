@@ -122,6 +122,7 @@ def write_synthetic_imagenet(
     seed: int,
     label: Callable[[np.ndarray], np.ndarray],
     labelled_by: str,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Write ``count`` JPEGs and a val_map.txt whose labels are ``label(crops)``.
 
@@ -146,6 +147,8 @@ def write_synthetic_imagenet(
                 Image.fromarray(pixels).save(partial / name, quality=90)
             crops = np.stack(list(_crops([partial / name for name in chunk])))
             labels.append(np.asarray(label(crops), dtype=np.int64))
+            if count > _CHUNK:
+                progress(f"{start + len(chunk)} of {count} images written and labelled")
         all_labels = np.concatenate(labels)
         (partial / VAL_MAP).write_text(
             "".join(f"{name} {lab}\n" for name, lab in zip(names, all_labels, strict=True))

@@ -73,7 +73,12 @@ def builtin_dataset(model_path: Path, progress: Progress) -> Path:
             f"into {path}"
         )
         imagenet.write_synthetic_imagenet(
-            path, BUILTIN_DATASET_COUNT, DATA_SEED, fp32_labels(model_path), model_path.name
+            path,
+            BUILTIN_DATASET_COUNT,
+            DATA_SEED,
+            fp32_labels(model_path),
+            model_path.name,
+            progress,
         )
     return path
 
