@@ -126,4 +126,3 @@ def quantize_int8(model: ModelHandle) -> Path:
         )
         os.replace(quantized, target)  # atomic: a crash never leaves a half-written cache entry
     return target
-

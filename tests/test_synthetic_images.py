@@ -1,0 +1,61 @@
+"""Synthetic images: deterministic per (seed, index), varied in size and content, and fast."""
+
+import time
+
+import numpy as np
+
+from harness.datasets.synthetic_images import MAX_SHORT_SIDE, MIN_SHORT_SIDE, synth_images
+
+
+def test_image_depends_only_on_seed_and_index() -> None:
+    longer = list(synth_images(6, seed=7))
+    again = list(synth_images(6, seed=7))
+    prefix = list(synth_images(3, seed=7))
+    for first, second in zip(longer, again, strict=True):
+        np.testing.assert_array_equal(first, second)
+    for first, second in zip(longer, prefix, strict=False):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_different_seeds_give_different_images() -> None:
+    first = next(synth_images(1, seed=0))
+    second = next(synth_images(1, seed=1))
+    assert first.shape != second.shape or not np.array_equal(first, second)
+
+
+def test_zero_count_yields_nothing() -> None:
+    assert list(synth_images(0, seed=0)) == []
+
+
+def test_images_are_rgb_uint8_of_varied_sizes() -> None:
+    images = list(synth_images(60, seed=3))
+    for image in images:
+        assert image.dtype == np.uint8
+        assert image.ndim == 3 and image.shape[2] == 3
+        assert image.flags.c_contiguous
+        short, long = sorted(image.shape[:2])
+        assert MIN_SHORT_SIDE <= short <= MAX_SHORT_SIDE
+        assert long / short <= 1.34
+    shapes = {image.shape for image in images}
+    assert len(shapes) >= 40
+    assert any(image.shape[0] > image.shape[1] for image in images)  # portrait
+    assert any(image.shape[0] < image.shape[1] for image in images)  # landscape
+
+
+def test_content_is_structured_and_differs_between_images() -> None:
+    images = list(synth_images(30, seed=5))
+    for image in images:
+        # Large-scale structure (gradient and shapes), not just noise around one flat colour.
+        blocks = image[:224, :224].astype(np.float64).reshape(8, 28, 8, 28, 3).mean(axis=(1, 3))
+        assert blocks.std() > 10.0
+        coarse = {tuple(colour) for colour in (image[::4, ::4] // 64).reshape(-1, 3)}
+        assert len(coarse) >= 4
+    mean_colours = np.array([image.reshape(-1, 3).mean(axis=0) for image in images])
+    assert mean_colours.std(axis=0).min() > 10.0
+
+
+def test_generates_at_least_100_images_per_second() -> None:
+    start = time.perf_counter()
+    for _ in synth_images(200, seed=11):
+        pass
+    assert 200 / (time.perf_counter() - start) >= 100
