@@ -142,7 +142,7 @@ def main() -> None:
 
     model = prepare_model(RunSpec())
     data = RESNET50.open_data(None, None, model, print)
-    inputs = data.load(np.arange(256))
+    inputs = data.load(np.arange(256))[RESNET50.inputs[0].name]
     int8_model = quantize_int8(
         ModelHandle(
             model,

@@ -131,11 +131,14 @@ class Progress:
         self._thread.join()
 
     def _loop(self) -> None:
+        # The rate is over the last interval: the first one also holds LoadGen's sample loading.
+        last_done, last_time = 0, self._start
         while not self._stop.wait(PROGRESS_EVERY_S):
-            elapsed = time.monotonic() - self._start
-            done = self._sut.completed_samples
+            now, done = time.monotonic(), self._sut.completed_samples
             target = f" of at least {self._expected_s:.0f} s" if self._expected_s else ""
-            say(f"{elapsed:.0f} s{target}: {done} samples done ({done / elapsed:.1f}/s)")
+            rate = (done - last_done) / (now - last_time)
+            say(f"{now - self._start:.0f} s{target}: {done} samples done ({rate:.1f}/s lately)")
+            last_done, last_time = done, now
 
 
 def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path) -> None:
