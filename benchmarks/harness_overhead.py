@@ -9,7 +9,8 @@
 3. With --server-search: the highest Server target QPS that stays VALID for int8 in the
    ``short`` preset (bisection over full runs), and its ratio to Offline int8 throughput.
 
-Run: python benchmarks/harness_overhead.py [--seconds 20] [--repeats 2] [--server-search]
+Run: python benchmarks/harness_overhead.py [--seconds 30] [--repeats 3] [--precisions fp32,int8]
+     [--skip-noop] [--server-search [--offline-int8 QPS]]
 """
 
 from __future__ import annotations
@@ -137,7 +138,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32,int8", type=lambda t: t.split(","))
+    parser.add_argument("--skip-noop", action="store_true")
     parser.add_argument("--server-search", action="store_true")
+    parser.add_argument(
+        "--offline-int8", type=float, default=0.0, help="Offline int8 rate when not measured"
+    )
     args = parser.parse_args()
 
     model = prepare_model(RunSpec())
@@ -161,10 +167,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for precision, path in (("fp32", model), ("int8", int8_model)):
+            if precision not in args.precisions:
+                continue
             plain, harness = [], []
-            for _ in range(args.repeats):
-                plain.append(plain_loop(path, inputs, args.seconds, args.threads))
-                harness.append(harness_offline(precision, args.seconds, args.threads, workdir))
+            for repeat in range(args.repeats):
+                # Alternate which goes first, so that drift on the shared machine cancels out.
+                order = ("plain", "harness") if repeat % 2 == 0 else ("harness", "plain")
+                for which in order:
+                    if which == "plain":
+                        plain.append(plain_loop(path, inputs, args.seconds, args.threads))
+                    else:
+                        harness.append(
+                            harness_offline(precision, args.seconds, args.threads, workdir)
+                        )
             p, h = statistics.median(plain), statistics.median(harness)
             print(
                 f"Offline {precision}: plain loop {p:7.2f} samples/s, harness {h:7.2f} "
@@ -172,14 +187,14 @@ def main() -> None:
             )
             if precision == "int8":
                 offline_int8 = h
-        for batch in (8, 64):
+        for batch in () if args.skip_noop else (8, 64):
             value, validity = noop_loadgen("Offline", 200_000, 5, batch)
             print(f"no-op Offline, batch {batch}: {value:,.0f} samples/s ({validity})")
-        for target in (5_000, 10_000, 20_000):
+        for target in () if args.skip_noop else (5_000, 10_000, 20_000):
             value, validity = noop_loadgen("Server", target, 10, 8)
             print(f"no-op Server, target {target:,} q/s: {value:,.0f} q/s completed ({validity})")
         if args.server_search:
-            server_search(args.threads, offline_int8, workdir)
+            server_search(args.threads, offline_int8 or args.offline_int8, workdir)
 
 
 if __name__ == "__main__":

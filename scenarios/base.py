@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,3 +70,26 @@ class ScenarioSUT:
             self.on_fatal(exc)
         with self._count_lock:
             self._completed += len(samples)
+
+
+class WorkerPoolSUT(ScenarioSUT):
+    """A scenario whose queries go through a queue to ``options.workers`` threads."""
+
+    def start(self) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{type(self).__name__}-{i}", daemon=True)
+            for i in range(self.options.workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)  # one stop signal per worker
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        """Take work from ``self._queue`` until a None arrives."""
+        raise NotImplementedError

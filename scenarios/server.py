@@ -9,37 +9,21 @@ bound; batches still grow on their own when load is high.
 from __future__ import annotations
 
 import queue
-import threading
 import time
 
 import mlperf_loadgen as lg
 
-from scenarios.base import ScenarioSUT
+from scenarios.base import WorkerPoolSUT
 
 
-class ServerSUT(ScenarioSUT):
-    def start(self) -> None:
-        self._waiting: queue.SimpleQueue[lg.QuerySample | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"server-worker-{i}", daemon=True)
-            for i in range(self.options.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        for _ in self._threads:
-            self._waiting.put(None)
-        for thread in self._threads:
-            thread.join()
-
+class ServerSUT(WorkerPoolSUT):
     def issue_queries(self, samples: list[lg.QuerySample]) -> None:
         for sample in samples:
-            self._waiting.put(sample)
+            self._queue.put(sample)
 
     def _work(self) -> None:
         timeout = self.options.server_batch_timeout_ms / 1000
-        while (first := self._waiting.get()) is not None:
+        while (first := self._queue.get()) is not None:
             batch = [first]
             deadline = time.monotonic() + timeout
             stopping = False
@@ -47,9 +31,9 @@ class ServerSUT(ScenarioSUT):
                 remaining = deadline - time.monotonic()
                 try:
                     item = (
-                        self._waiting.get(timeout=remaining)
+                        self._queue.get(timeout=remaining)
                         if remaining > 0
-                        else self._waiting.get_nowait()
+                        else self._queue.get_nowait()
                     )
                 except queue.Empty:
                     break
