@@ -23,6 +23,8 @@ class ModelHandle:
     # Representative input batches drawn from the dataset, for backends that calibrate.
     calibration: Callable[[], Sequence[Batch]] = field(default=lambda: (), compare=False)
     calibration_key: str = ""  # identifies the calibration set in cache keys
+    # The workload's advice for int8 activations: "static" (calibrated) or "dynamic" (per batch).
+    int8_activations: str = "static"
 
 
 class Backend(abc.ABC):

@@ -1,4 +1,9 @@
-"""The dense baseline: ONNX Runtime on the CPU, fp32 or int8 (static QDQ, calibrated)."""
+"""The dense baseline: ONNX Runtime on the CPU, fp32 or int8.
+
+int8 comes in two recipes: static QDQ (activation ranges calibrated on dataset samples; best
+for CNNs) and dynamic (activation ranges per batch at run time; best for transformers, where
+Q/DQ nodes around every MatMul cost more than they save). The workload advises one.
+"""
 
 from __future__ import annotations
 
@@ -12,44 +17,55 @@ from pathlib import Path
 import onnxruntime as ort
 
 from backends.base import Backend, Batch, ModelHandle
+from harness.accuracy import file_sha256
 from harness.cache import cache_dir
 from harness.errors import UserError
 
 PRECISIONS = ("fp32", "int8")
+QUANTIZATIONS = ("auto", "static", "dynamic")  # auto: the workload's advice
 GRAPH_OPTIMIZATION = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-# Bump when the quantization recipe changes, so cached int8 models are rebuilt.
-INT8_RECIPE = "qdq-u8s8-perchannel-minmax-v1"
+# Bump when a quantization recipe changes, so cached int8 models are rebuilt.
+INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s8-matmul-v1"}
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(
-        self, precision: str = "fp32", threads: int = 0, graph_optimization: str = "all"
+        self,
+        precision: str = "fp32",
+        threads: int = 0,
+        graph_optimization: str = "all",
+        quantization: str = "auto",
     ) -> None:
-        if precision not in PRECISIONS:
-            raise UserError(
-                f"onnxruntime backend: unknown precision {precision!r}; choose one of "
-                + ", ".join(PRECISIONS)
-            )
-        if graph_optimization not in GRAPH_OPTIMIZATION:
-            raise UserError(
-                f"onnxruntime backend: unknown graph optimization {graph_optimization!r}; "
-                "choose one of " + ", ".join(GRAPH_OPTIMIZATION)
-            )
+        for option, value, choices in (
+            ("precision", precision, PRECISIONS),
+            ("graph optimization", graph_optimization, GRAPH_OPTIMIZATION),
+            ("quantization", quantization, QUANTIZATIONS),
+        ):
+            if value not in choices:
+                raise UserError(
+                    f"onnxruntime backend: unknown {option} {value!r}; choose one of "
+                    + ", ".join(choices)
+                )
+        if quantization != "auto" and precision != "int8":
+            raise UserError("onnxruntime backend: quantization applies to --precision int8 only")
         self.precision = precision
+        self.quantization = quantization
         self.threads = threads or (os.cpu_count() or 1)
         self.graph_optimization = graph_optimization
         self._session: ort.InferenceSession | None = None
         self._outputs: list[str] = []
 
     def load(self, model: ModelHandle) -> None:
-        path = quantize_int8(model) if self.precision == "int8" else model.path
+        if self.quantization == "auto":
+            self.quantization = model.int8_activations
+        path = quantize_int8(model, self.quantization) if self.precision == "int8" else model.path
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -68,9 +84,12 @@ class OnnxRuntimeBackend(Backend):
         return dict(zip(self._outputs, values, strict=True))
 
     def describe(self) -> dict[str, str]:
+        precision = self.precision
+        if precision == "int8":
+            precision += f" ({self.quantization} activations)"
         return {
             "backend": self.name,
-            "precision": self.precision,
+            "precision": precision,
             "sparsity": "dense",
             "framework": f"onnxruntime {ort.__version__}",
             "device": f"CPU ({platform.machine()}, {self.threads} threads)",
@@ -82,17 +101,35 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def quantize_int8(model: ModelHandle) -> Path:
-    """Static QDQ int8 (u8 activations, s8 per-channel weights), cached per model + calibration."""
-    digest = hashlib.sha256()
-    with model.path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    digest.update(f"{INT8_RECIPE}|{model.calibration_key}|{ort.__version__}".encode())
-    target = cache_dir("int8") / f"{model.name}-{digest.hexdigest()[:16]}.onnx"
-    if target.exists():
-        return target
+def quantize_int8(model: ModelHandle, recipe: str) -> Path:
+    """The int8 model for ``recipe`` (static or dynamic), cached per model file, recipe and
+    calibration set; written atomically, so a crash never leaves a half-written cache entry."""
+    digest = hashlib.sha256(file_sha256(model.path).encode())
+    calibration = model.calibration_key if recipe == "static" else ""
+    digest.update(f"{INT8_RECIPES[recipe]}|{calibration}|{ort.__version__}".encode())
+    target = cache_dir("int8") / f"{model.name}-{recipe}-{digest.hexdigest()[:16]}.onnx"
+    if not target.exists():
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            quantized = Path(tmp) / "quantized.onnx"
+            if recipe == "static":
+                _quantize_static(model, Path(tmp), quantized)
+            else:
+                _quantize_dynamic(model.path, quantized)
+            os.replace(quantized, target)
+    return target
 
+
+def _quantize_dynamic(source: Path, target: Path) -> None:
+    """s8 weights for every MatMul; activations quantized per batch by the kernels."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
+    )
+
+
+def _quantize_static(model: ModelHandle, tmp: Path, target: Path) -> None:
+    """QDQ int8: u8 activations with calibrated ranges, s8 per-channel weights."""
     batches = list(model.calibration())
     if not batches:
         raise UserError(f"int8 quantization of {model.name} needs calibration samples; none given")
@@ -111,18 +148,14 @@ def quantize_int8(model: ModelHandle) -> Path:
         def get_next(self) -> Batch | None:
             return next(self._items, None)
 
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        quantized = Path(tmp) / "quantized.onnx"
-        quant_pre_process(str(model.path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            Reader(batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
-        os.replace(quantized, target)  # atomic: a crash never leaves a half-written cache entry
-    return target
+    prepared = tmp / "prepared.onnx"
+    quant_pre_process(str(model.path), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(target),
+        Reader(batches),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )

@@ -31,6 +31,7 @@ from harness.qsl import SampleStore
 from harness.results import summarize
 from harness.runner import prepare_model, run
 from harness.spec import RunSpec
+from harness.workloads.base import DataSource
 from harness.workloads.resnet50 import RESNET50
 from scenarios import ScenarioOptions, make_sut
 
@@ -147,7 +148,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = prepare_model(RunSpec())
-    data = RESNET50.open_data(None, None, model, print)
+    data = RESNET50.open_data(DataSource(), model, print)
     inputs = data.load(np.arange(256))[RESNET50.inputs[0].name]
     int8_model = quantize_int8(
         ModelHandle(
@@ -157,7 +158,8 @@ def main() -> None:
             RESNET50.outputs,
             data.calibration,
             data.calibration_key,
-        )
+        ),
+        "static",
     )
     print(
         f"batch {BATCH}, {args.threads} threads, {args.seconds:.0f} s per measurement, "

@@ -1,7 +1,9 @@
 """Where generated models, datasets and preprocessed samples are cached."""
 
+import hashlib
 import os
 from pathlib import Path
+from types import ModuleType
 
 
 def cache_dir(*parts: str) -> Path:
@@ -14,3 +16,11 @@ def cache_dir(*parts: str) -> Path:
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def source_digest(*modules: ModuleType) -> str:
+    """Cache keys follow the generator code: a change to it rebuilds what it generated."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]

@@ -11,7 +11,7 @@ import click
 from harness.errors import UserError
 from harness.settings import SCENARIO_NAMES
 from harness.spec import MODES, RunSpec
-from harness.workloads import WORKLOADS
+from harness.workloads import WORKLOADS, get_workload
 
 EXIT_ERROR = 2
 
@@ -56,9 +56,19 @@ def cli() -> None:
 @click.option(
     "--dataset-path",
     type=click.Path(path_type=Path),
-    help="Dataset folder (ImageNet val with val_map.txt); default: built-in synthetic.",
+    help="Dataset: ImageNet val folder with val_map.txt, or SQuAD dev-v1.1.json (or its "
+    "folder); default: built-in synthetic.",
 )
-@click.option("--dataset-count", type=int, help="Use only the first N samples of the dataset.")
+@click.option(
+    "--dataset-count",
+    type=int,
+    help="Use only the first N images (ImageNet) or questions (SQuAD).",
+)
+@click.option(
+    "--vocab-path",
+    type=click.Path(path_type=Path),
+    help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
+)
 @click.option(
     "--user-conf",
     type=click.Path(path_type=Path),
@@ -170,6 +180,39 @@ def synth_imagenet(count: int, out: Path, seed: int, model_path: Path | None) ->
     click.echo(
         f"{out}: synthetic ImageNet-layout set; labels are the FP32 predictions of "
         f"{model.name}, so accuracy on it measures agreement with FP32"
+    )
+
+
+@synth.command("squad")
+@click.option("--count", type=int, required=True, help="Number of questions.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--model",
+    default="bert-large",
+    show_default=True,
+    help="Built-in model whose FP32 predictions become the answers: bert-large or bert-tiny.",
+)
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    help="BERT ONNX model whose FP32 predictions become the answers; default: built-in.",
+)
+def synth_squad(count: int, out: Path, seed: int, model: str, model_path: Path | None) -> None:
+    """dev-v1.1.json plus vocab.txt; gold answers are FP32 model predictions."""
+    from harness.datasets.synthetic_squad import write_synthetic_squad
+    from harness.loadgen_run import say
+    from harness.runner import prepare_model
+    from harness.workloads.bert import fp32_answers
+
+    spec = RunSpec(model=model, model_path=model_path)
+    if not get_workload(model).uses_vocab:
+        raise UserError(f"{model} is not a BERT model; choose bert-large or bert-tiny")
+    path = prepare_model(spec)
+    write_synthetic_squad(out, count, seed, fp32_answers(path, say), path.name, say)
+    click.echo(
+        f"{out}: synthetic SQuAD v1.1-layout set; answers are the FP32 predictions of "
+        f"{path.name}, so accuracy on it measures agreement with FP32"
     )
 
 

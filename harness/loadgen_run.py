@@ -143,7 +143,7 @@ class Progress:
 
 def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path) -> None:
     workload = get_workload(spec.model)
-    data = workload.open_data(spec.dataset_path, spec.dataset_count, model_path, say)
+    data = workload.open_data(spec.data_source, model_path, say)
     backend = create_backend(spec.backend, spec.backend_options)
 
     def on_fatal(exc: BaseException) -> NoReturn:
@@ -158,6 +158,7 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         output_names=workload.outputs,
         calibration=data.calibration,
         calibration_key=data.calibration_key,
+        int8_activations=workload.int8_activations,
     )
     try:
         backend.load(handle)

@@ -63,7 +63,7 @@ def run(spec: RunSpec) -> RunOutcome:
     model_path = prepare_model(spec)
     workload = get_workload(spec.model)
     # Build and check the dataset caches here, so that errors surface before any process starts.
-    workload.open_data(spec.dataset_path, spec.dataset_count, model_path, say)
+    workload.open_data(spec.data_source, model_path, say)
 
     spec.runs_dir.mkdir(parents=True, exist_ok=True)
     name = _folder_name(spec)

@@ -10,6 +10,7 @@ from backends import create_backend
 from harness.errors import UserError
 from harness.settings import PRESETS, SCENARIO_NAMES, ConfLine, parse_user_conf
 from harness.workloads import WORKLOADS, get_workload
+from harness.workloads.base import DataSource
 
 MODES = ("performance", "accuracy")
 
@@ -25,6 +26,7 @@ class RunSpec:
     model_path: Path | None = None
     dataset_path: Path | None = None
     dataset_count: int | None = None
+    vocab_path: Path | None = None
     user_conf: Path | None = None
     batch_size: int = 8
     workers: int = 1
@@ -33,6 +35,10 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @property
+    def data_source(self) -> DataSource:
+        return DataSource(self.dataset_path, self.dataset_count, self.vocab_path)
 
     @property
     def backend_label(self) -> str:
@@ -63,8 +69,12 @@ def validate(spec: RunSpec) -> list[ConfLine]:
             raise UserError(f"{name} must be at least 1, got {value}")
     if spec.server_batch_timeout_ms < 0:
         raise UserError("server batch timeout must not be negative")
-    if spec.dataset_path is not None and not spec.dataset_path.is_dir():
-        raise UserError(f"dataset folder {spec.dataset_path} does not exist")
+    if spec.dataset_path is not None and not spec.dataset_path.exists():
+        raise UserError(f"dataset path {spec.dataset_path} does not exist")
+    if spec.dataset_count is not None and spec.dataset_count < 1:
+        raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
+    if spec.vocab_path is not None and not workload.uses_vocab:
+        raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
     create_backend(spec.backend, spec.backend_options)  # names and options, nothing loaded
     model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
     return parse_user_conf(spec.user_conf, model_keys) if spec.user_conf else []

@@ -16,6 +16,15 @@ from harness.models.check import TensorSpec
 Progress = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's dataset comes from."""
+
+    path: Path | None = None  # None: the built-in synthetic set
+    count: int | None = None  # keep only the first N items (images, questions)
+    vocab: Path | None = None  # tokenizer vocabulary, for text workloads
+
+
 class WorkloadData(abc.ABC):
     """A dataset prepared for one workload: loads stacked model inputs by QSL index."""
 
@@ -50,5 +59,9 @@ class Workload:
     outputs: tuple[str, ...]  # what the backend must compute
     performance_sample_count: int  # LoadGen's built-in count for this model
     builtin_model: Callable[[Progress], Path]  # builds (once) and returns the synthetic model
-    open_data: Callable[[Path | None, int | None, Path, Progress], WorkloadData]
+    open_data: Callable[[DataSource, Path, Progress], WorkloadData]
     responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows
+    # How int8 backends best quantize activations: "static" (calibrated ranges) suits CNNs,
+    # "dynamic" (ranges per batch) suits transformers.
+    int8_activations: str = "static"
+    uses_vocab: bool = False  # takes a tokenizer vocabulary (DataSource.vocab)

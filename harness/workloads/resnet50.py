@@ -11,12 +11,12 @@ import numpy as np
 
 from backends.base import Batch
 from harness.accuracy import Accuracy, imagenet_top1
-from harness.cache import cache_dir
+from harness.cache import cache_dir, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
 from harness.models import resnet50 as builder
 from harness.models.check import TensorSpec
-from harness.workloads.base import Progress, Workload, WorkloadData
+from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
 
 MODEL_SEED = 0
 DATA_SEED = 0
@@ -25,16 +25,8 @@ CALIBRATION_COUNT = 128
 CALIBRATION_BATCH = 16
 
 
-def _source_digest(*modules: object) -> str:
-    """Cache keys follow the generator code: a change to it rebuilds what it generated."""
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__).read_bytes())  # type: ignore[attr-defined]
-    return digest.hexdigest()[:12]
-
-
 def builtin_model(progress: Progress) -> Path:
-    path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{_source_digest(builder)}.onnx"
+    path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
     if not path.exists():
         progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}) into {path}")
         partial = path.with_suffix(f".partial-{os.getpid()}")
@@ -63,7 +55,7 @@ def fp32_labels(model_path: Path):
 
 
 def builtin_dataset(model_path: Path, progress: Progress) -> Path:
-    digest = _source_digest(synthetic_images, imagenet_preprocess)
+    digest = source_digest(synthetic_images, imagenet_preprocess)
     model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
     name = f"imagenet-synth-{BUILTIN_DATASET_COUNT}-seed{DATA_SEED}-{digest}-{model_digest}"
     path = cache_dir("datasets") / name
@@ -119,10 +111,9 @@ class ImageNetData(WorkloadData):
         return imagenet_top1(responses, self.folder.labels)
 
 
-def open_data(
-    path: Path | None, count: int | None, model_path: Path, progress: Progress
-) -> ImageNetData:
-    folder = imagenet.open_imagenet(path or builtin_dataset(model_path, progress), count)
+def open_data(source: DataSource, model_path: Path, progress: Progress) -> ImageNetData:
+    path = source.path or builtin_dataset(model_path, progress)
+    folder = imagenet.open_imagenet(path, source.count)
     return ImageNetData(folder, imagenet.preprocessed_crops(folder, progress))
 
 

@@ -1,0 +1,205 @@
+"""BERT on SQuAD v1.1: the official MLPerf BERT-Large interface, model and data built in.
+
+``bert-large`` is the MLPerf model (24 layers, hidden 1024); ``bert-tiny`` is the same
+architecture at 2 layers and hidden 128, for tests and quick demos, and is never presented
+as BERT-Large. Both take the official files: model.onnx, dev-v1.1.json and vocab.txt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from backends.base import Batch
+from harness.accuracy import Accuracy
+from harness.cache import cache_dir, source_digest
+from harness.datasets import squad_eval, squad_features, synthetic_squad, wordpiece
+from harness.datasets.squad import Example, SquadSet, read_squad, resolve_dev_file
+from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_features
+from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece
+from harness.errors import UserError
+from harness.models import bert as builder
+from harness.models.check import TensorSpec
+from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
+
+MODEL_SEED = 0
+DATA_SEED = 0
+CALIBRATION_COUNT = 32
+CALIBRATION_BATCH = 8
+LABEL_BATCH = 8
+INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
+
+
+def builtin_model(config: builder.BertConfig, progress: Progress) -> Path:
+    path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
+    if not path.exists():
+        progress(f"building the synthetic {config.name} model (seed {MODEL_SEED}) into {path}")
+        partial = path.with_suffix(f".partial-{os.getpid()}")
+        try:
+            builder.build_bert(partial, config, seed=MODEL_SEED)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return path
+
+
+def to_model_input(features: Features, indices: np.ndarray) -> Batch:
+    """The model's int64 inputs for these features."""
+    return {
+        builder.INPUT_IDS: features.input_ids[indices].astype(np.int64),
+        builder.INPUT_MASK: features.input_mask[indices].astype(np.int64),
+        builder.SEGMENT_IDS: features.segment_ids[indices].astype(np.int64),
+    }
+
+
+def responses(outputs: Batch) -> np.ndarray:
+    """float32 [384, 2] per sample: start and end logits, as the official harness logs them."""
+    stacked = np.stack([outputs[builder.START_LOGITS], outputs[builder.END_LOGITS]], axis=-1)
+    return stacked.astype(np.float32, copy=False)
+
+
+def fp32_answers(model_path: Path, progress: Progress) -> synthetic_squad.Labeller:
+    """A labeller for synthetic data: the FP32 model's answer to each question."""
+
+    def label(examples: tuple[Example, ...], vocab: Path) -> dict[str, tuple[str, int]]:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        tokens = load_wordpiece(vocab)
+        features = squad_features.create_features(examples, tokens)
+        logits: dict[int, np.ndarray] = {}
+        for start in range(0, features.count, LABEL_BATCH):
+            indices = np.arange(start, min(start + LABEL_BATCH, features.count))
+            names = [builder.START_LOGITS, builder.END_LOGITS]
+            outputs = session.run(names, to_model_input(features, indices))
+            rows = responses(dict(zip(names, outputs, strict=True)))
+            logits.update(zip(indices.tolist(), rows, strict=True))
+            done = indices[-1] + 1
+            if done % (LABEL_BATCH * 16) == 0 or done == features.count:
+                progress(f"{done} of {features.count} features answered by the FP32 model")
+        answers = squad_eval.best_answers(examples, features, logits, tokens)
+        return {
+            qas_id: (a.text, a.start)
+            for qas_id, a in answers.items()
+            if a.start >= 0  # questions without a valid span are left out
+        }
+
+    return label
+
+
+def builtin_dataset(model_path: Path, questions: int, progress: Progress) -> Path:
+    digest = source_digest(synthetic_squad, wordpiece, squad_features, squad_eval)
+    model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
+    name = f"squad-synth-{questions}-seed{DATA_SEED}-{digest}-{model_digest}"
+    path = cache_dir("datasets") / name
+    if not path.exists():
+        progress(
+            f"generating {questions} synthetic SQuAD questions answered by the FP32 model "
+            f"into {path}"
+        )
+        label = fp32_answers(model_path, progress)
+        synthetic_squad.write_synthetic_squad(
+            path, questions, DATA_SEED, label, model_path.name, progress
+        )
+    return path
+
+
+class SquadData(WorkloadData):
+    def __init__(self, squad: SquadSet, vocab: Path, tokens: WordPiece, features: Features) -> None:
+        self.squad = squad
+        self.tokens = tokens
+        self.features = features
+        self.count = features.count
+        self.synthetic = squad.synthetic is not None
+        questions = len(squad.examples)
+        if squad.synthetic:
+            self.description = (
+                f"synthetic SQuAD v1.1-layout set {squad.path}, {questions} questions, "
+                f"{self.count} features, answers = {squad.synthetic.get('answers')} "
+                "(accuracy means agreement with FP32)"
+            )
+        else:
+            self.description = (
+                f"SQuAD v1.1 {squad.path} with {vocab}, {questions} questions, "
+                f"{self.count} features"
+            )
+        rng = np.random.default_rng(DATA_SEED)
+        size = min(CALIBRATION_COUNT, self.count)
+        self._calibration_indices = np.sort(rng.choice(self.count, size=size, replace=False))
+
+    def load(self, indices: np.ndarray) -> Batch:
+        return to_model_input(self.features, indices)
+
+    def calibration(self) -> Sequence[Batch]:
+        idx = self._calibration_indices
+        return [
+            self.load(idx[i : i + CALIBRATION_BATCH]) for i in range(0, len(idx), CALIBRATION_BATCH)
+        ]
+
+    @property
+    def calibration_key(self) -> str:
+        digest = hashlib.sha256(self.features.input_ids[self._calibration_indices].tobytes())
+        return digest.hexdigest()[:16]
+
+    def score(self, responses: dict[int, bytes]) -> Accuracy:
+        if not responses:
+            raise UserError("the accuracy log holds no responses")
+        logits = {}
+        for index, data in responses.items():
+            values = np.frombuffer(data, np.float32)
+            if values.size != MAX_SEQ_LENGTH * 2:
+                raise UserError(
+                    f"response for sample {index} holds {values.size} floats; "
+                    f"expected {MAX_SEQ_LENGTH} x 2 start/end logits"
+                )
+            logits[index] = values.reshape(MAX_SEQ_LENGTH, 2)
+        answers = squad_eval.best_answers(self.squad.examples, self.features, logits, self.tokens)
+        scores = squad_eval.evaluate(
+            self.squad.examples, {qas_id: a.text for qas_id, a in answers.items()}
+        )
+        line = json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]})
+        details = {**scores, "questions": len(self.squad.examples), "features": len(logits)}
+        return Accuracy(scores["f1"], line, details)
+
+
+def _open_data(questions: int):
+    def open_data(source: DataSource, model_path: Path, progress: Progress) -> SquadData:
+        folder = source.path or builtin_dataset(model_path, questions, progress)
+        dev_file = resolve_dev_file(folder)
+        vocab = source.vocab or dev_file.parent / VOCAB_FILE
+        if not vocab.is_file():
+            raise UserError(
+                f"vocabulary {vocab} not found; give the model's vocab.txt with --vocab-path"
+            )
+        squad = read_squad(dev_file, source.count)
+        tokens = load_wordpiece(vocab)
+        features = cached_features(squad, vocab, tokens, progress)
+        return SquadData(squad, vocab, tokens, features)
+
+    return open_data
+
+
+def _workload(config: builder.BertConfig, questions: int) -> Workload:
+    return Workload(
+        name=config.name,
+        loadgen_key="bert",
+        scenarios=("Offline", "Server", "SingleStream"),
+        inputs=tuple(TensorSpec(name, "int64", (None, MAX_SEQ_LENGTH)) for name in INPUTS),
+        outputs=(builder.START_LOGITS, builder.END_LOGITS),
+        performance_sample_count=10833,
+        builtin_model=lambda progress: builtin_model(config, progress),
+        open_data=_open_data(questions),
+        responses=responses,
+        int8_activations="dynamic",
+        uses_vocab=True,
+    )
+
+
+# Built-in question counts: BERT-Large answers about one question a second in FP32 here.
+BERT_LARGE = _workload(builder.BERT_LARGE, questions=96)
+BERT_TINY = _workload(builder.BERT_TINY, questions=1000)
