@@ -8,6 +8,7 @@ Q/DQ nodes around every MatMul cost more than they save). The workload advises o
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import tempfile
@@ -123,9 +124,14 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
     """s8 weights for every MatMul; activations quantized per batch by the kernels."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
-    )
+    # The quantizer logs advice to pre-process the graph, which only static QDQ needs.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(
+            str(source), str(target), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8
+        )
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _quantize_static(model: ModelHandle, tmp: Path, target: Path) -> None:

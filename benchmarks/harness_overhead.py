@@ -1,16 +1,18 @@
-"""Harness overhead, measured side by side in one run (issue: harness spine).
+"""Harness overhead, measured side by side in one run (issues: harness spine, BERT).
 
-1. Offline ResNet-50 through the harness (LoadGen, QSL, scenario, backend) against a plain
-   ``InferenceSession.run`` loop at the same batch size and threads, fp32 and int8. The two
-   are interleaved and repeated so that the shared machine's noise hits both alike.
+1. Offline ResNet-50 or BERT through the harness (LoadGen, QSL, scenario, backend) against a
+   plain ``InferenceSession.run`` loop at the same batch size and threads, fp32 and int8 (the
+   workload's int8 recipe). The two are interleaved and repeated so that the shared machine's
+   noise hits both alike.
 2. The harness's own ceiling: the same QSL / scenario / LoadGen path with a no-op backend and
    one-float samples, so that only the harness is measured (Offline samples/s, Server
    queries/s at a ladder of targets).
 3. With --server-search: the highest Server target QPS that stays VALID for int8 in the
    ``short`` preset (bisection over full runs), and its ratio to Offline int8 throughput.
 
-Run: python benchmarks/harness_overhead.py [--seconds 30] [--repeats 3] [--precisions fp32,int8]
-     [--skip-noop] [--server-search [--offline-int8 QPS]]
+Run: python benchmarks/harness_overhead.py [--model resnet50|bert-large] [--batch 8]
+     [--seconds 30] [--repeats 3] [--precisions fp32,int8] [--skip-noop]
+     [--server-search [--offline-int8 QPS]]
 """
 
 from __future__ import annotations
@@ -25,43 +27,44 @@ import mlperf_loadgen as lg
 import numpy as np
 import onnxruntime as ort
 
-from backends.base import ModelHandle
+from backends.base import Batch, ModelHandle
 from backends.onnxruntime import quantize_int8
 from harness.qsl import SampleStore
 from harness.results import summarize
 from harness.runner import prepare_model, run
 from harness.spec import RunSpec
+from harness.workloads import get_workload
 from harness.workloads.base import DataSource
-from harness.workloads.resnet50 import RESNET50
 from scenarios import ScenarioOptions, make_sut
 
-BATCH = 8
 
-
-def plain_loop(session_path: Path, inputs: np.ndarray, seconds: float, threads: int) -> float:
+def plain_loop(path: Path, batches: list[Batch], outputs, seconds: float, threads: int) -> float:
     """Samples/s of a bare InferenceSession.run loop over pre-made batches."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(session_path), options, providers=["CPUExecutionProvider"])
-    name = RESNET50.inputs[0].name
-    batches = [inputs[i : i + BATCH] for i in range(0, len(inputs) - BATCH + 1, BATCH)]
-    session.run(None, {name: batches[0]})
-    done, start = 0, time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session.run(list(outputs), batches[0])
+    done, calls, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        session.run(list(RESNET50.outputs), {name: batches[done // BATCH % len(batches)]})
-        done += BATCH
+        batch = batches[calls % len(batches)]
+        session.run(list(outputs), batch)
+        done += len(next(iter(batch.values())))
+        calls += 1
     return done / (time.perf_counter() - start)
 
 
-def harness_offline(precision: str, seconds: float, threads: int, workdir: Path) -> float:
+def harness_offline(
+    model: str, precision: str, batch: int, seconds: float, threads: int, workdir: Path
+) -> float:
     conf = workdir / f"offline-{precision}.conf"
-    conf.write_text(f"resnet50.Offline.min_duration = {int(seconds * 1000)}\n")
+    conf.write_text(f"*.Offline.min_duration = {int(seconds * 1000)}\n")
     spec = RunSpec(
+        model=model,
         backend_options={"precision": precision, "threads": threads},
         preset="smoke",
         user_conf=conf,
-        batch_size=BATCH,
+        batch_size=batch,
         runs_dir=workdir / "runs",
     )
     return run(spec).result["value"]
@@ -106,8 +109,8 @@ def noop_loadgen(scenario: str, target: float, seconds: float, batch: int) -> tu
     return result["value"], result["validity"]
 
 
-def server_search(threads: int, offline_qps: float, workdir: Path) -> None:
-    """Bisect the Server target QPS (short preset, int8) for the highest VALID value."""
+def server_search(threads: int, batch: int, offline_qps: float, workdir: Path) -> None:
+    """Bisect the ResNet-50 Server target QPS (short preset, int8) for the highest VALID one."""
     low, high = 0.0, offline_qps
     for _ in range(5):
         target = round((low + high) / 2, 1) if low else round(offline_qps * 0.5, 1)
@@ -118,7 +121,7 @@ def server_search(threads: int, offline_qps: float, workdir: Path) -> None:
             backend_options={"precision": "int8", "threads": threads},
             preset="short",
             user_conf=conf,
-            batch_size=BATCH,
+            batch_size=batch,
             runs_dir=workdir / "runs",
         )
         result = run(spec).result
@@ -136,52 +139,57 @@ def server_search(threads: int, offline_qps: float, workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet50", help="resnet50, bert-large or bert-tiny")
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", default="fp32,int8", type=lambda t: t.split(","))
     parser.add_argument("--skip-noop", action="store_true")
-    parser.add_argument("--server-search", action="store_true")
+    parser.add_argument("--server-search", action="store_true", help="ResNet-50 int8 only")
     parser.add_argument(
         "--offline-int8", type=float, default=0.0, help="Offline int8 rate when not measured"
     )
     args = parser.parse_args()
 
-    model = prepare_model(RunSpec())
-    data = RESNET50.open_data(DataSource(), model, print)
-    inputs = data.load(np.arange(256))[RESNET50.inputs[0].name]
-    int8_model = quantize_int8(
-        ModelHandle(
-            model,
-            "resnet50",
-            ("input_tensor:0",),
-            RESNET50.outputs,
-            data.calibration,
-            data.calibration_key,
-        ),
-        "static",
+    workload = get_workload(args.model)
+    model = prepare_model(RunSpec(model=args.model))
+    data = workload.open_data(DataSource(), model, print)
+    samples = min(data.count, 8 * args.batch)
+    batches = [data.load(np.arange(i, i + args.batch)) for i in range(0, samples, args.batch)]
+    handle = ModelHandle(
+        model,
+        workload.name,
+        tuple(t.name for t in workload.inputs),
+        workload.outputs,
+        data.calibration,
+        data.calibration_key,
+        workload.int8_activations,
     )
     print(
-        f"batch {BATCH}, {args.threads} threads, {args.seconds:.0f} s per measurement, "
-        f"{args.repeats} interleaved repeats; synthetic model and data"
+        f"{workload.name}: batch {args.batch}, {args.threads} threads, {args.seconds:.0f} s per "
+        f"measurement, {args.repeats} interleaved repeats; synthetic model and data"
     )
     offline_int8 = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        for precision, path in (("fp32", model), ("int8", int8_model)):
-            if precision not in args.precisions:
-                continue
+        for precision in args.precisions:
+            path = model if precision == "fp32" else quantize_int8(handle, handle.int8_activations)
             plain, harness = [], []
             for repeat in range(args.repeats):
                 # Alternate which goes first, so that drift on the shared machine cancels out.
                 order = ("plain", "harness") if repeat % 2 == 0 else ("harness", "plain")
                 for which in order:
                     if which == "plain":
-                        plain.append(plain_loop(path, inputs, args.seconds, args.threads))
-                    else:
-                        harness.append(
-                            harness_offline(precision, args.seconds, args.threads, workdir)
+                        rate = plain_loop(
+                            path, batches, workload.outputs, args.seconds, args.threads
                         )
+                        plain.append(round(rate, 2))
+                    else:
+                        rate = harness_offline(
+                            args.model, precision, args.batch, args.seconds, args.threads, workdir
+                        )
+                        harness.append(round(rate, 2))
             p, h = statistics.median(plain), statistics.median(harness)
             print(
                 f"Offline {precision}: plain loop {p:7.2f} samples/s, harness {h:7.2f} "
@@ -196,7 +204,7 @@ def main() -> None:
             value, validity = noop_loadgen("Server", target, 10, 8)
             print(f"no-op Server, target {target:,} q/s: {value:,.0f} q/s completed ({validity})")
         if args.server_search:
-            server_search(args.threads, offline_int8 or args.offline_int8, workdir)
+            server_search(args.threads, args.batch, offline_int8 or args.offline_int8, workdir)
 
 
 if __name__ == "__main__":
