@@ -107,6 +107,7 @@ class _Builder:
         self.rng = rng
         self.graph = onnx.GraphProto(name=config.name.replace("-", "_"))
         self.weights: list[bytes] = []  # serialised GraphProto fields: one initializer each
+        self.constants: set[str] = set()
 
     def network(self) -> None:
         config = self.config
@@ -182,9 +183,9 @@ class _Builder:
         head_dim = config.hidden // config.heads
         # Reshape [N, S, hidden] <-> [N, S, heads, head_dim]; 0 copies the batch and length dims.
         split = self.constant(
-            f"{prefix}.split_shape", np.array([0, 0, config.heads, head_dim], dtype=np.int64)
+            "attention.split_shape", np.array([0, 0, config.heads, head_dim], dtype=np.int64)
         )
-        merge = self.constant(f"{prefix}.merge_shape", np.array([0, 0, -1], dtype=np.int64))
+        merge = self.constant("attention.merge_shape", np.array([0, 0, -1], dtype=np.int64))
         heads = {}
         for role, gain, perm in (
             ("query", ATTENTION_GAIN, [0, 2, 1, 3]),  # [N, heads, S, head_dim]
@@ -195,7 +196,7 @@ class _Builder:
             shaped = self.node("Reshape", [projected, split], f"{prefix}.{role}.reshape")
             heads[role] = self.node("Transpose", [shaped], f"{prefix}.{role}.transpose", perm=perm)
         scores = self.node("MatMul", [heads["query"], heads["key"]], f"{prefix}.scores")
-        scale = self.scalar(f"{prefix}.scale", 1.0 / math.sqrt(head_dim))
+        scale = self.scalar("attention.scale", 1.0 / math.sqrt(head_dim))
         scores = self.node("Mul", [scores, scale], f"{prefix}.scores.scale")
         scores = self.node("Add", [scores, mask_bias], f"{prefix}.scores.mask")
         probabilities = self.node("Softmax", [scores], f"{prefix}.softmax", axis=-1)
@@ -207,13 +208,11 @@ class _Builder:
 
     def gelu(self, prefix: str, x: str) -> str:
         """x * 0.5 * (1 + erf(x / sqrt 2)), the exact GELU of BERT, in basic ops."""
-        scaled = self.node(
-            "Div", [x, self.scalar(f"{prefix}.sqrt2", math.sqrt(2.0))], f"{prefix}.div"
-        )
+        scaled = self.node("Div", [x, self.scalar("gelu.sqrt2", math.sqrt(2.0))], f"{prefix}.div")
         erf = self.node("Erf", [scaled], f"{prefix}.erf")
-        shifted = self.node("Add", [erf, self.scalar(f"{prefix}.one", 1.0)], f"{prefix}.add")
+        shifted = self.node("Add", [erf, self.scalar("gelu.one", 1.0)], f"{prefix}.add")
         product = self.node("Mul", [x, shifted], f"{prefix}.mul")
-        return self.node("Mul", [product, self.scalar(f"{prefix}.half", 0.5)], f"{prefix}.half_mul")
+        return self.node("Mul", [product, self.scalar("gelu.half", 0.5)], f"{prefix}.half_mul")
 
     def qa_head(self, hidden: str, weight: np.ndarray, bias: np.ndarray) -> None:
         weight_name = self.initializer("qa_outputs.weight", weight)
@@ -271,12 +270,13 @@ class _Builder:
         return name
 
     def random(self, name: str, shape: tuple[int, ...], std: float) -> str:
-        # Drawn in float32 and handed to the proto at once: no float64 or second float32 copy.
+        # Drawn in float32 and serialised at once: no float64 copy, no array kept.
         value = self.rng.standard_normal(shape, dtype=np.float32)
         value *= np.float32(std)
         return self.initializer(name, value)
 
     def initializer(self, name: str, value: np.ndarray) -> str:
+        # A graph holding just this tensor encodes to exactly one initializer field of the graph.
         holder = onnx.GraphProto()
         tensor = holder.initializer.add()
         tensor.name = name
@@ -309,7 +309,13 @@ class _Builder:
         return self.constant(name, np.array(value, dtype=np.float32))
 
     def constant(self, name: str, value: np.ndarray) -> str:
-        """A Constant node, not an initializer: initializers are exactly the model's weights."""
+        """A Constant node, not an initializer: initializers are exactly the model's weights.
+
+        Made once per name; the layers share them.
+        """
+        if name in self.constants:
+            return name
+        self.constants.add(name)
         self.graph.node.append(
             helper.make_node(
                 "Constant", [], [name], name=name, value=onnx.numpy_helper.from_array(value, name)
