@@ -21,6 +21,7 @@ from PIL import Image
 
 from harness.cache import cache_dir
 from harness.datasets.imagenet_preprocess import CROP, PREPROCESS_VERSION, preprocess
+from harness.datasets.staging import staged_folder
 from harness.datasets.synthetic_images import synth_images
 from harness.errors import UserError
 
@@ -132,12 +133,7 @@ def write_synthetic_imagenet(
     """
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
-    if out.exists():
-        raise UserError(f"{out} already exists; choose a new folder (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    partial.mkdir()
-    try:
+    with staged_folder(out) as partial:
         names = [f"ILSVRC2012_val_{i + 1:08d}.JPEG" for i in range(count)]
         labels: list[np.ndarray] = []
         images = synth_images(count, seed)
@@ -160,9 +156,3 @@ def write_synthetic_imagenet(
             "labels": f"FP32 predictions of {labelled_by}",
         }
         (partial / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        os.rename(partial, out)
-    except BaseException:
-        for child in partial.iterdir():
-            child.unlink()
-        partial.rmdir()
-        raise

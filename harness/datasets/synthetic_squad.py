@@ -10,14 +10,13 @@ predictions, so accuracy on this data means agreement with FP32.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from harness.datasets.squad import DEV_FILE, Example, split_context, write_squad
+from harness.datasets.staging import staged_folder
 from harness.datasets.wordpiece import VOCAB_FILE
 from harness.errors import UserError
 
@@ -140,12 +139,7 @@ def write_synthetic_squad(
     ``out``, which appears only when complete."""
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
-    if out.exists():
-        raise UserError(f"{out} already exists; choose a new folder (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    partial.mkdir()
-    try:
+    with staged_folder(out) as partial:
         vocab = synthetic_vocab()
         (partial / VOCAB_FILE).write_text("\n".join(vocab) + "\n", encoding="utf-8")
         # A few spare questions: the reference model may find no valid span for some.
@@ -164,9 +158,5 @@ def write_synthetic_squad(
         }
         articles = squad_articles(kept, [answers[e.qas_id] for e in kept])
         write_squad(partial / DEV_FILE, articles, note)
-        os.rename(partial, out)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial)
     progress(f"wrote {count} synthetic questions, {DEV_FILE} and {VOCAB_FILE} to {out}")
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from harness.accuracy import Accuracy
 from harness.models.check import TensorSpec
 
 Progress = Callable[[str], None]
+CALIBRATION_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -31,19 +33,29 @@ class WorkloadData(abc.ABC):
     count: int
     description: str  # for run.json and the result line
     synthetic: bool
+    calibration_count = 128  # samples in the calibration set, drawn once with a fixed seed
+    calibration_batch = 16
 
     @abc.abstractmethod
     def load(self, indices: np.ndarray) -> Batch:
         """Model inputs for these samples, stacked along the batch dimension."""
 
-    @abc.abstractmethod
     def calibration(self) -> Sequence[Batch]:
         """A fixed, representative set of input batches for backends that calibrate."""
+        rng = np.random.default_rng(CALIBRATION_SEED)
+        size = min(self.calibration_count, self.count)
+        indices = np.sort(rng.choice(self.count, size=size, replace=False))
+        step = self.calibration_batch
+        return [self.load(indices[i : i + step]) for i in range(0, size, step)]
 
     @property
-    @abc.abstractmethod
     def calibration_key(self) -> str:
         """Identifies the calibration set in cache keys."""
+        digest = hashlib.sha256()
+        for batch in self.calibration():
+            for name in sorted(batch):
+                digest.update(name.encode() + batch[name].tobytes())
+        return digest.hexdigest()[:16]
 
     @abc.abstractmethod
     def score(self, responses: dict[int, bytes]) -> Accuracy:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,6 @@ from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
 
 MODEL_SEED = 0
 DATA_SEED = 0
-CALIBRATION_COUNT = 32
-CALIBRATION_BATCH = 8
 LABEL_BATCH = 8
 INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
 
@@ -110,6 +107,9 @@ def builtin_dataset(model_path: Path, questions: int, progress: Progress) -> Pat
 
 
 class SquadData(WorkloadData):
+    calibration_count = 32
+    calibration_batch = 8
+
     def __init__(self, squad: SquadSet, vocab: Path, tokens: WordPiece, features: Features) -> None:
         self.squad = squad
         self.tokens = tokens
@@ -128,23 +128,9 @@ class SquadData(WorkloadData):
                 f"SQuAD v1.1 {squad.path} with {vocab}, {questions} questions, "
                 f"{self.count} features"
             )
-        rng = np.random.default_rng(DATA_SEED)
-        size = min(CALIBRATION_COUNT, self.count)
-        self._calibration_indices = np.sort(rng.choice(self.count, size=size, replace=False))
 
     def load(self, indices: np.ndarray) -> Batch:
         return to_model_input(self.features, indices)
-
-    def calibration(self) -> Sequence[Batch]:
-        idx = self._calibration_indices
-        return [
-            self.load(idx[i : i + CALIBRATION_BATCH]) for i in range(0, len(idx), CALIBRATION_BATCH)
-        ]
-
-    @property
-    def calibration_key(self) -> str:
-        digest = hashlib.sha256(self.features.input_ids[self._calibration_indices].tobytes())
-        return digest.hexdigest()[:16]
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         if not responses:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,6 @@ from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
 MODEL_SEED = 0
 DATA_SEED = 0
 BUILTIN_DATASET_COUNT = 1024  # = LoadGen's ResNet-50 performance sample count
-CALIBRATION_COUNT = 128
-CALIBRATION_BATCH = 16
 
 
 def builtin_model(progress: Progress) -> Path:
@@ -88,24 +85,9 @@ class ImageNetData(WorkloadData):
             )
         else:
             self.description = f"ImageNet val from {folder.root}, {self.count} images"
-        rng = np.random.default_rng(DATA_SEED)
-        self._calibration_indices = np.sort(
-            rng.choice(self.count, size=min(CALIBRATION_COUNT, self.count), replace=False)
-        )
 
     def load(self, indices: np.ndarray) -> Batch:
         return {builder.INPUT_NAME: to_model_input(self.crops[indices])}
-
-    def calibration(self) -> Sequence[Batch]:
-        idx = self._calibration_indices
-        return [
-            self.load(idx[i : i + CALIBRATION_BATCH]) for i in range(0, len(idx), CALIBRATION_BATCH)
-        ]
-
-    @property
-    def calibration_key(self) -> str:
-        digest = hashlib.sha256(self.crops[self._calibration_indices].tobytes())
-        return digest.hexdigest()[:16]
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         return imagenet_top1(responses, self.folder.labels)
