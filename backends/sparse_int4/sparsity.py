@@ -1,0 +1,266 @@
+"""Magnitude pruning of MatMul weights and a compressed store for pruned 4-bit weights.
+
+The sparse-int4 backend only gains when pruned weights are neither stored nor multiplied, so a
+pruned weight is kept as its surviving 4-bit values plus where they sit. Weights are W [K, N]
+(y = x @ W): K is the reduction dimension, N the output channels.
+
+Decisions:
+- "unstructured" keeps round(density · K) weights in every output channel (at least one), not a
+  count over the whole tensor: each channel then holds the same work, which a kernel splits
+  evenly across threads, and no channel can be pruned away entirely.
+- "N:M" (2:4, 1:8, ...) keeps the N largest of every M consecutive weights along K. The pattern
+  fixes the density, so ``density`` must equal N / M: a contradiction is an error, not a guess.
+- Ties in |w| keep the weight with the lower K index, so a mask never depends on sort internals.
+- A model that is already pruned brings its own zeros: ``existing_mask`` uses them as the mask.
+- ``compress`` stores positions as a bitmask (1 bit per dense weight) or as the index of each
+  kept weight within a group of G = 2..64 along K (log2 G bits) plus each group's count, which
+  is left out when every group keeps the same number, as under N:M. It takes the smaller.
+  For a 1024 x 4096 weight at density 1/8: 1:8 stores 3-bit indices and no counts, 1.16 bits
+  per weight all told, 0.145 of the int8 bytes; unstructured needs counts, 1.59 bits, 0.199
+  (its positions alone carry 0.54 bits of entropy per weight, so no simple format gets far).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.sparse_int4.vsquant import VALUE_BITS, QuantizedWeight
+from harness.errors import UserError
+
+UNSTRUCTURED = "unstructured"
+NM_PATTERN = re.compile(r"(\d+):(\d+)")
+DENSITY_TOLERANCE = 1e-9  # how close density must be to N / M
+INDEX_GROUPS = (2, 4, 8, 16, 32, 64)  # group lengths along K that position indices may count in
+BITMASK = "bitmask"
+INDICES = "indices"
+NO_COUNTS = np.zeros(0, np.uint8)  # the counts stream when every group keeps the same number
+
+
+def prune(w: np.ndarray, density: float, pattern: str = UNSTRUCTURED) -> np.ndarray:
+    """bool [K, N] mask of the weights to keep: the largest |w| by ``pattern`` at ``density``."""
+    data = _checked_weight(w)
+    if not 0 < density <= 1:
+        raise UserError(f"density must be in (0, 1], not {density}")
+    magnitude = np.abs(data)
+    k, n = data.shape
+    if pattern == UNSTRUCTURED:
+        keep = max(1, int(np.floor(density * k + 0.5)))
+        return _keep_largest(magnitude, keep, axis=0)
+    kept, group = parse_pattern(pattern)
+    if abs(density - kept / group) > DENSITY_TOLERANCE:
+        raise UserError(
+            f"pattern {pattern} fixes the density at {kept / group:g}, not {density:g}; "
+            f"pass density={kept / group:g} or another pattern"
+        )
+    if k % group:
+        raise UserError(
+            f"pattern {pattern} needs K divisible by M, but K = {k} and M = {group}; "
+            "choose an M that divides K or the unstructured pattern"
+        )
+    groups = magnitude.reshape(k // group, group, n)
+    return _keep_largest(groups, kept, axis=1).reshape(k, n)
+
+
+def parse_pattern(pattern: str) -> tuple[int, int]:
+    """(N, M) of an "N:M" pattern, 1 <= N <= M."""
+    match = NM_PATTERN.fullmatch(pattern.strip()) if isinstance(pattern, str) else None
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UserError(
+            f"sparsity pattern {pattern!r} is not understood; use {UNSTRUCTURED!r} or N:M "
+            "with 1 <= N <= M, such as 2:4 or 1:8"
+        )
+    return int(match[1]), int(match[2])
+
+
+def existing_mask(w: np.ndarray) -> np.ndarray:
+    """bool mask of the nonzero weights: the sparsity of a model that is already pruned."""
+    return np.asarray(w) != 0
+
+
+def existing_density(w: np.ndarray) -> float:
+    """Fraction of nonzero weights (1.0 for a dense weight)."""
+    data = np.asarray(w)
+    return np.count_nonzero(data) / data.size if data.size else 1.0
+
+
+@dataclass(frozen=True)
+class CompressedWeight:
+    """A pruned QuantizedWeight as stored: every stream is column by column (output channel
+    n outer, K inner, the order a kernel computing one output reads it), bit-packed with the
+    first item in the low bits of the first byte, and padded to a whole byte at its end."""
+
+    k: int
+    n: int
+    vector_size: int
+    scale_bits: int
+    nnz: int
+    values: np.ndarray  # uint8: kept values as 4-bit two's complement, two per byte
+    positions: str  # BITMASK (1 bit per dense weight) or INDICES (position in a group along K)
+    group: int  # INDICES: group length G along K (indices take log2 G bits); BITMASK: 1
+    index_data: np.ndarray  # uint8: the bitmask, or one index per kept value
+    counts: np.ndarray  # uint8: kept values per group at log2 G + 1 bits; empty when uniform
+    uniform_count: int  # kept values in every group when all groups hold the same; else -1
+    scales: np.ndarray  # uint8: per-vector sq at scale_bits each
+    gamma: np.ndarray  # float32 [N]
+
+    @property
+    def nbytes(self) -> int:
+        """Exact stored bytes: values, positions (bitmask or indices and counts), scales and
+        gammas. The shape and format fields (a few integers per weight) are not counted."""
+        streams = (self.values, self.index_data, self.counts, self.scales, self.gamma)
+        return sum(stream.nbytes for stream in streams)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per dense weight (K · N), pruned ones included."""
+        return 8 * self.nbytes / (self.k * self.n)
+
+    @property
+    def layout(self) -> str:
+        """How positions are stored, for logs and reports."""
+        if self.positions == BITMASK:
+            return BITMASK
+        counts = f"{self.uniform_count} per group" if self.uniform_count >= 0 else "counted"
+        return f"{INDICES} in groups of {self.group} along K ({counts})"
+
+    def decompress(self) -> QuantizedWeight:
+        """The QuantizedWeight again: kept values in place, zeros where pruned."""
+        mask_t = self._mask_t()
+        q_t = np.zeros((self.n, self.k), np.int8)
+        q_t[mask_t] = _from_nibbles(_unpack(self.values, VALUE_BITS, self.nnz))
+        vectors = -(-self.k // self.vector_size)
+        sq_t = _unpack(self.scales, self.scale_bits, self.n * vectors).astype(np.uint8)
+        return QuantizedWeight(
+            np.ascontiguousarray(q_t.T),
+            np.ascontiguousarray(sq_t.reshape(self.n, vectors).T),
+            self.gamma.copy(),
+            self.vector_size,
+            self.k,
+            self.scale_bits,
+        )
+
+    def _mask_t(self) -> np.ndarray:
+        """bool [N, K]: the kept positions, transposed."""
+        if self.positions == BITMASK:
+            bits = np.unpackbits(self.index_data, count=self.n * self.k, bitorder="little")
+            return bits.reshape(self.n, self.k).astype(bool)
+        groups = -(-self.k // self.group)
+        if self.uniform_count >= 0:
+            counts = np.full(self.n * groups, self.uniform_count)
+        else:
+            counts = _unpack(self.counts, _count_bits(self.group), self.n * groups)
+        group_of = np.repeat(np.arange(self.n * groups), counts)
+        index = _unpack(self.index_data, _index_bits(self.group), self.nnz)
+        mask_t = np.zeros((self.n, groups * self.group), bool)
+        mask_t[group_of // groups, (group_of % groups) * self.group + index] = True
+        return mask_t[:, : self.k]
+
+
+def compress(qw: QuantizedWeight, mask: np.ndarray) -> CompressedWeight:
+    """Store only the kept values of ``qw`` (values outside ``mask`` are dropped) with their
+    positions as a bitmask or as indices within groups along K, whichever takes fewer bytes."""
+    keep = np.asarray(mask, bool)
+    if keep.shape != qw.q.shape:
+        raise UserError(f"the mask has shape {keep.shape} but the weight has shape {qw.q.shape}")
+    k, n = qw.q.shape
+    keep_t = keep.T
+    values = qw.q.T[keep_t]
+    positions, group, index_data, counts, uniform = _smallest_positions(keep_t)
+    return CompressedWeight(
+        k,
+        n,
+        qw.vector_size,
+        qw.scale_bits,
+        int(values.size),
+        _pack(values.astype(np.uint8) & 0xF, VALUE_BITS),
+        positions,
+        group,
+        index_data,
+        counts,
+        uniform,
+        _pack(qw.sq.T.ravel(), qw.scale_bits),
+        qw.gamma.astype(np.float32),
+    )
+
+
+def _smallest_positions(keep_t: np.ndarray) -> tuple[str, int, np.ndarray, np.ndarray, int]:
+    """(positions, group, index data, counts, uniform count): the bitmask, or indices in the
+    group length that takes the fewest bytes (ties: the bitmask, then the shorter group)."""
+    nnz = int(np.count_nonzero(keep_t))
+    best, best_bytes = 0, _bytes(keep_t.size)  # 0: the bitmask
+    for size in INDEX_GROUPS:
+        counts, _ = _group_counts(keep_t, size)
+        stored = 0 if _uniform(counts) else _bytes(counts.size * _count_bits(size))
+        if _bytes(nnz * _index_bits(size)) + stored < best_bytes:
+            best, best_bytes = size, _bytes(nnz * _index_bits(size)) + stored
+    if not best:
+        return BITMASK, 1, np.packbits(keep_t, bitorder="little"), NO_COUNTS, -1
+    counts, grouped = _group_counts(keep_t, best)
+    index = _pack(np.nonzero(grouped)[1], _index_bits(best))  # channel, group, position order
+    if _uniform(counts):
+        return INDICES, best, index, NO_COUNTS, int(counts[0])
+    return INDICES, best, index, _pack(counts, _count_bits(best)), -1
+
+
+def _group_counts(keep_t: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept per group, bool [N · groups, size]) for groups of ``size`` along K of every
+    channel; a short last group (K not a multiple of size) is a group of its own."""
+    n, k = keep_t.shape
+    groups = -(-k // size)
+    padded = np.zeros((n, groups * size), bool)
+    padded[:, :k] = keep_t
+    grouped = padded.reshape(n * groups, size)
+    return np.count_nonzero(grouped, axis=1), grouped
+
+
+def _uniform(counts: np.ndarray) -> bool:
+    return bool((counts == counts[0]).all())
+
+
+def _bytes(bits: int) -> int:
+    return -(-bits // 8)
+
+
+def _index_bits(size: int) -> int:
+    return size.bit_length() - 1  # log2 of a power of two
+
+
+def _count_bits(size: int) -> int:
+    return size.bit_length()  # 0..size
+
+
+def _pack(values: np.ndarray, width: int) -> np.ndarray:
+    """Unsigned integers below 2^width, ``width`` bits each, low bits first."""
+    shifts = np.arange(width, dtype=np.uint16)
+    bits = (np.asarray(values, np.uint16)[:, None] >> shifts) & 1
+    return np.packbits(bits.astype(np.uint8).ravel(), bitorder="little")
+
+
+def _unpack(data: np.ndarray, width: int, count: int) -> np.ndarray:
+    bits = np.unpackbits(data, count=count * width, bitorder="little").reshape(count, width)
+    return (bits.astype(np.int64) << np.arange(width)).sum(axis=1)
+
+
+def _from_nibbles(nibbles: np.ndarray) -> np.ndarray:
+    """4-bit two's complement back to int8 (-7..7 here; -8 never occurs)."""
+    return np.where(nibbles >= 8, nibbles - 16, nibbles).astype(np.int8)
+
+
+def _keep_largest(magnitude: np.ndarray, keep: int, axis: int) -> np.ndarray:
+    """bool mask of the ``keep`` largest along ``axis``; equal ones: the lower index first."""
+    order = np.argsort(-magnitude, axis=axis, kind="stable")
+    mask = np.zeros(magnitude.shape, bool)
+    np.put_along_axis(mask, np.take(order, np.arange(keep), axis=axis), True, axis=axis)
+    return mask
+
+
+def _checked_weight(w: np.ndarray) -> np.ndarray:
+    data = np.asarray(w, np.float64)  # exact for float16/32 weights: no new ties
+    if data.ndim != 2 or data.size == 0:
+        raise UserError(f"the weight must be a non-empty 2-D array [K, N], not shape {data.shape}")
+    if not np.isfinite(data).all():
+        raise UserError("the weight holds NaN or infinite values; clean it before pruning")
+    return data
