@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,20 @@ class ModelHandle:
     name: str  # e.g. "resnet50"; for describe() and cache keys, never for special cases
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    # Representative input batches drawn from the dataset, for backends that calibrate.
+    # Representative input batches drawn from the dataset, for backends that calibrate; made
+    # only when asked for, so that runs which do not calibrate pay nothing.
     calibration: Callable[[], Sequence[Batch]] = field(default=lambda: (), compare=False)
-    calibration_key: str = ""  # identifies the calibration set in cache keys
     # The workload's advice for int8 activations: "static" (calibrated) or "dynamic" (per batch).
     int8_activations: str = "static"
+
+
+def batches_digest(batches: Sequence[Batch]) -> str:
+    """Identifies a set of input batches (e.g. a calibration set) in cache keys."""
+    digest = hashlib.sha256()
+    for batch in batches:
+        for name in sorted(batch):
+            digest.update(name.encode() + batch[name].tobytes())
+    return digest.hexdigest()[:16]
 
 
 class Backend(abc.ABC):

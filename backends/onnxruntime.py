@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from backends.base import Backend, Batch, ModelHandle
+from backends.base import Backend, Batch, ModelHandle, batches_digest
 from harness.accuracy import file_sha256
 from harness.cache import cache_dir
 from harness.errors import UserError
@@ -105,15 +105,18 @@ def first_line(exc: BaseException) -> str:
 def quantize_int8(model: ModelHandle, recipe: str) -> Path:
     """The int8 model for ``recipe`` (static or dynamic), cached per model file, recipe and
     calibration set; written atomically, so a crash never leaves a half-written cache entry."""
+    batches = list(model.calibration()) if recipe == "static" else []
+    if recipe == "static" and not batches:
+        raise UserError(f"int8 quantization of {model.name} needs calibration samples; none given")
     digest = hashlib.sha256(file_sha256(model.path).encode())
-    calibration = model.calibration_key if recipe == "static" else ""
+    calibration = batches_digest(batches) if batches else ""
     digest.update(f"{INT8_RECIPES[recipe]}|{calibration}|{ort.__version__}".encode())
     target = cache_dir("int8") / f"{model.name}-{recipe}-{digest.hexdigest()[:16]}.onnx"
     if not target.exists():
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             quantized = Path(tmp) / "quantized.onnx"
             if recipe == "static":
-                _quantize_static(model, Path(tmp), quantized)
+                _quantize_static(model.path, batches, Path(tmp), quantized)
             else:
                 _quantize_dynamic(model.path, quantized)
             os.replace(quantized, target)
@@ -134,11 +137,8 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
         logging.disable(logging.NOTSET)
 
 
-def _quantize_static(model: ModelHandle, tmp: Path, target: Path) -> None:
-    """QDQ int8: u8 activations with calibrated ranges, s8 per-channel weights."""
-    batches = list(model.calibration())
-    if not batches:
-        raise UserError(f"int8 quantization of {model.name} needs calibration samples; none given")
+def _quantize_static(source: Path, batches: Sequence[Batch], tmp: Path, target: Path) -> None:
+    """QDQ int8: u8 activations with ranges calibrated on ``batches``, s8 per-channel weights."""
     from onnxruntime.quantization import (  # imported lazily: slow and only needed for int8
         CalibrationDataReader,
         QuantFormat,
@@ -155,7 +155,7 @@ def _quantize_static(model: ModelHandle, tmp: Path, target: Path) -> None:
             return next(self._items, None)
 
     prepared = tmp / "prepared.onnx"
-    quant_pre_process(str(model.path), str(prepared), skip_symbolic_shape=True)
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
     quantize_static(
         str(prepared),
         str(target),

@@ -182,7 +182,6 @@ def main() -> None:
         tuple(t.name for t in workload.inputs),
         workload.outputs,
         data.calibration,
-        data.calibration_key,
         workload.int8_activations,
     )
     print(

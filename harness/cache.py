@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,19 @@ def cache_dir(*parts: str) -> Path:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparseperf"
     path = base.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
+    """``path``, made by ``build`` into a temporary file and renamed into place if it is not
+    there yet: a crash never leaves a half-written file under the final name."""
+    if not path.exists():
+        partial = path.with_suffix(f".partial-{os.getpid()}")
+        try:
+            build(partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return path
 
 

@@ -157,7 +157,6 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         input_names=tuple(t.name for t in workload.inputs),
         output_names=workload.outputs,
         calibration=data.calibration,
-        calibration_key=data.calibration_key,
         int8_activations=workload.int8_activations,
     )
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import abc
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +46,6 @@ class WorkloadData(abc.ABC):
         indices = np.sort(rng.choice(self.count, size=size, replace=False))
         step = self.calibration_batch
         return [self.load(indices[i : i + step]) for i in range(0, size, step)]
-
-    @property
-    def calibration_key(self) -> str:
-        """Identifies the calibration set in cache keys."""
-        digest = hashlib.sha256()
-        for batch in self.calibration():
-            for name in sorted(batch):
-                digest.update(name.encode() + batch[name].tobytes())
-        return digest.hexdigest()[:16]
 
     @abc.abstractmethod
     def score(self, responses: dict[int, bytes]) -> Accuracy:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from backends.base import Batch
 from harness.accuracy import Accuracy
-from harness.cache import cache_dir, source_digest
+from harness.cache import build_once, cache_dir, source_digest
 from harness.datasets import squad_eval, squad_features, synthetic_squad, wordpiece
 from harness.datasets.squad import Example, SquadSet, read_squad, resolve_dev_file
 from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_features
@@ -36,13 +35,7 @@ def builtin_model(config: builder.BertConfig, progress: Progress) -> Path:
     path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
     if not path.exists():
         progress(f"building the synthetic {config.name} model (seed {MODEL_SEED}) into {path}")
-        partial = path.with_suffix(f".partial-{os.getpid()}")
-        try:
-            builder.build_bert(partial, config, seed=MODEL_SEED)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    return path
+    return build_once(path, lambda partial: builder.build_bert(partial, config, seed=MODEL_SEED))
 
 
 def to_model_input(features: Features, indices: np.ndarray) -> Batch:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
 from backends.base import Batch
 from harness.accuracy import Accuracy, imagenet_top1
-from harness.cache import cache_dir, source_digest
+from harness.cache import build_once, cache_dir, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
 from harness.models import resnet50 as builder
@@ -26,13 +25,7 @@ def builtin_model(progress: Progress) -> Path:
     path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
     if not path.exists():
         progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}) into {path}")
-        partial = path.with_suffix(f".partial-{os.getpid()}")
-        try:
-            builder.build_resnet50(partial, seed=MODEL_SEED)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    return path
+    return build_once(path, lambda partial: builder.build_resnet50(partial, seed=MODEL_SEED))
 
 
 def fp32_labels(model_path: Path):
