@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,32 @@ from harness.spec import MODES, RunSpec
 from harness.workloads import WORKLOADS, get_workload
 
 EXIT_ERROR = 2
+
+
+def sparse_flags(command: Callable) -> Callable:
+    """The sparse-int4 backend's own flags, shared by run, inspect and sparsity-table."""
+    flags = (
+        click.option(
+            "--density",
+            type=float,
+            default=None,
+            help="sparse-int4: fraction of weights kept, in (0, 1] (default: the model's zeros).",
+        ),
+        click.option(
+            "--sparsity-pattern",
+            default=None,
+            help="sparse-int4: unstructured (default) or N:M such as 2:4 or 1:8.",
+        ),
+        click.option(
+            "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
+        ),
+        click.option(
+            "--act-clip", default=None, help="sparse-int4: activation clip, max or octav."
+        ),
+    )
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,10 +56,11 @@ def cli() -> None:
     "--backend",
     default="onnxruntime",
     show_default=True,
-    help="onnxruntime, or a plug-in backend as module:Class.",
+    help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
 )
 @click.option("--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8).")
 @click.option("--threads", type=int, default=None, help="Backend threads (default: all cores).")
+@sparse_flags
 @click.option(
     "--backend-option",
     "-o",
@@ -102,17 +130,25 @@ def cli() -> None:
     show_default=True,
     help="Where run folders are written.",
 )
-def run(
-    precision: str | None, threads: int | None, extra_options: tuple[str, ...], **fields: Any
-) -> None:
+def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     """Run one LoadGen test and write a run folder."""
-    options = {k: v for k, v in (("precision", precision), ("threads", threads)) if v is not None}
-    options.update(parse_option(text) for text in extra_options)
+    options = backend_options(fields, extra_options)
     spec = RunSpec(backend_options=options, **fields)
     from harness.runner import run as execute  # heavy imports only when a run starts
 
     outcome = execute(spec)
     click.echo(result_line(spec, outcome.result, outcome.folder))
+
+
+BACKEND_FLAGS = ("precision", "threads", "density", "sparsity_pattern", "vector_size", "act_clip")
+
+
+def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> dict[str, Any]:
+    """Backend options from the dedicated flags (taken out of ``fields``) and -o KEY=VALUE."""
+    flags = {name: fields.pop(name) for name in BACKEND_FLAGS}
+    options = {name: value for name, value in flags.items() if value is not None}
+    options.update(parse_option(text) for text in extra_options)
+    return options
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -214,6 +250,62 @@ def synth_squad(count: int, out: Path, seed: int, model: str, model_path: Path |
         f"{out}: synthetic SQuAD v1.1-layout set; answers are the FP32 predictions of "
         f"{path.name}, so accuracy on it measures agreement with FP32"
     )
+
+
+@cli.command()
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
+@sparse_flags
+@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
+def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None:
+    """Per-layer table of a model on the sparse-int4 backend: shapes, density, bits per
+    weight, clipping, weight SQNR, MACs and bytes."""
+    import onnx
+
+    from backends.sparse_int4.backend import SparseInt4Backend
+    from harness.layer_report import layer_rows, render, summary
+    from harness.runner import prepare_model
+
+    options = backend_options(dict(flags, precision=None, threads=None), ())
+    backend = SparseInt4Backend(**options)
+    path = prepare_model(RunSpec(model=model, model_path=model_path))
+    click.echo(f"# {model} on sparse-int4: {backend.options.describe()}", err=True)
+    layers = backend.inspect(onnx.load(str(path)))
+    click.echo(render(layer_rows(layers), fmt), nl=False)
+    click.echo(summary(layers), err=True)
+
+
+@cli.command("sparsity-table")
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
+@click.option("--dataset-path", type=click.Path(path_type=Path), default=None)
+@click.option("--vocab-path", type=click.Path(path_type=Path), default=None)
+@click.option("--dataset-count", type=int, default=256, show_default=True, help="Samples per run.")
+@click.option(
+    "--densities",
+    default="1,0.5,0.25,0.125,0.0625,0.03125",
+    show_default=True,
+    help="Weight densities, comma-separated.",
+)
+@sparse_flags
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option(
+    "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True
+)
+def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
+    """Accuracy against weight density (sparse-int4 vs FP32 onnxruntime), as markdown + CSV."""
+    from harness.sparsity_table import measure, parse_densities, write_tables
+
+    chosen = parse_densities(densities)
+    if fields.pop("density") is not None:
+        raise UserError("sparsity-table takes --densities (a list), not --density")
+    fields.update(density=None, precision=None, threads=None)
+    options = backend_options(fields, ())  # takes the backend flags out of fields
+    base = RunSpec(preset="smoke", **fields)
+    rows = measure(base, chosen, options)
+    markdown, table = write_tables(rows, out, f"{base.model}: accuracy against weight density")
+    click.echo(markdown.read_text())
+    click.echo(f"wrote {markdown} and {table}")
 
 
 def main(argv: list[str] | None = None) -> None:

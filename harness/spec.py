@@ -42,10 +42,13 @@ class RunSpec:
 
     @property
     def backend_label(self) -> str:
-        """Backend name plus its precision, for folder names and result lines."""
+        """Backend name plus its precision or weight density, for folder names and result
+        lines: onnxruntime-int8, sparse-int4-d0.125."""
         name = self.backend.rpartition(":")[2] or self.backend
         precision = self.backend_options.get("precision")
-        return f"{name}-{precision}" if precision else name
+        density = self.backend_options.get("density")
+        suffix = precision or (f"d{density:g}" if isinstance(density, (int, float)) else None)
+        return f"{name}-{suffix}" if suffix else name
 
 
 def validate(spec: RunSpec) -> list[ConfLine]:

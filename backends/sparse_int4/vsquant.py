@@ -145,6 +145,16 @@ def quantize_activations(
     return QuantizedActivation(q, sq, gamma, vector_size, signed, scale_bits)
 
 
+def activation_clip_scalars(
+    x: np.ndarray, vector_size: int = 16, signed: bool = True
+) -> np.ndarray:
+    """float32 [M, ceil(K / V)]: the run-time Octav clipping scalar of every activation vector,
+    the ones ``quantize_activations(clip="octav")`` uses (a kernel takes them from here)."""
+    data = _checked_matrix(x, "activation")
+    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
+    return _clip_scalars(data, vector_size, "octav", level, OCTAV_RUNTIME_ITERATIONS, signed)
+
+
 def integer_accumulators(a: QuantizedActivation, w: QuantizedWeight) -> np.ndarray:
     """int32 [M, N]: for each output, the sum over vectors v of
     (sum of q_a · q_w over the vector) · sq_a[m, v] · sq_w[v, n], as exact integers.

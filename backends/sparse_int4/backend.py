@@ -1,0 +1,89 @@
+"""The sparse-int4 backend: pruned, VS-Quant INT4 weights on the project's own CPU kernel."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import onnx
+import onnxruntime as ort
+
+from backends.base import Backend, Batch, ModelHandle
+from backends.sparse_int4 import kernel
+from backends.sparse_int4.executor import GraphExecutor, Layer
+from backends.sparse_int4.layers import SparsityOptions
+from harness.errors import UserError
+
+
+class SparseInt4Backend(Backend):
+    name = "sparse-int4"
+
+    def __init__(
+        self,
+        density: float | None = None,
+        sparsity_pattern: str = "unstructured",
+        vector_size: int = 16,
+        act_clip: str = "max",
+        weight_clip: str = "auto",
+        threads: int = 0,
+        kernel_path: str = "auto",
+    ) -> None:
+        if kernel_path != "auto" and kernel_path not in kernel.PATHS:
+            raise UserError(
+                f"sparse-int4: kernel path {kernel_path!r} does not run on this CPU; it runs "
+                + ", ".join(kernel.PATHS)
+            )
+        self.options = SparsityOptions(
+            None if density is None else float(density),
+            str(sparsity_pattern),
+            int(vector_size),
+            str(act_clip),
+            str(weight_clip),
+        )
+        self.threads = threads or kernel.default_threads()
+        self.path = kernel.PATHS[0] if kernel_path == "auto" else kernel_path
+        self.executor: GraphExecutor | None = None
+        self._outputs: tuple[str, ...] = ()
+
+    def load(self, model: ModelHandle) -> None:
+        try:
+            graph = onnx.load(str(model.path))
+        except Exception as exc:  # protobuf raises several types for unreadable files
+            raise UserError(f"cannot read {model.path} as an ONNX model: {exc}") from exc
+        self.executor = GraphExecutor(
+            graph, self.options, self.threads, self.path, progress=_progress
+        )
+        self._outputs = model.output_names
+
+    def inspect(self, graph: onnx.ModelProto) -> list[Layer]:
+        """The model's kernel layers as this backend would prepare them."""
+        return GraphExecutor(graph, self.options, self.threads, self.path).layers
+
+    def predict(self, inputs: Batch) -> Batch:
+        assert self.executor is not None, "load() must be called before predict()"
+        values = self.executor.run(inputs)
+        return {name: values[name] for name in self._outputs}
+
+    def describe(self) -> dict[str, str]:
+        density = self.options.target_density
+        if self.executor is not None:
+            stats = [layer.stats for layer in self.executor.layers]
+            kept = sum(s.density * s.k * s.n for s in stats)
+            density = kept / max(1, sum(s.k * s.n for s in stats))
+        return {
+            "backend": self.name,
+            "precision": f"int4 VS-Quant (vectors of {self.options.vector_size})",
+            "sparsity": (
+                f"weight density {density:.4g} ({self.options.pattern}, magnitude pruning "
+                "without retraining)"
+                if density is not None and density < 1
+                else "dense"
+            ),
+            "clipping": f"weights {self.options.weight_clip}, activations {self.options.act_clip}",
+            "framework": f"sparseperf kernel ({self.path}) + onnxruntime {ort.__version__}",
+            "device": f"CPU ({platform.machine()}, {self.threads} threads)",
+        }
+
+
+def _progress(message: str) -> None:
+    print(f"sparse-int4: {message}", file=sys.stderr, flush=True)

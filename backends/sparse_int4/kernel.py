@@ -1,0 +1,195 @@
+"""The compiled kernel behind numpy-shaped calls: quantize activation rows, im2col, and the
+integer GEMM against a packed 4-bit weight, bit for bit ``vsquant.reference_matmul``.
+
+A packed weight holds each value already multiplied by its vector scale (q · sq, an int16) in K
+pairs; where pruning left fewer than ``SPARSE_BELOW`` of the pairs holding a weight, only those
+pairs are kept, with their index, and the kernel's work follows them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.sparse_int4 import _kernel
+from backends.sparse_int4.vsquant import (
+    SCALE_BITS,
+    SIGNED_LEVEL,
+    UNSIGNED_LEVEL,
+    QuantizedActivation,
+    QuantizedWeight,
+)
+from harness.errors import UserError
+
+PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best first
+ALL_PATHS = ("avx512vnni", "avx2", "portable")
+SPARSE_BELOW = 0.6  # kept-pair fraction under which the pair list beats the dense loop
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A quantized weight in the kernel's layout: dense pairs [N, K/2] or kept pairs per
+    output channel (``ptr`` [N+1] into ``idx`` and ``val``); gamma and bias float32 [N]."""
+
+    k: int
+    n: int
+    vector_size: int
+    gamma: np.ndarray
+    bias: np.ndarray | None
+    dense: np.ndarray | None
+    ptr: np.ndarray
+    idx: np.ndarray
+    val: np.ndarray
+
+    @property
+    def kept_pairs(self) -> int:
+        return self.n * (_even(self.k) // 2) if self.dense is not None else int(self.ptr[-1])
+
+    @property
+    def sparse(self) -> bool:
+        return self.dense is None
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activation rows quantized for the kernel: folded q · sq int16 [M, K rounded up to even]
+    and gamma float32 [M]."""
+
+    folded: np.ndarray
+    gamma: np.ndarray
+    k: int
+    vector_size: int
+
+
+def pack(
+    w: QuantizedWeight, bias: np.ndarray | None = None, sparse: bool | None = None
+) -> PackedWeight:
+    """Pack a quantized weight (pruned or not); ``sparse=None`` picks the faster layout."""
+    folded = _folded_weight(w)  # int16 [N, Kp]
+    pairs = folded.view(np.int32)  # [N, Kp/2], little-endian (w[2j], w[2j+1])
+    kept = pairs != 0
+    if sparse is None:
+        sparse = kept.mean() < SPARSE_BELOW
+    gamma = np.ascontiguousarray(w.gamma, np.float32)
+    if bias is not None:
+        bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
+        if bias.shape != (w.n,):
+            raise UserError(f"bias has {bias.size} values but the weight has {w.n} channels")
+    empty = np.zeros(0, np.int32)
+    if not sparse:
+        return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty, empty)
+    ptr = np.zeros(w.n + 1, np.int32)
+    np.cumsum(kept.sum(axis=1), out=ptr[1:])
+    rows, idx = np.nonzero(kept)
+    del rows  # np.nonzero walks row-major: each channel's pairs in K order
+    val = pairs[kept]
+    return PackedWeight(
+        w.k, w.n, w.vector_size, gamma, bias, None, ptr, idx.astype(np.int32), val.astype(np.int32)
+    )
+
+
+def quantize(
+    x: np.ndarray,
+    vector_size: int = 16,
+    signed: bool = True,
+    clip: np.ndarray | None = None,
+    *,
+    scale_bits: int = SCALE_BITS,
+    threads: int | None = None,
+) -> Activations:
+    """Quantize float32 rows [M, K] as ``vsquant.quantize_activations`` does (clip="max"), or
+    with given clipping scalars [M, ceil(K / V)] (e.g. Octav's); returns folded int16 values."""
+    x = np.ascontiguousarray(x, np.float32)
+    m, k = x.shape
+    kp = _even(k)
+    folded = np.empty((m, kp), np.int16)
+    gamma = np.empty(m, np.float32)
+    if clip is not None:
+        clip = np.ascontiguousarray(clip, np.float32)
+    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
+    _kernel.quantize(
+        x, clip, folded, gamma, m, k, kp, vector_size, level, -level if signed else 0,
+        2**scale_bits - 1, _threads(threads),
+    )  # fmt: skip
+    return Activations(folded, gamma, k, vector_size)
+
+
+def from_reference(a: QuantizedActivation) -> Activations:
+    """The kernel's form of numpy-quantized activations (for tests and the reference path)."""
+    folded = np.zeros((a.q.shape[0], _even(a.k)), np.int16)
+    sq = np.repeat(a.sq.astype(np.int16), a.vector_size, axis=1)[:, : a.k]
+    folded[:, : a.k] = a.q.astype(np.int16) * sq
+    return Activations(folded, a.gamma.astype(np.float32), a.k, a.vector_size)
+
+
+def matmul(
+    a: Activations,
+    w: PackedWeight,
+    *,
+    pixels: int = 1,
+    path: str | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """float32 output of the integer GEMM: [M, N], or for ``pixels`` > 1 (conv rows ordered
+    image, pixel) [M / pixels, N, pixels], i.e. NCHW."""
+    if a.k != w.k or a.vector_size != w.vector_size:
+        raise UserError(
+            f"activations (K = {a.k}, vectors of {a.vector_size}) do not fit the weight "
+            f"(K = {w.k}, vectors of {w.vector_size})"
+        )
+    m = a.folded.shape[0]
+    if m % pixels:
+        raise UserError(f"{m} rows are not whole images of {pixels} pixels")
+    shape = (m, w.n) if pixels == 1 else (m // pixels, w.n, pixels)
+    out = np.empty(shape, np.float32)
+    _kernel.gemm(
+        a.folded, a.gamma, w.dense, w.ptr, w.idx, w.val, w.gamma, w.bias, out,
+        m, a.folded.shape[1], w.n, pixels, path or PATHS[0], _threads(threads),
+    )  # fmt: skip
+    return out
+
+
+def im2col(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    *,
+    threads: int | None = None,
+) -> np.ndarray:
+    """Conv rows of an NCHW float32 batch: [B · OH · OW, KH · KW · C], K ordered (kh, kw, c);
+    ``pads`` as ONNX (top, left, bottom, right)."""
+    x = np.ascontiguousarray(x, np.float32)
+    b, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    if oh < 1 or ow < 1:
+        raise UserError(f"a {kh}x{kw} window does not fit a {h}x{w} input")
+    out = np.empty((b * oh * ow, kh * kw * c), np.float32)
+    geometry = (b, c, h, w, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
+    _kernel.im2col(x, out, geometry, _threads(threads))
+    return out
+
+
+def _folded_weight(w: QuantizedWeight) -> np.ndarray:
+    """int16 [N, K rounded up to even]: q · sq per weight, channels as rows, zero padded."""
+    folded = np.zeros((w.n, _even(w.k)), np.int16)
+    sq = np.repeat(w.sq.astype(np.int16), w.vector_size, axis=0)[: w.k]
+    folded[:, : w.k] = (w.q.astype(np.int16) * sq).T
+    return folded
+
+
+def _even(k: int) -> int:
+    return k + k % 2
+
+
+def _threads(threads: int | None) -> int:
+    return threads if threads is not None else default_threads()

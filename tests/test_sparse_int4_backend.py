@@ -1,0 +1,204 @@
+"""The sparse-int4 graph executor and backend: kernel layers bit for bit the numpy reference,
+the rest on ONNX Runtime, workload figures, bad models refused by name, and CLI runs."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from backends.sparse_int4.executor import GraphExecutor
+from backends.sparse_int4.layers import SparsityOptions
+from backends.sparse_int4.vsquant import quantize_activations, quantize_weight, reference_matmul
+from harness.errors import UserError
+from tests.conftest import run_cli
+from tests.test_sparse_int4_kernel import numpy_im2col
+
+RNG = np.random.default_rng(11)
+W1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
+B1 = RNG.standard_normal(8).astype(np.float32)
+W2 = RNG.standard_normal((6, 8, 1, 1)).astype(np.float32)
+
+
+def model(nodes, inputs, outputs, initializers) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "test", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def tensor(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def conv_relu_conv() -> onnx.ModelProto:
+    return model(
+        [
+            helper.make_node(
+                "Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]
+            ),
+            helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+            helper.make_node("Conv", ["r1", "w2"], ["y"], name="conv2"),
+        ],
+        [tensor("x", ["batch", 3, 9, 9])],
+        [tensor("y", ["batch", 6, 5, 5])],
+        [numpy_helper.from_array(a, n) for a, n in ((W1, "w1"), (B1, "b1"), (W2, "w2"))],
+    )
+
+
+def reference_conv(x, w, bias, signed, **geometry) -> np.ndarray:
+    n, _, kh, kw = w.shape
+    rows = numpy_im2col(x, (kh, kw), geometry.get("strides", (1, 1)),
+                        geometry.get("pads", (0, 0, 0, 0)), (1, 1))  # fmt: skip
+    w_kn = w.transpose(0, 2, 3, 1).reshape(n, -1).T
+    out = reference_matmul(quantize_activations(rows, 16, signed=signed), quantize_weight(w_kn, 16))
+    if bias is not None:
+        out = out + bias
+    side = round((rows.shape[0] // x.shape[0]) ** 0.5)
+    return out.reshape(x.shape[0], side, side, n).transpose(0, 3, 1, 2)
+
+
+def test_conv_layers_are_bit_identical_to_the_numpy_reference() -> None:
+    executor = GraphExecutor(conv_relu_conv(), SparsityOptions(weight_clip="max"))
+    x = RNG.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    first = reference_conv(x, W1, B1, signed=True, strides=(2, 2), pads=(1, 1, 1, 1))
+    expected = reference_conv(np.maximum(first, 0), W2, None, signed=False)
+    got = executor.run({"x": x})["y"]
+    assert got.tobytes() == np.ascontiguousarray(expected).tobytes()
+    signs = [layer.signed for layer in executor.layers]
+    assert signs == [True, False]  # the Relu output is quantized unsigned
+
+
+def transformer_block() -> onnx.ModelProto:
+    wq = RNG.standard_normal((32, 32)).astype(np.float32) / 6
+    w_up = RNG.standard_normal((32, 64)).astype(np.float32) / 6
+    w_down = RNG.standard_normal((64, 32)).astype(np.float32) / 8
+    b_up = RNG.standard_normal(64).astype(np.float32) / 10
+    return model(
+        [
+            helper.make_node("MatMul", ["x", "wq"], ["q"], name="query"),
+            helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1], name="qt"),
+            helper.make_node("MatMul", ["q", "qt"], ["scores"], name="scores"),
+            helper.make_node("Softmax", ["scores"], ["probs"], axis=-1, name="softmax"),
+            helper.make_node("MatMul", ["probs", "x"], ["context"], name="context"),
+            helper.make_node("MatMul", ["context", "w_up"], ["up"], name="up"),
+            helper.make_node("Add", ["up", "b_up"], ["up_b"], name="up_bias"),
+            helper.make_node("Tanh", ["up_b"], ["act"], name="act"),
+            helper.make_node("MatMul", ["act", "w_down"], ["down"], name="down"),
+            helper.make_node("Add", ["down", "x"], ["y"], name="residual"),
+        ],
+        [tensor("x", ["batch", 10, 32])],
+        [tensor("y", ["batch", 10, 32])],
+        [
+            numpy_helper.from_array(a, n)
+            for a, n in ((wq, "wq"), (w_up, "w_up"), (w_down, "w_down"), (b_up, "b_up"))
+        ],
+    )
+
+
+def test_transformer_block_tracks_float_and_reports_workload() -> None:
+    block = transformer_block()
+    x = RNG.standard_normal((3, 10, 32)).astype(np.float32)
+    float_out = ort.InferenceSession(block.SerializeToString()).run(None, {"x": x})[0]
+    executor = GraphExecutor(block, SparsityOptions())
+    got = executor.run({"x": x})["y"]
+    assert got.shape == float_out.shape
+    sqnr = 10 * np.log10(np.sum(float_out**2) / np.sum((got - float_out) ** 2))
+    assert sqnr > 15, sqnr
+    assert [layer.node for layer in executor.layers] == ["query", "up", "down"]
+    up = executor.layers[1]
+    assert up.rows_per_sample == 10
+    assert up.dense_macs == 10 * 32 * 64 == up.effective_macs
+    pruned = GraphExecutor(block, SparsityOptions(density=0.25)).layers[1]
+    assert pruned.effective_macs == pytest.approx(up.dense_macs / 4, rel=0.02)
+    assert pruned.weight_bytes < 0.6 * up.weight_bytes  # positions and scales cost extra
+
+
+def test_pre_pruned_zeros_are_the_sparsity() -> None:
+    block = transformer_block()
+    for init in block.graph.initializer:
+        if init.name == "w_up":
+            w = numpy_helper.to_array(init).copy()
+            w[np.abs(w) < np.quantile(np.abs(w), 0.75)] = 0
+            init.CopyFrom(numpy_helper.from_array(w, "w_up"))
+    layers = GraphExecutor(block, SparsityOptions()).layers
+    assert layers[1].stats.density == pytest.approx(0.25, abs=0.01)
+    assert layers[0].stats.density == 1.0
+
+
+@pytest.mark.parametrize("density", [0, -0.5, 1.5])
+def test_density_outside_the_unit_interval_is_refused(density: float) -> None:
+    with pytest.raises(UserError, match=r"density must be in \(0, 1\]"):
+        SparsityOptions(density=density)
+
+
+def test_nm_pattern_that_does_not_divide_k_names_the_node() -> None:
+    with pytest.raises(UserError, match=r"MatMul node 'query'.*K divisible by M.*K = 32"):
+        GraphExecutor(transformer_block(), SparsityOptions(pattern="3:64"))
+
+
+def test_unsupported_weight_op_names_op_and_node() -> None:
+    bad = model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="upsample")],
+        [tensor("x", ["batch", 2, 4, 4])],
+        [tensor("y", None)],
+        [numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")],
+    )
+    with pytest.raises(UserError, match="ConvTranspose node 'upsample' is not supported"):
+        GraphExecutor(bad, SparsityOptions())
+
+
+def test_grouped_convolution_is_refused_by_name() -> None:
+    bad = model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="depthwise", group=2)],
+        [tensor("x", ["batch", 2, 4, 4])],
+        [tensor("y", None)],
+        [numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")],
+    )
+    with pytest.raises(UserError, match=r"Conv node 'depthwise'.*group = 2"):
+        GraphExecutor(bad, SparsityOptions())
+
+
+def test_dynamic_shapes_beyond_the_batch_are_refused() -> None:
+    dynamic = model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+        [tensor("x", ["batch", "sequence", 16])],
+        [tensor("y", None)],
+        [numpy_helper.from_array(np.ones((16, 4), np.float32), "w")],
+    )
+    with pytest.raises(UserError, match=r"MatMul node 'proj'.*dynamic dimension.*sequence"):
+        GraphExecutor(dynamic, SparsityOptions())
+
+
+def test_run_and_accuracy_from_the_cli(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    base = ["run", "--model", "bert-tiny", "--backend", "sparse-int4", "--preset", "smoke",
+            "--dataset-count", "16", "--runs-dir", str(tmp_path)]  # fmt: skip
+    code, out, err = run_cli([*base, "--density", "0.5", "--vector-size", "32"], capsys)
+    assert code == 0, err
+    assert "RESULT bert-tiny Offline sparse-int4-d0.5 performance" in out
+    (folder,) = tmp_path.glob("*sparse-int4-d0.5_performance")
+    described = (folder / "run.json").read_text()
+    assert "weight density 0.5" in described and "vectors of 32" in described
+    code, out, err = run_cli([*base, "--mode", "accuracy", "--act-clip", "octav"], capsys)
+    assert code == 0, err
+    assert '"f1"' in out and "synthetic data" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--density", "2"], r"density must be in \(0, 1\]"),
+        (["--vector-size", "24"], "vector size 24 is not supported"),
+        (["--act-clip", "median"], "unknown activation clipping 'median'"),
+        (["--sparsity-pattern", "2:4", "--density", "0.25"], "fixes the density at 0.5"),
+    ],
+)
+def test_bad_sparse_flags_fail_in_one_line(capsys, tmp_path, flags, message) -> None:
+    args = ["run", "--model", "bert-tiny", "--backend", "sparse-int4", "--preset", "smoke",
+            "--runs-dir", str(tmp_path), *flags]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
