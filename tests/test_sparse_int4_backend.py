@@ -202,3 +202,33 @@ def test_bad_sparse_flags_fail_in_one_line(capsys, tmp_path, flags, message) -> 
     assert code != 0
     assert len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
+
+
+def test_inspect_prints_every_kernel_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["inspect", "--model", "bert-tiny", "--density", "0.25"], capsys)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("| layer | op | K | N | rows/sample | density | bits/weight")
+    assert len(lines) == 2 + 13 + 1  # header, 13 weight layers (2 x 6 + qa_outputs), total
+    assert "0.2500" in lines[-1] and "weights stored in" in err
+
+
+def test_sparsity_table_writes_markdown_and_csv(capsys, tmp_path) -> None:
+    args = ["sparsity-table", "--model", "bert-tiny", "--dataset-count", "8",
+            "--densities", "1,0.5", "--out", str(tmp_path / "table"),
+            "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    rows = (tmp_path / "table" / "table.csv").read_text().splitlines()
+    assert rows[0].startswith("backend,density,accuracy,% of FP32")
+    assert [row.split(",")[1] for row in rows[1:]] == ["fp32", "1", "0.5"]
+    fp32 = float(rows[1].split(",")[2])
+    assert fp32 == pytest.approx(100.0)  # synthetic answers are the FP32 predictions
+    assert "Synthetic data" in (tmp_path / "table" / "table.md").read_text()
+
+
+def test_sparsity_table_refuses_bad_densities(capsys, tmp_path) -> None:
+    code, _, err = run_cli(
+        ["sparsity-table", "--densities", "1,0", "--out", str(tmp_path / "t")], capsys
+    )
+    assert code != 0 and "every density must be in (0, 1]" in err
