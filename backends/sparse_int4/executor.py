@@ -384,13 +384,14 @@ def _make_layer(
     if node.op_type == "Conv":
         n, c, kh, kw = weight.shape
         w_kn = weight.transpose(0, 2, 3, 1).reshape(n, kh * kw * c).T  # K order (kh, kw, c)
-        pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
+        pads = attrs.get("pads", (0, 0, 0, 0))
+        strides, dilations = attrs.get("strides", (1, 1)), attrs.get("dilations", (1, 1))
         conv = ConvGeometry(
             (kh, kw),
-            tuple(attrs.get("strides", (1, 1))),
-            pads,  # type: ignore[arg-type]
-            tuple(attrs.get("dilations", (1, 1))),
-        )  # type: ignore[arg-type]
+            (strides[0], strides[1]),
+            (pads[0], pads[1], pads[2], pads[3]),
+            (dilations[0], dilations[1]),
+        )
         shape = _static_shape(node.output[0], types, label)
         rows = math.prod(shape[2:])
     else:

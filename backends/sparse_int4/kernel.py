@@ -86,8 +86,7 @@ def pack(
         return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty, empty)
     ptr = np.zeros(w.n + 1, np.int32)
     np.cumsum(kept.sum(axis=1), out=ptr[1:])
-    rows, idx = np.nonzero(kept)
-    del rows  # np.nonzero walks row-major: each channel's pairs in K order
+    _, idx = np.nonzero(kept)  # row-major: each channel's pairs in K order
     val = pairs[kept]
     return PackedWeight(
         w.k, w.n, w.vector_size, gamma, bias, None, ptr, idx.astype(np.int32), val.astype(np.int32)
