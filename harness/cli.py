@@ -260,8 +260,6 @@ def synth_squad(count: int, out: Path, seed: int, model: str, model_path: Path |
 def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None:
     """Per-layer table of a model on the sparse-int4 backend: shapes, density, bits per
     weight, clipping, weight SQNR, MACs and bytes."""
-    import onnx
-
     from backends.sparse_int4.backend import SparseInt4Backend
     from harness.layer_report import layer_rows, render, summary
     from harness.runner import prepare_model
@@ -270,7 +268,7 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     backend = SparseInt4Backend(**options)
     path = prepare_model(RunSpec(model=model, model_path=model_path))
     click.echo(f"# {model} on sparse-int4: {backend.options.describe()}", err=True)
-    layers = backend.inspect(onnx.load(str(path)))
+    layers = backend.inspect(path)
     click.echo(render(layer_rows(layers), fmt), nl=False)
     click.echo(summary(layers), err=True)
 

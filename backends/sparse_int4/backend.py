@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from pathlib import Path
 
 import onnx
 import onnxruntime as ort
@@ -46,18 +47,14 @@ class SparseInt4Backend(Backend):
         self._outputs: tuple[str, ...] = ()
 
     def load(self, model: ModelHandle) -> None:
-        try:
-            graph = onnx.load(str(model.path))
-        except Exception as exc:  # protobuf raises several types for unreadable files
-            raise UserError(f"cannot read {model.path} as an ONNX model: {exc}") from exc
         self.executor = GraphExecutor(
-            graph, self.options, self.threads, self.path, progress=_progress
+            _read(model.path), self.options, self.threads, self.path, progress=_progress
         )
         self._outputs = model.output_names
 
-    def inspect(self, graph: onnx.ModelProto) -> list[Layer]:
+    def inspect(self, path: Path) -> list[Layer]:
         """The model's kernel layers as this backend would prepare them."""
-        return GraphExecutor(graph, self.options, self.threads, self.path).layers
+        return GraphExecutor(_read(path), self.options, self.threads, self.path).layers
 
     def predict(self, inputs: Batch) -> Batch:
         assert self.executor is not None, "load() must be called before predict()"
@@ -83,6 +80,13 @@ class SparseInt4Backend(Backend):
             "framework": f"sparseperf kernel ({self.path}) + onnxruntime {ort.__version__}",
             "device": f"CPU ({platform.machine()}, {self.threads} threads)",
         }
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for unreadable files
+        raise UserError(f"cannot read {path} as an ONNX model: {exc}") from exc
 
 
 def _progress(message: str) -> None:
