@@ -173,7 +173,8 @@ class GraphExecutor:
         )
         out = kernel.matmul(a, layer.weight, pixels=pixels, path=self.path, threads=self.threads)
         if layer.conv is not None:
-            side = _conv_output_side(x.shape, layer.conv)
+            g = layer.conv
+            side = kernel.conv_output_side(x.shape[2:], g.kernel, g.strides, g.pads, g.dilations)
             return out.reshape(x.shape[0], layer.weight.n, *side)
         return out.reshape(*lead, layer.weight.n)
 
@@ -445,12 +446,3 @@ def _nonnegative(name: str, producers: dict[str, onnx.NodeProto]) -> bool:
     while node is not None and node.op_type in SIGN_PRESERVING_OPS:
         node = producers.get(node.input[0])
     return node is not None and node.op_type in NONNEGATIVE_OPS
-
-
-def _conv_output_side(shape: tuple[int, ...], conv: ConvGeometry) -> tuple[int, int]:
-    side = []
-    for axis in range(2):
-        size, pad = shape[2 + axis], conv.pads[axis] + conv.pads[axis + 2]
-        reach = conv.dilations[axis] * (conv.kernel[axis] - 1) + 1
-        side.append((size + pad - reach) // conv.strides[axis] + 1)
-    return side[0], side[1]

@@ -168,14 +168,29 @@ def im2col(
     x = np.ascontiguousarray(x, np.float32)
     b, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = conv_output_side((h, w), kernel, strides, pads, dilations)
     if oh < 1 or ow < 1:
         raise UserError(f"a {kh}x{kw} window does not fit a {h}x{w} input")
     out = np.empty((b * oh * ow, kh * kw * c), np.float32)
     geometry = (b, c, h, w, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
     _kernel.im2col(x, out, geometry, _threads(threads))
     return out
+
+
+def conv_output_side(
+    side: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, int]:
+    """(OH, OW) of a convolution over an H x W input; ``pads`` as ONNX (top, left, bottom,
+    right)."""
+    out = [
+        (side[a] + pads[a] + pads[a + 2] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1
+        for a in range(2)
+    ]
+    return out[0], out[1]
 
 
 def _folded_weight(w: QuantizedWeight) -> np.ndarray:
