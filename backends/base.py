@@ -41,6 +41,10 @@ class Backend(abc.ABC):
     """Loads a model once, then predicts on batches. Knows nothing about LoadGen."""
 
     name: str = ""
+    # Why results from this backend may only enter MLPerf's open division ("": closed is
+    # fine); unknown plug-ins are not vetted for closed.
+    open_division_only: str = "a plug-in backend, not vetted for the closed division"
+    simulated: bool = False  # times come from a model of a device, not from running on it
 
     @abc.abstractmethod
     def load(self, model: ModelHandle) -> None:
@@ -52,4 +56,5 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def describe(self) -> dict[str, str]:
-        """Precision, sparsity, framework and version, device: for reports and system files."""
+        """Precision, sparsity, framework and version, device, and for submissions the
+        weight_data_types and weight_transformations: for reports and system files."""

@@ -31,11 +31,16 @@ GRAPH_OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 # Bump when a quantization recipe changes, so cached int8 models are rebuilt.
+INT8_WEIGHTS = {
+    "static": "per-channel symmetric weights, activations calibrated on dataset samples",
+    "dynamic": "per-tensor weights of every MatMul, activations quantized per batch",
+}
 INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s8-matmul-v1"}
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    open_division_only = ""
 
     def __init__(
         self,
@@ -94,6 +99,12 @@ class OnnxRuntimeBackend(Backend):
             "sparsity": "dense",
             "framework": f"onnxruntime {ort.__version__}",
             "device": f"CPU ({platform.machine()}, {self.threads} threads)",
+            "weight_data_types": self.precision,
+            "weight_transformations": (
+                f"ONNX Runtime int8 quantization, {INT8_WEIGHTS[self.quantization]}"
+                if self.precision == "int8"
+                else "none"
+            ),
         }
 
 

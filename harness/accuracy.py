@@ -53,7 +53,12 @@ def imagenet_top1(responses: dict[int, bytes], labels: np.ndarray) -> Accuracy:
     )
 
 
+def hash_line(accuracy_log: Path) -> str:
+    """The line of accuracy.txt that identifies the full log (submissions truncate it)."""
+    return f"hash={file_sha256(accuracy_log)}"
+
+
 def write_accuracy_txt(run_dir: Path, accuracy: Accuracy) -> None:
     """accuracy.txt: the official line plus the hash of the full accuracy log."""
-    digest = file_sha256(run_dir / "mlperf_log_accuracy.json")
-    (run_dir / "accuracy.txt").write_text(f"{accuracy.line}\nhash={digest}\n")
+    line = hash_line(run_dir / "mlperf_log_accuracy.json")
+    (run_dir / "accuracy.txt").write_text(f"{accuracy.line}\n{line}\n")

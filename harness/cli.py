@@ -11,7 +11,7 @@ import click
 
 from harness.errors import UserError
 from harness.settings import SCENARIO_NAMES
-from harness.spec import MODES, RunSpec
+from harness.spec import BACKEND_FLAGS, MODES, RunSpec
 from harness.workloads import WORKLOADS, get_workload
 
 EXIT_ERROR = 2
@@ -48,87 +48,114 @@ def cli() -> None:
     """MLPerf-Inference-style benchmarks: LoadGen scenarios over pluggable backends."""
 
 
+def run_options(preset_default: str) -> Callable[[Callable], Callable]:
+    """What one run needs besides its scenario and mode: model, backend, data, settings."""
+
+    def apply(command: Callable) -> Callable:
+        flags = (
+            click.option(
+                "--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)
+            ),
+            click.option(
+                "--backend",
+                default="onnxruntime",
+                show_default=True,
+                help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
+            ),
+            click.option(
+                "--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8)."
+            ),
+            click.option(
+                "--threads", type=int, default=None, help="Backend threads (default: all cores)."
+            ),
+            sparse_flags,
+            click.option(
+                "--backend-option",
+                "-o",
+                "extra_options",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Any other backend option, e.g. -o graph_optimization=extended (repeatable).",
+            ),
+            click.option(
+                "--preset",
+                default=preset_default,
+                show_default=True,
+                help="smoke (seconds, not compliant), short (about a minute, not compliant), "
+                "valid (official durations and counts).",
+            ),
+            click.option(
+                "--model-path",
+                type=click.Path(path_type=Path),
+                help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in "
+                "synthetic.",
+            ),
+            click.option(
+                "--dataset-path",
+                type=click.Path(path_type=Path),
+                help="Dataset: ImageNet val folder with val_map.txt, or SQuAD dev-v1.1.json "
+                "(or its folder); default: built-in synthetic.",
+            ),
+            click.option(
+                "--dataset-count",
+                type=int,
+                help="Use only the first N images (ImageNet) or questions (SQuAD).",
+            ),
+            click.option(
+                "--vocab-path",
+                type=click.Path(path_type=Path),
+                help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
+            ),
+            click.option(
+                "--user-conf",
+                type=click.Path(path_type=Path),
+                help="LoadGen user.conf whose values override the preset's (keys are checked).",
+            ),
+            click.option(
+                "--batch-size",
+                type=int,
+                default=8,
+                show_default=True,
+                help="Offline batch size; largest dynamic batch in Server.",
+            ),
+            click.option(
+                "--workers",
+                type=int,
+                default=1,
+                show_default=True,
+                help="Worker threads for Offline and Server.",
+            ),
+            click.option(
+                "--server-batch-timeout-ms",
+                type=float,
+                default=0.0,
+                show_default=True,
+                help="How long Server waits to fill a batch (0: take what is queued).",
+            ),
+            click.option(
+                "--runs-dir",
+                type=click.Path(path_type=Path),
+                default=Path("runs"),
+                show_default=True,
+                help="Where run folders are written.",
+            ),
+        )
+        for flag in reversed(flags):
+            command = flag(command)
+        return command
+
+    return apply
+
+
 @cli.command()
-@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
 @click.option("--scenario", default="Offline", show_default=True, help=", ".join(SCENARIO_NAMES))
 @click.option("--mode", default="performance", show_default=True, help=" or ".join(MODES))
+@run_options(preset_default="short")
 @click.option(
-    "--backend",
-    default="onnxruntime",
-    show_default=True,
-    help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
-)
-@click.option("--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8).")
-@click.option("--threads", type=int, default=None, help="Backend threads (default: all cores).")
-@sparse_flags
-@click.option(
-    "--backend-option",
-    "-o",
-    "extra_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Any other backend option, e.g. -o graph_optimization=extended (repeatable).",
-)
-@click.option(
-    "--preset",
-    default="short",
-    show_default=True,
-    help="smoke (seconds, not compliant), short (about a minute, not compliant), "
-    "valid (official durations and counts).",
-)
-@click.option(
-    "--model-path",
-    type=click.Path(path_type=Path),
-    help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in synthetic.",
-)
-@click.option(
-    "--dataset-path",
-    type=click.Path(path_type=Path),
-    help="Dataset: ImageNet val folder with val_map.txt, or SQuAD dev-v1.1.json (or its "
-    "folder); default: built-in synthetic.",
-)
-@click.option(
-    "--dataset-count",
-    type=int,
-    help="Use only the first N images (ImageNet) or questions (SQuAD).",
-)
-@click.option(
-    "--vocab-path",
-    type=click.Path(path_type=Path),
-    help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
-)
-@click.option(
-    "--user-conf",
-    type=click.Path(path_type=Path),
-    help="LoadGen user.conf whose values override the preset's (keys are checked).",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Offline batch size; largest dynamic batch in Server.",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Worker threads for Offline and Server.",
-)
-@click.option(
-    "--server-batch-timeout-ms",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="How long Server waits to fill a batch (0: take what is queued).",
-)
-@click.option(
-    "--runs-dir",
-    type=click.Path(path_type=Path),
-    default=Path("runs"),
-    show_default=True,
-    help="Where run folders are written.",
+    "--compliance",
+    default=None,
+    help="Make this a compliance run: TEST01 (resnet50, bert) or TEST04 (resnet50); its "
+    "audit.config is applied in this run's folder only.",
 )
 def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     """Run one LoadGen test and write a run folder."""
@@ -138,9 +165,6 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
 
     outcome = execute(spec)
     click.echo(result_line(spec, outcome.result, outcome.folder))
-
-
-BACKEND_FLAGS = ("precision", "threads", "density", "sparsity_pattern", "vector_size", "act_clip")
 
 
 def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> dict[str, Any]:
@@ -166,7 +190,8 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
     """The one line that ends a run."""
-    head = f"RESULT {spec.model} {spec.scenario} {spec.backend_label} {spec.mode}:"
+    mode = f"{spec.mode} {spec.compliance}" if spec.compliance else spec.mode
+    head = f"RESULT {spec.model} {spec.scenario} {spec.backend_label} {mode}:"
     notes = []
     if not result.get("compliant_preset"):
         notes.append(f"preset {spec.preset} is not compliant")
@@ -304,6 +329,118 @@ def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
     markdown, table = write_tables(rows, out, f"{base.model}: accuracy against weight density")
     click.echo(markdown.read_text())
     click.echo(f"wrote {markdown} and {table}")
+
+
+@cli.group()
+def submission() -> None:
+    """MLPerf Inference v6.1 submission trees: run, build, check."""
+
+
+def submission_flags(command: Callable) -> Callable:
+    """Who submits what: shared by submission run and build."""
+    flags = (
+        click.option("--submitter", required=True, help="Submitting organisation (a folder name)."),
+        click.option(
+            "--system", required=True, help="System under test's name: systems/<NAME>.json."
+        ),
+        click.option(
+            "--division",
+            required=True,
+            type=click.Choice(["closed", "open"]),
+            help="closed: the reference model as is (onnxruntime); open: anything else.",
+        ),
+        click.option(
+            "--system-file",
+            type=click.Path(path_type=Path),
+            help="JSON with the system fields that cannot be detected (host_storage_type, "
+            "host_memory_configuration, cooling) and any to override (status, system_type...).",
+        ),
+        click.option(
+            "--out", type=click.Path(path_type=Path), required=True, help="New tree folder."
+        ),
+    )
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+def report_build(report: Any) -> None:
+    for problem in report.problems:
+        click.echo(f"warning: {problem}", err=True)
+    click.echo(f"wrote {report.root} ({', '.join(report.scenarios)})")
+    click.echo(f"check it with: sparseperf submission check {report.root.parent.parent}")
+
+
+@submission.command("build")
+@submission_flags
+@click.option(
+    "--from",
+    "run_list",
+    type=click.Path(path_type=Path),
+    help="A file listing run folders, one per line (instead of or besides RUN_FOLDERS).",
+)
+@click.argument("run_folders", nargs=-1, type=click.Path(path_type=Path))
+def submission_build(
+    run_folders: tuple[Path, ...], run_list: Path | None, out: Path, **fields: Any
+) -> None:
+    """Assemble run folders (performance, accuracy, compliance) into a submission tree."""
+    from harness.loadgen_run import say
+    from submissions.build import BuildRequest, build
+
+    folders = list(run_folders)
+    if run_list is not None:
+        try:
+            folders += [Path(line) for line in run_list.read_text().split() if line]
+        except OSError as exc:
+            raise UserError(f"cannot read run list {run_list}: {exc.strerror}") from exc
+    report_build(build(BuildRequest(out=out, runs=tuple(folders), **fields), say))
+
+
+@submission.command("run")
+@run_options(preset_default="valid")
+@click.option(
+    "--scenarios",
+    default=None,
+    help="Comma-separated scenarios (default: all the division requires of the system type).",
+)
+@submission_flags
+def submission_run(
+    extra_options: tuple[str, ...],
+    scenarios: str | None,
+    submitter: str,
+    system: str,
+    division: str,
+    system_file: Path | None,
+    out: Path,
+    **fields: Any,
+) -> None:
+    """Run everything a submission needs (scenarios, accuracy, compliance), then build it."""
+    from harness.loadgen_run import say
+    from submissions.build import BuildRequest
+    from submissions.orchestrate import run_submission
+    from submissions.system import read_user_file
+
+    options = backend_options(fields, extra_options)
+    base = RunSpec(backend_options=options, **fields)
+    request = BuildRequest(submitter, system, division, out, (), system_file)
+    user_system = read_user_file(system_file) if system_file else {}
+    chosen = tuple(s.strip() for s in scenarios.split(",")) if scenarios else None
+    system_type = user_system.get("system_type", "edge")
+    report_build(run_submission(base, request, chosen, system_type, say))
+
+
+@submission.command("check")
+@click.argument("tree", type=click.Path(path_type=Path))
+def submission_check(tree: Path) -> None:
+    """Check a submission tree; every problem is listed with its path."""
+    from submissions.check import check_tree
+
+    problems, checked = check_tree(tree)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise UserError(f"{len(problems)} problem(s) in {checked} result folder(s) of {tree}")
+    click.echo(f"{tree}: {checked} result folder(s), no problems found")
 
 
 def main(argv: list[str] | None = None) -> None:

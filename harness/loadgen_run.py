@@ -241,6 +241,10 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
             "model_file": str(model_path),
             "dataset": data.description,
             "backend": backend.describe(),
+            "division": {
+                "open_only": backend.open_division_only,
+                "simulated": backend.simulated,
+            },
             "versions": provenance.versions(),
             "host": provenance.host(),
             "git_sha": provenance.git_sha(),

@@ -16,6 +16,7 @@ from harness.loadgen_run import ERROR_FILE, child_main, say, write_json
 from harness.models.check import check_model
 from harness.spec import RunSpec, validate
 from harness.workloads import get_workload
+from submissions.compliance import AUDIT_CONFIG, audit_config
 
 FAILED_SUFFIX = ".failed"
 
@@ -28,8 +29,8 @@ class RunOutcome:
 
 def _folder_name(spec: RunSpec) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parts = (stamp, spec.model, spec.scenario, spec.backend_label, spec.mode)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(parts))
+    parts = (stamp, spec.model, spec.scenario, spec.backend_label, spec.mode, spec.compliance or "")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(filter(None, parts)))
 
 
 def _publish(staging: Path, name: str) -> Path:
@@ -54,7 +55,7 @@ def prepare_model(spec: RunSpec) -> Path:
 
 
 def run(spec: RunSpec) -> RunOutcome:
-    if Path("audit.config").exists():
+    if Path(AUDIT_CONFIG).exists():
         raise UserError(
             "an audit.config is in the working directory; LoadGen would apply it to this run. "
             "Move it away (compliance tests are run with: sparseperf submission run)"
@@ -69,6 +70,9 @@ def run(spec: RunSpec) -> RunOutcome:
     name = _folder_name(spec)
     staging = spec.runs_dir / f".{name}.partial-{os.getpid()}"
     staging.mkdir()
+    if spec.compliance:
+        # LoadGen reads audit.config from the working directory: only this run's folder.
+        (staging / AUDIT_CONFIG).write_text(audit_config(spec.compliance))
     process = multiprocessing.get_context("spawn").Process(
         target=child_main, args=(spec, conf, model_path.resolve(), staging.resolve())
     )

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from backends import create_backend
 from harness.errors import UserError
-from harness.settings import PRESETS, SCENARIO_NAMES, ConfLine, parse_user_conf
+from harness.settings import COMPLIANT_PRESETS, PRESETS, SCENARIO_NAMES, ConfLine, parse_user_conf
 from harness.workloads import WORKLOADS, get_workload
 from harness.workloads.base import DataSource
+from submissions.compliance import check_compliance_run
 
 MODES = ("performance", "accuracy")
+# Backend options with a flag of their own on the command line; others are -o KEY=VALUE.
+BACKEND_FLAGS = ("precision", "threads", "density", "sparsity_pattern", "vector_size", "act_clip")
 
 
 @dataclass(frozen=True)
@@ -32,13 +35,25 @@ class RunSpec:
     workers: int = 1
     server_batch_timeout_ms: float = 0.0
     runs_dir: Path = Path("runs")
+    compliance: str | None = None  # an audit test (TEST01, TEST04) this run is made for
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> RunSpec:
+        """The spec a run.json recorded (paths back to Path)."""
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in body.items() if k in known}
+        for name in ("model_path", "dataset_path", "vocab_path", "user_conf", "runs_dir"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        return cls(**values)
+
     @property
     def data_source(self) -> DataSource:
-        return DataSource(self.dataset_path, self.dataset_count, self.vocab_path)
+        full_size = self.preset in COMPLIANT_PRESETS and self.dataset_path is None
+        return DataSource(self.dataset_path, self.dataset_count, self.vocab_path, full_size)
 
     @property
     def backend_label(self) -> str:
@@ -78,6 +93,8 @@ def validate(spec: RunSpec) -> list[ConfLine]:
         raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
     if spec.vocab_path is not None and not workload.uses_vocab:
         raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
+    if spec.compliance is not None:
+        check_compliance_run(spec.compliance, workload.loadgen_key, spec.mode)
     create_backend(spec.backend, spec.backend_options)  # names and options, nothing loaded
     model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
     return parse_user_conf(spec.user_conf, model_keys) if spec.user_conf else []

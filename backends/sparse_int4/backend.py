@@ -18,6 +18,7 @@ from harness.errors import UserError
 
 class SparseInt4Backend(Backend):
     name = "sparse-int4"
+    open_division_only = "its weights are pruned and re-quantized to INT4, without retraining"
 
     def __init__(
         self,
@@ -67,18 +68,24 @@ class SparseInt4Backend(Backend):
             stats = [layer.stats for layer in self.executor.layers]
             kept = sum(s.density * s.k * s.n for s in stats)
             density = kept / max(1, sum(s.k * s.n for s in stats))
+        sparsity = (
+            f"weight density {density:.4g} ({self.options.pattern}, magnitude pruning "
+            "without retraining)"
+            if density is not None and density < 1
+            else "dense"
+        )
         return {
             "backend": self.name,
             "precision": f"int4 VS-Quant (vectors of {self.options.vector_size})",
-            "sparsity": (
-                f"weight density {density:.4g} ({self.options.pattern}, magnitude pruning "
-                "without retraining)"
-                if density is not None and density < 1
-                else "dense"
-            ),
+            "sparsity": sparsity,
             "clipping": f"weights {self.options.weight_clip}, activations {self.options.act_clip}",
             "framework": f"sparseperf kernel ({self.path}) + onnxruntime {ort.__version__}",
             "device": f"CPU ({platform.machine()}, {self.threads} threads)",
+            "weight_data_types": "int4 (4-bit values, 4-bit per-vector scales, fp32 per channel)",
+            "weight_transformations": (
+                f"{sparsity}; VS-Quant INT4 per-vector quantization (vectors of "
+                f"{self.options.vector_size} along K), {self.options.weight_clip} weight clipping"
+            ),
         }
 
 

@@ -24,6 +24,14 @@ class DataSource:
     path: Path | None = None  # None: the built-in synthetic set
     count: int | None = None  # keep only the first N items (images, questions)
     vocab: Path | None = None  # tokenizer vocabulary, for text workloads
+    # Repeat the built-in synthetic set to the official dataset size (the valid preset does:
+    # the MLPerf checker requires accuracy runs over the whole official dataset).
+    full_size: bool = False
+
+
+def repeat_note(distinct: int, total: int, unit: str) -> str:
+    """How a synthetic set was repeated to the official size, for descriptions."""
+    return f"{distinct} distinct {unit} repeated to {total} samples (the official dataset size)"
 
 
 class WorkloadData(abc.ABC):
@@ -60,6 +68,7 @@ class Workload:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[str, ...]  # what the backend must compute
     performance_sample_count: int  # LoadGen's built-in count for this model
+    dataset_size: int  # samples in the official dataset (ImageNet val images, SQuAD features)
     builtin_model: Callable[[Progress], Path]  # builds (once) and returns the synthetic model
     open_data: Callable[[DataSource, Path, Progress], WorkloadData]
     responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows
@@ -67,3 +76,4 @@ class Workload:
     # "dynamic" (ranges per batch) suits transformers.
     int8_activations: str = "static"
     uses_vocab: bool = False  # takes a tokenizer vocabulary (DataSource.vocab)
+    response_dtype: str = "float32"  # element type of the official response rows

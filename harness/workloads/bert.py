@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,12 @@ from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece
 from harness.errors import UserError
 from harness.models import bert as builder
 from harness.models.check import TensorSpec
-from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
+from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
 DATA_SEED = 0
 LABEL_BATCH = 8
+DATASET_SIZE = 10833  # features of the SQuAD v1.1 dev set (also LoadGen's sample count)
 INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
 
 
@@ -103,7 +105,14 @@ class SquadData(WorkloadData):
     calibration_count = 32
     calibration_batch = 8
 
-    def __init__(self, squad: SquadSet, vocab: Path, tokens: WordPiece, features: Features) -> None:
+    def __init__(
+        self,
+        squad: SquadSet,
+        vocab: Path,
+        tokens: WordPiece,
+        features: Features,
+        repeated: str | None = None,
+    ) -> None:
         self.squad = squad
         self.tokens = tokens
         self.features = features
@@ -113,7 +122,8 @@ class SquadData(WorkloadData):
         if squad.synthetic:
             self.description = (
                 f"synthetic SQuAD v1.1-layout set {squad.path}, {questions} questions, "
-                f"{self.count} features, answers = {squad.synthetic.get('answers')} "
+                f"{repeated or f'{self.count} features'}, "
+                f"answers = {squad.synthetic.get('answers')} "
                 "(accuracy means agreement with FP32)"
             )
         else:
@@ -146,6 +156,27 @@ class SquadData(WorkloadData):
         return Accuracy(scores["f1"], line, details)
 
 
+def repeat_to(squad: SquadSet, features: Features, total: int) -> tuple[SquadSet, Features]:
+    """The set repeated until it has ``total`` features; copy k's questions get ids ending
+    ``#k`` so that every copy is scored as questions of its own."""
+    copies = -(-total // features.count)
+    questions = len(squad.examples)
+    examples = tuple(
+        replace(example, qas_id=f"{example.qas_id}#{copy}")
+        for copy in range(copies)
+        for example in squad.examples
+    )
+    arrays = {
+        name: np.resize(values, (total, *values.shape[1:]))
+        for name, values in features.arrays().items()
+    }
+    arrays["example_index"] = np.concatenate(
+        [features.example_index + copy * questions for copy in range(copies)]
+    )[:total]
+    kept = examples[: int(arrays["example_index"][-1]) + 1]  # features follow question order
+    return replace(squad, examples=kept), Features(**arrays)
+
+
 def _open_data(questions: int):
     def open_data(source: DataSource, model_path: Path, progress: Progress) -> SquadData:
         folder = source.path or builtin_dataset(model_path, questions, progress)
@@ -158,7 +189,11 @@ def _open_data(questions: int):
         squad = read_squad(dev_file, source.count)
         tokens = load_wordpiece(vocab)
         features = cached_features(squad, vocab, tokens, progress)
-        return SquadData(squad, vocab, tokens, features)
+        note = None
+        if source.full_size and source.path is None and features.count < DATASET_SIZE:
+            note = repeat_note(features.count, DATASET_SIZE, "features")
+            squad, features = repeat_to(squad, features, DATASET_SIZE)
+        return SquadData(squad, vocab, tokens, features, note)
 
     return open_data
 
@@ -170,7 +205,8 @@ def _workload(config: builder.BertConfig, questions: int) -> Workload:
         scenarios=("Offline", "Server", "SingleStream"),
         inputs=tuple(TensorSpec(name, "int64", (None, MAX_SEQ_LENGTH)) for name in INPUTS),
         outputs=(builder.START_LOGITS, builder.END_LOGITS),
-        performance_sample_count=10833,
+        performance_sample_count=DATASET_SIZE,
+        dataset_size=DATASET_SIZE,
         builtin_model=lambda progress: builtin_model(config, progress),
         open_data=_open_data(questions),
         responses=responses,

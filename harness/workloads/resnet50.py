@@ -14,11 +14,12 @@ from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
 from harness.models import resnet50 as builder
 from harness.models.check import TensorSpec
-from harness.workloads.base import DataSource, Progress, Workload, WorkloadData
+from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
 DATA_SEED = 0
 BUILTIN_DATASET_COUNT = 1024  # = LoadGen's ResNet-50 performance sample count
+DATASET_SIZE = 50000  # ImageNet validation images
 
 
 def builtin_model(progress: Progress) -> Path:
@@ -66,30 +67,39 @@ def builtin_dataset(model_path: Path, progress: Progress) -> Path:
 
 
 class ImageNetData(WorkloadData):
-    def __init__(self, folder: imagenet.ImageNetFolder, crops: np.ndarray) -> None:
+    """ImageNet crops by QSL index; ``total`` > the folder's count repeats the images."""
+
+    def __init__(self, folder: imagenet.ImageNetFolder, crops: np.ndarray, total: int) -> None:
         self.folder = folder
         self.crops = crops
-        self.count = folder.count
+        self.count = total
+        self.labels = np.resize(folder.labels, total)
         self.synthetic = folder.synthetic is not None
         if folder.synthetic:
+            size = (
+                repeat_note(folder.count, total, "images")
+                if total > folder.count
+                else f"{total} images"
+            )
             self.description = (
-                f"synthetic ImageNet-layout set, {self.count} images, labels = "
+                f"synthetic ImageNet-layout set, {size}, labels = "
                 f"{folder.synthetic['labels']} (accuracy means agreement with FP32)"
             )
         else:
             self.description = f"ImageNet val from {folder.root}, {self.count} images"
 
     def load(self, indices: np.ndarray) -> Batch:
-        return {builder.INPUT_NAME: to_model_input(self.crops[indices])}
+        return {builder.INPUT_NAME: to_model_input(self.crops[indices % self.folder.count])}
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
-        return imagenet_top1(responses, self.folder.labels)
+        return imagenet_top1(responses, self.labels)
 
 
 def open_data(source: DataSource, model_path: Path, progress: Progress) -> ImageNetData:
     path = source.path or builtin_dataset(model_path, progress)
     folder = imagenet.open_imagenet(path, source.count)
-    return ImageNetData(folder, imagenet.preprocessed_crops(folder, progress))
+    total = DATASET_SIZE if source.full_size and source.path is None else folder.count
+    return ImageNetData(folder, imagenet.preprocessed_crops(folder, progress), total)
 
 
 def responses(outputs: Batch) -> np.ndarray:
@@ -104,6 +114,7 @@ RESNET50 = Workload(
     inputs=(TensorSpec(builder.INPUT_NAME, "float32", (None, 3, 224, 224)),),
     outputs=(builder.ARGMAX_OUTPUT,),
     performance_sample_count=BUILTIN_DATASET_COUNT,
+    dataset_size=DATASET_SIZE,
     builtin_model=builtin_model,
     open_data=open_data,
     responses=responses,

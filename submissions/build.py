@@ -1,0 +1,326 @@
+"""Assemble run folders into an MLPerf Inference v6.1 submission tree.
+
+The tree is written under a hidden staging name and renamed into place when complete, so a
+failed or interrupted build never leaves a tree that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import provenance
+from harness.accuracy import hash_line, read_responses
+from harness.errors import UserError
+from harness.spec import RunSpec
+from harness.workloads import get_workload
+from harness.workloads.base import WorkloadData
+from submissions import compliance, rules
+from submissions.accuracy_log import write_truncated
+from submissions.commands import run_command
+from submissions.runs import LOG_FILES, RunRecord, read_run
+from submissions.system import describe_system, read_user_file
+
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+SOURCE_PACKAGES = ("harness", "backends", "scenarios", "submissions")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    submitter: str
+    system: str  # the system under test's name: systems/<system>.json, results/<system>/
+    division: str
+    out: Path
+    runs: tuple[Path, ...]
+    system_file: Path | None = None
+
+
+@dataclass
+class BuildReport:
+    root: Path  # <out>/<division>/<submitter>
+    scenarios: list[str]
+    problems: list[str] = field(default_factory=list)  # what the official checker will reject
+
+
+def _check_request(request: BuildRequest) -> dict[str, str]:
+    for what, name in (("submitter", request.submitter), ("system", request.system)):
+        if not _NAME.match(name):
+            raise UserError(
+                f"{what} name {name!r} must be letters, digits and . _ + - (it names folders)"
+            )
+    if request.division not in rules.DIVISIONS:
+        raise UserError(
+            f"unknown division {request.division!r}; choose {' or '.join(rules.DIVISIONS)}"
+        )
+    if request.out.exists():
+        raise UserError(f"output folder {request.out} already exists; choose a new one")
+    if not request.runs:
+        raise UserError("no run folders given")
+    return read_user_file(request.system_file) if request.system_file else {}
+
+
+def _group(records: list[RunRecord]) -> dict[str, dict[str, RunRecord]]:
+    """scenario -> role -> run; two runs in one role is an error."""
+    models = sorted({r.model for r in records})
+    if len(models) > 1:
+        raise UserError(
+            f"the run folders hold runs of several models ({', '.join(models)}); "
+            "build one tree per model"
+        )
+    systems: dict[str, RunRecord] = {}
+    for record in records:
+        systems.setdefault(json.dumps(record.system, sort_keys=True), record)
+    if len(systems) > 1:
+        first, second = list(systems.values())[:2]
+        raise UserError(
+            f"the run folders come from different systems: {first.folder} ran "
+            f"{_system_text(first)}, {second.folder} ran {_system_text(second)}"
+        )
+    groups: dict[str, dict[str, RunRecord]] = {}
+    for record in records:
+        roles = groups.setdefault(record.scenario, {})
+        if record.role in roles:
+            raise UserError(
+                f"two {record.scenario} {record.role} runs given: {roles[record.role].folder} "
+                f"and {record.folder}; give one"
+            )
+        roles[record.role] = record
+    return groups
+
+
+def _system_text(record: RunRecord) -> str:
+    system = record.system
+    options = ", ".join(f"{k}={v}" for k, v in sorted(system["backend_options"].items()))
+    return f"{system['backend']}({options}) on {system['cpu']} x{system['cores']}"
+
+
+def _check_rules(
+    request: BuildRequest,
+    groups: dict[str, dict[str, RunRecord]],
+    system_type: str,
+    report: BuildReport,
+) -> None:
+    any_run = next(iter(next(iter(groups.values())).values()))
+    bench = rules.benchmark(any_run.model)
+    tests = compliance.tests_for(bench.loadgen_key)
+    closed = request.division == "closed"
+    open_only = any_run.run["division"]["open_only"]
+    if closed and open_only:
+        raise UserError(
+            f"{any_run.spec['backend']} results may only go to the open division: {open_only}"
+        )
+    missing = [s for s in bench.required_scenarios(system_type) if s not in groups]
+    if closed and missing:
+        raise UserError(
+            f"a closed {bench.folder} submission on a {system_type!r} system needs the "
+            f"{', '.join(missing)} scenario(s) too"
+        )
+    for scenario, roles in sorted(groups.items()):
+        for role in ("performance", "accuracy"):
+            if role not in roles:
+                raise UserError(
+                    f"{bench.folder} {scenario} has no {role} run; run: sparseperf run "
+                    f"--model {any_run.model} --scenario {scenario} --mode {role} ..."
+                )
+        performance = roles["performance"]
+        if not performance.valid:
+            why = "; ".join(performance.result.get("invalid_reasons", [])) or "INVALID"
+            if closed and not performance.closed_usable:
+                raise UserError(
+                    f"{performance.folder} is INVALID ({why}); the closed division takes "
+                    "valid performance runs only"
+                )
+            report.problems.append(f"{scenario}: the performance run is INVALID ({why})")
+        missing = [t for t in tests if t not in roles]
+        if closed and missing:
+            raise UserError(
+                f"{bench.folder} {scenario} lacks compliance run(s) {', '.join(missing)}; run: "
+                f"sparseperf run --compliance {missing[0]} ... (or sparseperf submission run)"
+            )
+        for record in roles.values():
+            if not record.compliant_preset:
+                report.problems.append(
+                    f"{scenario} {record.role}: preset {record.spec['preset']} is shorter than "
+                    "the official durations and counts"
+                )
+                break
+
+
+def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) -> BuildReport:
+    user_system = _check_request(request)
+    records = [read_run(Path(folder)) for folder in request.runs]
+    groups = _group(records)
+    report = BuildReport(request.out / request.division / request.submitter, sorted(groups))
+    any_run = records[0]
+    system = describe_system(
+        division=request.division,
+        submitter=request.submitter,
+        system_name=request.system,
+        backend=any_run.run["backend"],
+        user=user_system,
+        simulated=bool(any_run.run["division"]["simulated"]),
+    )
+    _check_rules(request, groups, system["system_type"], report)
+
+    request.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = request.out.parent / f".{request.out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        root = staging / request.division / request.submitter
+        (root / "systems").mkdir(parents=True)
+        _write_json(root / "systems" / f"{request.system}.json", system)
+        _write_sources(root / "src")
+        bench = rules.benchmark(any_run.model)
+        for scenario, roles in sorted(groups.items()):
+            say(f"adding {bench.folder} {scenario}")
+            folder = root / "results" / request.system / bench.folder / scenario
+            _write_scenario(folder, roles, request, report)
+        os.rename(staging, request.out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _write_json(path: Path, body: dict) -> None:
+    path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _copy_logs(run: RunRecord, target: Path) -> None:
+    target.mkdir(parents=True)
+    for name in LOG_FILES:
+        shutil.copyfile(run.folder / name, target / name)
+
+
+def _write_sources(target: Path) -> None:
+    """The harness source that produced the results (src/ must exist in a submission)."""
+    target.mkdir()
+    here = Path(__file__).resolve().parent.parent
+    for package in SOURCE_PACKAGES:
+        for path in sorted((here / package).rglob("*")):
+            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+                destination = target / "sparseperf" / path.relative_to(here)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, destination)
+    versions = provenance.versions()
+    (target / "README.md").write_text(
+        "# sparseperf\n\n"
+        f"The harness that produced these results: sparseperf {versions['sparseperf']}, "
+        f"git {provenance.git_sha()}; LoadGen {versions['mlcommons-loadgen']}. Its source "
+        "is in `sparseperf/`.\n"
+    )
+
+
+def _measurements(run: RunRecord) -> dict[str, str]:
+    workload = get_workload(run.model)
+    backend = run.run["backend"]
+    return {
+        "input_data_types": ", ".join(sorted({t.dtype for t in workload.inputs})),
+        "retraining": "no",
+        "starting_weights_filename": Path(run.run["model_file"]).name,
+        "weight_data_types": backend.get("weight_data_types", ""),
+        "weight_transformations": backend.get("weight_transformations", ""),
+    }
+
+
+def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
+    performance = roles["performance"]
+    lines = [
+        f"# {performance.model} {performance.scenario} on {request.system}",
+        "",
+        f"Backend: {performance.run['backend'].get('backend')}, "
+        f"{performance.run['backend'].get('precision')}, weights "
+        f"{performance.run['backend'].get('sparsity')}.",
+        f"Data: {performance.run['dataset']}.",
+        "",
+        "Install sparseperf (`pip install .` in its source folder) and run, from this folder:",
+        "",
+        "```sh",
+    ]
+    for role, record in sorted(roles.items(), key=lambda item: item[0] != "performance"):
+        conf = "user.conf" if role != "accuracy" else None
+        lines.append(f"# {role}")
+        lines.append(run_command(record.spec, conf))
+    lines += [
+        "```",
+        "",
+        "Performance and compliance runs take their settings from `user.conf` here (the "
+        "recorded values of the performance run). Then assemble the tree with "
+        "`sparseperf submission build` and check it with `sparseperf submission check`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_scenario(
+    folder: Path, roles: dict[str, RunRecord], request: BuildRequest, report: BuildReport
+) -> None:
+    performance, accuracy = roles["performance"], roles["accuracy"]
+    _copy_logs(performance, folder / "performance" / "run_1")
+    _copy_logs(accuracy, folder / "accuracy")
+    write_truncated(accuracy.folder / ACCURACY_LOG, folder / "accuracy" / ACCURACY_LOG)
+    shutil.copyfile(accuracy.folder / "accuracy.txt", folder / "accuracy" / "accuracy.txt")
+    shutil.copyfile(performance.folder / "user.conf", folder / "user.conf")
+    _write_json(folder / "measurements.json", _measurements(performance))
+    (folder / "README.md").write_text(_readme(roles, request))
+    for test in ("TEST01", "TEST04"):
+        if test in roles:
+            verdicts = _write_test(folder / test, test, roles)
+            report.problems += [
+                f"{performance.scenario} {test} {name}: {verdict.report.splitlines()[-1]}"
+                for name, verdict in verdicts.items()
+                if not verdict.passed
+            ]
+
+
+def _write_test(
+    folder: Path, test: str, roles: dict[str, RunRecord]
+) -> dict[str, compliance.Verdict]:
+    audited, performance = roles[test], roles["performance"]
+    _copy_logs(audited, folder / "performance" / "run_1")
+    verdicts = {
+        "performance": compliance.verify_performance(test, performance.result, audited.result)
+    }
+    (folder / "verify_performance.txt").write_text(verdicts["performance"].report)
+    if test == "TEST01":
+        verdicts["accuracy"] = _verify_test01(folder, roles["accuracy"], audited)
+    return verdicts
+
+
+def _verify_test01(folder: Path, accuracy: RunRecord, audited: RunRecord) -> compliance.Verdict:
+    workload = get_workload(audited.model)
+    full_log = audited.folder / ACCURACY_LOG
+    verdict = compliance.verify_responses(
+        accuracy.folder / ACCURACY_LOG, full_log, workload.response_dtype
+    )
+    (folder / "verify_accuracy.txt").write_text(verdict.report)
+    target = folder / "accuracy"
+    target.mkdir()
+    write_truncated(full_log, target / ACCURACY_LOG)
+    if verdict.passed:
+        (target / "accuracy.txt").write_text(hash_line(full_log) + "\n")
+        return verdict
+    # Responses differ (a non-deterministic system): the rules then compare the accuracy of
+    # the logged responses with the accuracy run's on the same samples.
+    data = _open_data(accuracy)
+    logged = read_responses(full_log)
+    reference = read_responses(accuracy.folder / ACCURACY_LOG)
+    baseline = data.score({index: reference[index] for index in logged if index in reference})
+    measured = data.score(logged)
+    (target / "baseline_accuracy.txt").write_text(baseline.line + "\n")
+    (target / "compliance_accuracy.txt").write_text(measured.line + "\n")
+    (target / "accuracy.txt").write_text(f"{measured.line}\n{hash_line(full_log)}\n")
+    allowed = rules.benchmark(audited.model).accuracy_delta_percent
+    return compliance.verify_accuracy_delta(baseline.value, measured.value, allowed)
+
+
+def _open_data(run: RunRecord) -> WorkloadData:
+    """The dataset a run used, to score responses again."""
+    source = RunSpec.from_json(run.spec).data_source
+    return get_workload(run.model).open_data(source, Path(run.run["model_file"]), lambda _: None)

@@ -1,0 +1,169 @@
+"""MLPerf compliance (audit) tests: the audit.config each one needs, and their verification.
+
+TEST01 logs a sample of responses during a performance run; they must equal the accuracy run's
+responses for the same samples, and the run must perform within 10% of the normal one. TEST04
+issues one sample over and over; the run may not be more than 10% faster than the normal one
+(which would show that results are cached).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import UserError
+
+AUDIT_CONFIG = "audit.config"
+TEST01_LOG_SEED = 720381539243781796
+TEST01_SAMPLES = 4096
+# Tests each model needs (TEST05 was retired in 2024).
+MODEL_TESTS = {"resnet50": ("TEST01", "TEST04"), "bert": ("TEST01",)}
+
+_AUDIT_SETTINGS = {
+    "TEST01": {
+        "mode": 2,
+        "accuracy_log_rng_seed": TEST01_LOG_SEED,
+        "accuracy_log_sampling_target": TEST01_SAMPLES,
+    },
+    "TEST04": {
+        "mode": 2,
+        "performance_issue_unique": 0,
+        "performance_issue_same": 1,
+        "performance_issue_same_index": 3,
+    },
+}
+
+
+def audit_config(test: str) -> str:
+    """The audit.config LoadGen applies for ``test`` (mode 2 = performance only)."""
+    lines = [f"# sparseperf compliance test {test}"]
+    lines += [f"*.*.{key} = {value}" for key, value in _AUDIT_SETTINGS[test].items()]
+    return "\n".join(lines) + "\n"
+
+
+def tests_for(loadgen_key: str) -> tuple[str, ...]:
+    return MODEL_TESTS.get(loadgen_key, ())
+
+
+def check_compliance_run(test: str, loadgen_key: str, mode: str) -> None:
+    """A compliance run must name a test the model has, in performance mode."""
+    tests = tests_for(loadgen_key)
+    if test not in tests:
+        raise UserError(
+            f"unknown compliance test {test!r} for {loadgen_key}; it has "
+            f"{', '.join(tests) or 'none'}"
+        )
+    if mode != "performance":
+        raise UserError(f"compliance test {test} is a performance-mode run; drop --mode {mode}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    report: str  # the verify_*.txt text; its last line is TEST PASS or TEST FAIL: why
+
+
+def _verdict(lines: list[str], failure: str | None) -> Verdict:
+    lines.append("TEST PASS" if failure is None else f"TEST FAIL: {failure}")
+    return Verdict(failure is None, "\n".join(lines) + "\n")
+
+
+def _log_entries(path: Path) -> list[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read accuracy log {path}: {exc}") from exc
+
+
+def verify_responses(accuracy_log: Path, compliance_log: Path, dtype: str) -> Verdict:
+    """TEST01: each response the compliance run logged must equal the accuracy run's response
+    for the same sample, compared as whole arrays of the response dtype."""
+    reference: dict[int, np.ndarray] = {}
+    for entry in _log_entries(accuracy_log):
+        reference.setdefault(entry["qsl_idx"], np.frombuffer(bytes.fromhex(entry["data"]), dtype))
+    logged = _log_entries(compliance_log)
+    matched = mismatched = missing = 0
+    largest = 0.0
+    for entry in logged:
+        values = np.frombuffer(bytes.fromhex(entry["data"]), dtype)
+        expected = reference.get(entry["qsl_idx"])
+        if expected is None:
+            missing += 1
+            continue
+        matched += 1
+        if expected.shape != values.shape:
+            mismatched += 1
+        elif not np.array_equal(expected, values):
+            mismatched += 1
+            diff = np.abs(expected.astype(np.float64) - values.astype(np.float64))
+            largest = max(largest, float(np.nanmax(diff)) if diff.size else 0.0)
+    lines = [
+        f"response dtype = {dtype} (whole responses compared)",
+        f"num_acc_log_entries = {len(reference)}",
+        f"num_perf_log_entries = {len(logged)}",
+        f"num_perf_log_qsl_idx_match = {matched}",
+        f"num_perf_log_data_mismatch = {mismatched}",
+        f"num_missing_qsl_idxs = {missing}",
+        f"max_abs_difference = {largest:.6g}",
+    ]
+    failure = None
+    if not matched:
+        failure = "the compliance run logged no response of a sample in the accuracy run"
+    elif missing:
+        failure = f"{missing} logged sample(s) are not in the accuracy run"
+    elif mismatched:
+        failure = f"{mismatched} response(s) differ from the accuracy run"
+    return _verdict(lines, failure)
+
+
+def verify_accuracy_delta(baseline: float, compliance: float, allowed_percent: float) -> Verdict:
+    """TEST01 for a non-deterministic system: the accuracy of the logged responses may differ
+    from the accuracy run's on the same samples by at most ``allowed_percent``."""
+    delta = abs(1 - baseline / compliance) * 100 if compliance else float("inf")
+    lines = [
+        f"baseline accuracy = {baseline:.6g}",
+        f"compliance accuracy = {compliance:.6g}",
+        f"delta = {delta:.4g}% (allowed {allowed_percent:g}%)",
+    ]
+    failure = None if delta <= allowed_percent else "accuracy differs more than allowed"
+    return _verdict(lines, failure)
+
+
+def _threshold(scenario: str, latency_ms: float) -> float:
+    """±10%, relaxed to 20% for very short stream latencies where OS noise dominates."""
+    short = {"SingleStream": 0.2, "MultiStream": 1.6}.get(scenario)
+    return 0.20 if short is not None and latency_ms <= short else 0.10
+
+
+def verify_performance(test: str, reference: dict, audited: dict) -> Verdict:
+    """TEST01: within ±10% of the normal run. TEST04: not more than 10% faster than it (the
+    same sample over and over must not be served from a cache). ``reference`` and
+    ``audited`` are result.json bodies of the normal and the compliance run."""
+    scenario = reference["scenario"]
+    lines = [
+        f"reference score = {reference['value']:.6g} {reference['units']}",
+        f"test score = {audited['value']:.6g} {audited['units']}",
+    ]
+    if audited["scenario"] != scenario:
+        return _verdict(lines, "test and reference scenarios differ")
+    for name, result in (("reference", reference), ("test", audited)):
+        if result["validity"] != "VALID":
+            return _verdict(lines, f"{name} run is {result['validity']}")
+    threshold = _threshold(scenario, reference["value"])
+    lines.append(f"threshold = {threshold:.0%}")
+    latency = scenario in ("SingleStream", "MultiStream")
+    if test == "TEST01":
+        ratio = audited["value"] / reference["value"]
+        ok = 1 - threshold <= ratio <= 1 + threshold
+    else:  # TEST04 compares speed: a latency metric is turned into a rate
+        ratio = (
+            reference["value"] / audited["value"]
+            if latency
+            else audited["value"] / reference["value"]
+        )
+        ok = ratio < 1 + threshold
+    lines.append(f"ratio = {ratio:.4f}")
+    return _verdict(lines, None if ok else "test score invalid")

@@ -1,0 +1,79 @@
+"""``sparseperf submission run``: every run a submission needs, then the tree.
+
+Per scenario: the performance run, the accuracy run over the whole dataset, and (closed
+division) the compliance runs, each in its own process with its audit.config in its own run
+folder. Compliance runs repeat the performance run's recorded settings, except that Server
+runs aim a little lower (as automation tools do), so that a run at the edge of the latency
+bound does not fail its re-run by chance.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.runner import run
+from harness.settings import format_number
+from harness.spec import RunSpec, validate
+from harness.workloads import get_workload
+from submissions import compliance, rules
+from submissions.build import BuildReport, BuildRequest, build
+from submissions.runs import read_run
+
+SERVER_COMPLIANCE_QPS = 0.97
+_TARGET_QPS = re.compile(r"^(\S+\.Server\.target_qps) = (\S+)$", re.MULTILINE)
+
+
+def compliance_conf(performance_conf: str) -> str:
+    """The performance run's user.conf for its compliance runs: Server target_qps x 0.97."""
+
+    def lower(match: re.Match[str]) -> str:
+        value = float(match.group(2)) * SERVER_COMPLIANCE_QPS
+        return f"{match.group(1)} = {format_number(round(value, 3))}"
+
+    note = f"# compliance runs: Server target_qps x {SERVER_COMPLIANCE_QPS}\n"
+    return note + _TARGET_QPS.sub(lower, performance_conf)
+
+
+def run_submission(
+    base: RunSpec,
+    request: BuildRequest,
+    scenarios: tuple[str, ...] | None,
+    system_type: str,
+    say: Callable[[str], None],
+) -> BuildReport:
+    bench = rules.benchmark(base.model)
+    closed = request.division == "closed"
+    chosen = scenarios or bench.required_scenarios(system_type)
+    workload = get_workload(base.model)
+    tests = compliance.tests_for(workload.loadgen_key) if closed else ()
+    if request.out.exists():
+        raise UserError(f"output folder {request.out} already exists; choose a new one")
+    for scenario in chosen:  # every spec checked before the first run starts
+        validate(replace(base, scenario=scenario))
+    if not closed:
+        say("open division: compliance tests are not required and are skipped")
+    folders: list[Path] = []
+    for scenario in chosen:
+        spec = replace(base, scenario=scenario, mode="performance")
+        say(f"{scenario}: performance run")
+        outcome = run(spec)
+        folders.append(outcome.folder)
+        if closed and not read_run(outcome.folder).closed_usable:
+            reasons = "; ".join(outcome.result["invalid_reasons"])
+            raise UserError(
+                f"{outcome.folder} is INVALID ({reasons}); the closed division takes valid "
+                "runs only. Nothing was built"
+            )
+        say(f"{scenario}: accuracy run")
+        folders.append(run(replace(spec, mode="accuracy")).folder)
+        if tests:
+            conf = outcome.folder.parent / f"{outcome.folder.name}.compliance.conf"
+            conf.write_text(compliance_conf((outcome.folder / "user.conf").read_text()))
+            for test in tests:
+                say(f"{scenario}: compliance run {test}")
+                folders.append(run(replace(spec, compliance=test, user_conf=conf)).folder)
+    return build(replace(request, runs=tuple(folders)), say)

@@ -1,0 +1,79 @@
+"""What MLPerf Inference v6.1 asks of a ResNet-50 or BERT submission (the official checker's
+rules, plus the ones it lets slip)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import UserError
+
+VERSION = "v6.1"
+DIVISIONS = ("closed", "open")
+MIN_DURATION_MS = 600000
+SEEDS = {
+    "qsl_rng_seed": 2085463073848966840,
+    "sample_index_rng_seed": 2747215439041700203,
+    "schedule_rng_seed": 16159082839903944936,
+}
+TRUNCATED_LOG_MAX_BYTES = 10 * 1024
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    folder: str  # results/<sut>/<folder>/
+    loadgen_key: str
+    accuracy_pattern: re.Pattern[str]  # the checker's, matched per line of accuracy.txt
+    accuracy_target: float  # 99% of the FP32 reference
+    # TEST01 on a non-deterministic system: allowed accuracy change of the logged responses
+    accuracy_delta_percent: float
+    dataset_size: int  # samples an accuracy run must cover
+    performance_sample_count: int
+    offline_min_samples: int  # samples in the one Offline query (closed division)
+    scenarios: dict[str, tuple[str, ...]]  # system type -> scenarios the closed division needs
+
+    def required_scenarios(self, system_type: str) -> tuple[str, ...]:
+        return self.scenarios["datacenter,edge" if "datacenter" in system_type else "edge"]
+
+
+BENCHMARKS = {
+    "resnet50": Benchmark(
+        folder="resnet50",
+        loadgen_key="resnet50",
+        accuracy_pattern=re.compile(r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*"),
+        accuracy_target=76.46 * 0.99,
+        accuracy_delta_percent=1.0,
+        dataset_size=50000,
+        performance_sample_count=1024,
+        offline_min_samples=24576,
+        scenarios={
+            "edge": ("SingleStream", "MultiStream", "Offline"),
+            "datacenter,edge": ("SingleStream", "MultiStream", "Offline", "Server"),
+        },
+    ),
+    "bert-large": Benchmark(
+        folder="bert-99",
+        loadgen_key="bert",
+        accuracy_pattern=re.compile(
+            r"^{[\"']exact_match[\"']\:\s*[\d\.]+,\s*[\"']f1[\"']\:\s*([\d\.]+)}"
+        ),
+        accuracy_target=90.874 * 0.99,
+        accuracy_delta_percent=1.0,
+        dataset_size=10833,
+        performance_sample_count=10833,
+        offline_min_samples=10833,
+        scenarios={
+            "edge": ("SingleStream", "Offline"),
+            "datacenter,edge": ("SingleStream", "Offline", "Server"),
+        },
+    ),
+}
+
+
+def benchmark(model: str) -> Benchmark:
+    try:
+        return BENCHMARKS[model]
+    except KeyError:
+        raise UserError(
+            f"{model} is not an MLPerf benchmark model; submissions take {' or '.join(BENCHMARKS)}"
+        ) from None

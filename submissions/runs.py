@@ -1,0 +1,111 @@
+"""Run folders as a submission sees them: which benchmark, scenario and role each one plays,
+and which system it ran on."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UserError
+from harness.results import read_detail_log
+from harness.settings import COMPLIANT_PRESETS
+
+LOG_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+# Further files a finished run holds, by role (compliance runs are audited performance runs).
+ROLE_FILES = {
+    "performance": (),
+    "accuracy": ("mlperf_log_accuracy.json", "accuracy.txt"),
+    "TEST01": ("mlperf_log_accuracy.json",),
+    "TEST04": (),
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    folder: Path
+    run: dict  # run.json
+    result: dict  # result.json
+
+    @property
+    def spec(self) -> dict:
+        return self.run["spec"]
+
+    @property
+    def model(self) -> str:
+        return self.spec["model"]
+
+    @property
+    def scenario(self) -> str:
+        return self.spec["scenario"]
+
+    @property
+    def role(self) -> str:
+        return self.spec.get("compliance") or self.spec["mode"]
+
+    @property
+    def compliant_preset(self) -> bool:
+        return self.spec["preset"] in COMPLIANT_PRESETS
+
+    @property
+    def valid(self) -> bool:
+        return self.result.get("validity") == "VALID"
+
+    @property
+    def preset_shortfall(self) -> bool:
+        """INVALID only for want of the duration or query count a short preset cuts: the
+        latency constraint itself was met."""
+        if self.valid or self.compliant_preset:
+            return False
+        values, errors, _ = read_detail_log(self.folder / "mlperf_log_detail.txt")
+        return not errors and values.get("result_perf_constraints_met") is not False
+
+    @property
+    def closed_usable(self) -> bool:
+        """A performance run the closed division may take (a rehearsal's shortfalls aside)."""
+        return self.valid or self.preset_shortfall
+
+    @property
+    def system(self) -> dict:
+        """What makes two runs the same system under test: host, backend and its options."""
+        host = self.run["host"]
+        return {
+            "cpu": host.get("cpu"),
+            "cores": host.get("cores"),
+            "memory_gib": host.get("memory_gib"),
+            "backend": self.spec["backend"],
+            "backend_options": self.spec.get("backend_options", {}),
+            "framework": self.run["backend"].get("framework"),
+        }
+
+    def describe(self) -> str:
+        return f"{self.model} {self.scenario} {self.role} run {self.folder}"
+
+
+def read_run(folder: Path) -> RunRecord:
+    """A finished run folder; anything else is an error that says what is wrong with it."""
+    if not folder.is_dir():
+        raise UserError(f"run folder {folder} does not exist")
+    try:
+        result = json.loads((folder / "result.json").read_text())
+        run = json.loads((folder / "run.json").read_text())
+    except FileNotFoundError as exc:
+        raise UserError(
+            f"{folder} is not a complete run folder: {Path(exc.filename).name} is missing"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{folder} has an unreadable run record: {exc}") from None
+    if result.get("status") != "complete":
+        raise UserError(f"{folder} is not a complete run (status {result.get('status')!r})")
+    needed = {"spec", "host", "backend", "division"}
+    if not needed <= set(run) or "preset" not in run.get("spec", {}):
+        raise UserError(
+            f"{folder} was written by an older sparseperf without the records a submission "
+            "needs; run it again"
+        )
+    record = RunRecord(folder, run, result)
+    files = LOG_FILES + ROLE_FILES[record.role]
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder} lacks {', '.join(missing)}; it is not a complete run")
+    return record

@@ -1,0 +1,239 @@
+"""The system description (``systems/<sut>.json``): detected where possible, the rest from the
+user's file; every field the MLPerf checker requires, none empty that it needs filled."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from pathlib import Path
+
+from harness import provenance
+from harness.errors import UserError
+
+REQUIRED_FIELDS = (
+    "division",
+    "submitter",
+    "status",
+    "system_name",
+    "number_of_nodes",
+    "host_processor_model_name",
+    "host_processors_per_node",
+    "host_processor_core_count",
+    "host_memory_capacity",
+    "host_storage_capacity",
+    "host_storage_type",
+    "accelerators_per_node",
+    "accelerator_model_name",
+    "accelerator_memory_capacity",
+    "framework",
+    "operating_system",
+    "system_type",
+    "other_software_stack",
+    "host_processor_frequency",
+    "host_processor_caches",
+    "host_memory_configuration",
+    "host_processor_interconnect",
+    "host_networking",
+    "host_networking_topology",
+    "accelerator_frequency",
+    "accelerator_host_interconnect",
+    "accelerator_interconnect",
+    "accelerator_interconnect_topology",
+    "accelerator_memory_configuration",
+    "accelerator_on-chip_memories",
+    "cooling",
+    "hw_notes",
+    "sw_notes",
+    "host_network_card_count",
+    "system_type_detail",
+)
+# Fields the checker requires to be non-empty.
+MEANINGFUL_FIELDS = frozenset(
+    {
+        "division",
+        "submitter",
+        "system_type",
+        "status",
+        "system_name",
+        "number_of_nodes",
+        "host_processor_model_name",
+        "host_processors_per_node",
+        "host_processor_core_count",
+        "host_memory_capacity",
+        "host_memory_configuration",
+        "host_storage_capacity",
+        "host_storage_type",
+        "host_networking",
+        "host_network_card_count",
+        "host_networking_topology",
+        "accelerators_per_node",
+        "accelerator_model_name",
+        "accelerator_memory_capacity",
+        "accelerator_host_interconnect",
+        "accelerator_memory_configuration",
+        "accelerator_interconnect",
+        "cooling",
+        "framework",
+        "operating_system",
+        "other_software_stack",
+    }
+)
+STATUSES = ("available", "preview", "rdi")
+# Under v6.1 ResNet-50 and BERT are edge benchmarks; a datacenter-only system cannot carry them.
+SYSTEM_TYPES = ("edge", "datacenter,edge", "edge,datacenter")
+SINGLE_NODE = "N/A (single node)"
+NO_ACCELERATOR = "N/A (CPU only)"
+
+
+def _cpuinfo() -> list[dict[str, str]]:
+    """One dict per logical CPU from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    cpus = []
+    for block in text.strip().split("\n\n"):
+        entry = {}
+        for line in block.splitlines():
+            key, _, value = line.partition(":")
+            entry[key.strip()] = value.strip()
+        cpus.append(entry)
+    return cpus
+
+
+def _caches() -> str:
+    """'L1d 32K, L1i 32K, L2 512K, L3 32768K' from sysfs, per core."""
+    parts = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
+        parts.append(f"L{level}{suffix} {size}")
+    return ", ".join(parts)
+
+
+def _frequency(cpus: list[dict[str, str]]) -> str:
+    try:
+        khz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
+        return f"{khz / 1000:.0f} MHz"
+    except (OSError, ValueError):
+        mhz = cpus[0].get("cpu MHz") if cpus else None
+        return f"{float(mhz):.0f} MHz" if mhz else ""
+
+
+def _operating_system() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return f"{line.split('=', 1)[1].strip(chr(34))}, kernel {platform.release()}"
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def _network_cards() -> int:
+    """Network interfaces backed by a device (not loopback, bridges or other virtual ones)."""
+    return sum(1 for path in Path("/sys/class/net").glob("*") if (path / "device").exists())
+
+
+def detect(backend: dict[str, str]) -> dict[str, str]:
+    """What this machine and the backend's description tell about the system."""
+    cpus = _cpuinfo()
+    host = provenance.host()
+    sockets = len({cpu.get("physical id") for cpu in cpus}) if cpus else 1
+    cores = cpus[0].get("cpu cores") if cpus and cpus[0].get("cpu cores") else host["cores"]
+    versions = provenance.versions()
+    software = ", ".join(
+        f"{name} {versions[name]}"
+        for name in ("sparseperf", "mlcommons-loadgen", "numpy", "python")
+        if name in versions
+    )
+    return {
+        "number_of_nodes": "1",
+        "host_processor_model_name": str(host["cpu"]),
+        "host_processors_per_node": str(sockets),
+        "host_processor_core_count": str(cores),
+        "host_processor_frequency": _frequency(cpus),
+        "host_processor_caches": _caches(),
+        "host_processor_interconnect": "N/A (single socket)" if sockets == 1 else "",
+        "host_memory_capacity": f"{host['memory_gib']:.0f} GB" if host["memory_gib"] else "",
+        "host_storage_capacity": f"{shutil.disk_usage(os.getcwd()).total / 1e9:.0f} GB",
+        "host_networking": SINGLE_NODE,
+        "host_networking_topology": SINGLE_NODE,
+        "host_network_card_count": str(_network_cards()),
+        "accelerators_per_node": "0",
+        "accelerator_model_name": NO_ACCELERATOR,
+        "accelerator_memory_capacity": "0",
+        "accelerator_frequency": "",
+        "accelerator_host_interconnect": NO_ACCELERATOR,
+        "accelerator_interconnect": NO_ACCELERATOR,
+        "accelerator_interconnect_topology": "",
+        "accelerator_memory_configuration": NO_ACCELERATOR,
+        "accelerator_on-chip_memories": "",
+        "framework": backend.get("framework", ""),
+        "operating_system": _operating_system(),
+        "other_software_stack": software,
+        "hw_notes": "",
+        "sw_notes": f"{backend.get('precision', '')}; weights: {backend.get('sparsity', '')}",
+        "system_type": "edge",
+        "system_type_detail": "",
+        "status": "available",
+    }
+
+
+def read_user_file(path: Path) -> dict[str, str]:
+    """The user's system fields: a JSON object whose keys are checker field names."""
+    try:
+        values = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read system file {path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"system file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(values, dict):
+        raise UserError(f"system file {path} must hold a JSON object of system fields")
+    unknown = sorted(set(values) - set(REQUIRED_FIELDS))
+    if unknown:
+        raise UserError(f"system file {path}: unknown field(s) {', '.join(unknown)} (misspelt?)")
+    bad = sorted(key for key, value in values.items() if not isinstance(value, (str, int, float)))
+    if bad:
+        raise UserError(f"system file {path}: field(s) {', '.join(bad)} must be text or numbers")
+    return {key: str(value) for key, value in values.items()}
+
+
+def describe_system(
+    *,
+    division: str,
+    submitter: str,
+    system_name: str,
+    backend: dict[str, str],
+    user: dict[str, str],
+    simulated: bool,
+) -> dict[str, str]:
+    """The complete system description, checked: detected values, then the user's."""
+    system = detect(backend)
+    system.update(user)
+    system.update(division=division, submitter=submitter, system_name=system_name)
+    if simulated:
+        note = "simulated accelerator: results are modelled, not measured on hardware"
+        system["system_name"] += " (simulated)"
+        system["hw_notes"] = "; ".join(filter(None, (note, system["hw_notes"])))
+    missing = [key for key in REQUIRED_FIELDS if key in MEANINGFUL_FIELDS and not system.get(key)]
+    if missing:
+        raise UserError(
+            f"the system description lacks {', '.join(missing)}: give them in a JSON file with "
+            "--system-file (they cannot be detected)"
+        )
+    if system["status"] not in STATUSES:
+        raise UserError(f"system status {system['status']!r} must be one of {', '.join(STATUSES)}")
+    if system["system_type"] not in SYSTEM_TYPES:
+        raise UserError(
+            f"system type {system['system_type']!r} cannot carry ResNet-50 or BERT under "
+            f"MLPerf v6.1; use one of {', '.join(SYSTEM_TYPES)}"
+        )
+    return {key: system[key] for key in REQUIRED_FIELDS}
