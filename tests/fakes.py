@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from backends.base import Backend, Batch, ModelHandle
@@ -36,3 +38,23 @@ class FailingBackend(InstantBackend):
         if self._calls > 2:
             raise RuntimeError("device lost")
         return super().predict(inputs)
+
+
+class VettedBackend(InstantBackend):
+    """A 1 ms-per-batch backend as if it ran the reference model unchanged: allowed in the
+    closed division, so that whole submissions can be rehearsed in seconds."""
+
+    name = "vetted"
+    open_division_only = ""
+
+    def predict(self, inputs: Batch) -> Batch:
+        time.sleep(0.001)
+        return super().predict(inputs)
+
+    def describe(self) -> dict[str, str]:
+        return {
+            **super().describe(),
+            "framework": "tests",
+            "weight_data_types": "fp32",
+            "weight_transformations": "none",
+        }

@@ -1,0 +1,463 @@
+"""Submission trees: submission run/build/check, compliance verification, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.errors import UserError
+from submissions import compliance
+from submissions.accuracy_log import MARKER, VIEWABLE_CHARS, write_truncated
+from submissions.build import BuildRequest, build
+from submissions.check import check_tree
+from submissions.commands import run_command
+from submissions.orchestrate import compliance_conf
+from submissions.system import describe_system, detect
+from tests.conftest import run_cli
+
+VETTED = "tests.fakes:VettedBackend"
+SYSTEM_FIELDS = {
+    "host_storage_type": "SSD",
+    "host_memory_configuration": "1x 24 GiB",
+    "cooling": "air",
+}
+# What a smoke rehearsal on the small dataset cannot meet (and nothing else may be reported):
+# official durations and counts; the accuracy target (the fake backend answers one class);
+# the 10% performance agreement of compliance runs, which 2-second runs on a shared machine
+# do not reliably show.
+SHORTFALLS = re.compile(
+    r"min_duration is 2000 ms|the Offline query has \d+ samples|covers \d+ samples; the "
+    r"dataset has 50000|performance_sample_count is \d+|accuracy [\d.]+ is below the target|"
+    r"verify_performance.txt: missing or no TEST PASS line"
+)
+
+
+@pytest.fixture(scope="module")
+def system_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("system") / "system.json"
+    path.write_text(json.dumps(SYSTEM_FIELDS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def closed_tree(small_dataset, system_file, tmp_path_factory) -> tuple[Path, Path]:
+    """A closed ResNet-50 smoke rehearsal by ``submission run``: (tree, runs folder)."""
+    work = tmp_path_factory.mktemp("closed")
+    args = ["submission", "run", "--model", "resnet50", "--backend", VETTED, "--preset", "smoke"]
+    args += ["--dataset-path", str(small_dataset), "--runs-dir", str(work / "runs")]
+    args += ["--submitter", "Org", "--system", "cpu-2c", "--division", "closed"]
+    args += ["--system-file", str(system_file), "--out", str(work / "tree")]
+    from harness.cli import main
+
+    main(args)
+    return work / "tree", work / "runs"
+
+
+def scenario_dir(tree: Path, scenario: str) -> Path:
+    return tree / "closed" / "Org" / "results" / "cpu-2c" / "resnet50" / scenario
+
+
+def run_folders(runs: Path) -> list[Path]:
+    return sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def copy_run(folder: Path, target: Path, edit_run=None, edit_result=None) -> Path:
+    """A copy of a run folder with its run.json / result.json edited."""
+    shutil.copytree(folder, target)
+    for name, edit in (("run.json", edit_run), ("result.json", edit_result)):
+        if edit is not None:
+            body = json.loads((target / name).read_text())
+            edit(body)
+            (target / name).write_text(json.dumps(body))
+    return target
+
+
+def request(runs, out: Path, division: str = "closed", system_file: Path | None = None):
+    return BuildRequest("Org", "cpu-2c", division, out, tuple(runs), system_file)
+
+
+# --- the tree ---------------------------------------------------------------------------
+
+
+def test_closed_tree_has_every_file_the_rules_require(closed_tree):
+    tree = closed_tree[0]
+    root = tree / "closed" / "Org"
+    system = json.loads((root / "systems" / "cpu-2c.json").read_text())
+    assert system["division"] == "closed" and system["submitter"] == "Org"
+    assert system["accelerators_per_node"] == "0" and system["cooling"] == "air"
+    assert (root / "src" / "sparseperf" / "harness" / "runner.py").is_file()
+    for scenario in ("SingleStream", "MultiStream", "Offline"):
+        folder = scenario_dir(tree, scenario)
+        for name in ("measurements.json", "user.conf", "README.md"):
+            assert (folder / name).stat().st_size > 0
+        measurements = json.loads((folder / "measurements.json").read_text())
+        assert measurements["weight_data_types"] == "fp32"
+        assert all(measurements.values())
+        for sub in ("performance/run_1", "accuracy", "TEST01/performance/run_1"):
+            assert (folder / sub / "mlperf_log_detail.txt").is_file()
+        assert "TEST PASS" in (folder / "TEST01" / "verify_accuracy.txt").read_text()
+        for test in ("TEST01", "TEST04"):
+            verdict = (folder / test / "verify_performance.txt").read_text().splitlines()[-1]
+            assert verdict.startswith(("TEST PASS", "TEST FAIL"))
+        assert "sparseperf run --model resnet50 --scenario" in (folder / "README.md").read_text()
+
+
+def test_accuracy_hash_is_that_of_the_full_log(closed_tree):
+    tree, runs = closed_tree
+    accuracy = scenario_dir(tree, "Offline") / "accuracy" / "accuracy.txt"
+    line = accuracy.read_text().splitlines()[-1]
+    full = next(r for r in run_folders(runs) if r.name.endswith("Offline_VettedBackend_accuracy"))
+    digest = hashlib.sha256((full / "mlperf_log_accuracy.json").read_bytes()).hexdigest()
+    assert line == f"hash={digest}"
+
+
+def test_compliance_runs_applied_their_audit_only_in_their_own_folder(closed_tree):
+    _, runs = closed_tree
+    for folder in run_folders(runs):
+        has_audit = (folder / "audit.config").exists()
+        assert has_audit == folder.name.endswith(("_TEST01", "_TEST04")), folder
+    test04 = next(
+        f for f in run_folders(runs) if f.name.endswith("Offline_VettedBackend_performance_TEST04")
+    )
+    detail = (test04 / "mlperf_log_detail.txt").read_text()
+    assert '"key": "effective_performance_issue_same", "value": true' in detail
+
+
+def test_check_reports_only_the_smoke_preset_shortfalls(closed_tree, capsys):
+    tree, _ = closed_tree
+    code, out, err = run_cli(["submission", "check", str(tree)], capsys)
+    problems = out.strip().splitlines()
+    assert code == 2 and problems and "problem(s) in 3 result folder(s)" in err
+    unexpected = [p for p in problems if not SHORTFALLS.search(p)]
+    assert unexpected == []
+    assert all(p.startswith(str(tree)) for p in problems)  # each problem has its path
+
+
+def test_check_refuses_an_invalid_run_the_official_checker_lets_through(closed_tree, tmp_path):
+    tree = shutil.copytree(closed_tree[0], tmp_path / "tree")
+    detail = scenario_dir(tree, "Offline") / "performance" / "run_1" / "mlperf_log_detail.txt"
+    detail.write_text(detail.read_text().replace('"value": "VALID"', '"value": "INVALID"'))
+    problems, _ = check_tree(tree)
+    assert any(str(detail) in p and "INVALID" in p for p in problems)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SPARSEPERF_OFFICIAL_CHECKER"),
+    reason="set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission",
+)
+def test_official_checker_reports_only_the_smoke_shortfalls(closed_tree):
+    checker = Path(os.environ["SPARSEPERF_OFFICIAL_CHECKER"])
+    command = [sys.executable, "-m", "submission_checker.main", "--input", str(closed_tree[0])]
+    out = subprocess.run(
+        [*command, "--version", "v6.1", "--csv", os.devnull],
+        cwd=checker,
+        capture_output=True,
+        text=True,
+    )
+    errors = [line for line in out.stderr.splitlines() if " ERROR]" in line]
+    allowed = re.compile(
+        r"Test duration less than 600s|minimum samples per query|does not cover all dataset|"
+        r"performance_sample_count|below|Some .* failed|NoResults|SUMMARY|"
+        r"Compliance test performance check"  # as in SHORTFALLS
+    )
+    assert [e for e in errors if not allowed.search(e)] == []
+
+
+# --- build: bad input -------------------------------------------------------------------
+
+
+def test_build_refuses_runs_of_mixed_models(closed_tree, tmp_path):
+    runs = run_folders(closed_tree[1])
+    other = copy_run(
+        runs[0], tmp_path / "bert", edit_run=lambda r: r["spec"].update(model="bert-tiny")
+    )
+    with pytest.raises(UserError, match="several models"):
+        build(request([*runs[1:], other], tmp_path / "out"))
+
+
+def test_build_refuses_runs_of_mixed_systems(closed_tree, tmp_path):
+    runs = run_folders(closed_tree[1])
+    other = copy_run(runs[0], tmp_path / "x", edit_run=lambda r: r["host"].update(cpu="Other CPU"))
+    with pytest.raises(UserError, match=r"different systems.*Other CPU"):
+        build(request([*runs[1:], other], tmp_path / "out"))
+
+
+def test_build_refuses_a_scenario_without_its_accuracy_run(closed_tree, tmp_path, system_file):
+    runs = [r for r in run_folders(closed_tree[1]) if not r.name.endswith("_accuracy")]
+    with pytest.raises(UserError, match="has no accuracy run"):
+        build(request(runs, tmp_path / "out", system_file=system_file))
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_refuses_an_invalid_run_for_closed(closed_tree, tmp_path, system_file):
+    runs = run_folders(closed_tree[1])
+    performance = next(r for r in runs if r.name.endswith("Offline_VettedBackend_performance"))
+    invalid = copy_run(
+        performance,
+        tmp_path / "invalid",
+        edit_run=lambda r: r["spec"].update(preset="valid"),
+        edit_result=lambda r: r.update(
+            validity="INVALID", invalid_reasons=["min duration not met"]
+        ),
+    )
+    with pytest.raises(UserError, match=r"is INVALID.*valid performance runs only"):
+        build(
+            request(
+                [r for r in runs if r != performance] + [invalid],
+                tmp_path / "out",
+                system_file=system_file,
+            )
+        )
+
+
+def test_build_refuses_an_open_only_backend_in_closed(closed_tree, tmp_path, system_file):
+    runs = run_folders(closed_tree[1])
+    reason = "its weights are pruned"
+    edited = [
+        copy_run(r, tmp_path / r.name, edit_run=lambda b: b["division"].update(open_only=reason))
+        for r in runs
+    ]
+    with pytest.raises(UserError, match="only go to the open division: its weights are pruned"):
+        build(request(edited, tmp_path / "out", system_file=system_file))
+
+
+def test_system_file_missing_fields_are_named(closed_tree, tmp_path):
+    partial = tmp_path / "system.json"
+    partial.write_text(json.dumps({"cooling": "air"}))
+    with pytest.raises(UserError, match="lacks host_storage_type, host_memory_configuration"):
+        build(request(run_folders(closed_tree[1]), tmp_path / "out", system_file=partial))
+    partial.write_text(json.dumps({**SYSTEM_FIELDS, "colling": "air"}))
+    with pytest.raises(UserError, match=r"unknown field.*colling"):
+        build(request(run_folders(closed_tree[1]), tmp_path / "out", system_file=partial))
+
+
+def test_build_refuses_an_existing_output_folder(closed_tree, tmp_path, system_file, capsys):
+    out = tmp_path / "exists"
+    out.mkdir()
+    args = ["submission", "build", "--submitter", "Org", "--system", "s", "--division", "open"]
+    code, _, err = run_cli([*args, "--out", str(out), str(run_folders(closed_tree[1])[0])], capsys)
+    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_failed_build_leaves_no_tree(closed_tree, tmp_path, system_file, monkeypatch):
+    import submissions.build as module
+
+    def broken(target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "_write_sources", broken)
+    with pytest.raises(OSError):
+        build(request(run_folders(closed_tree[1]), tmp_path / "out", system_file=system_file))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_build_from_a_run_list_and_non_deterministic_test01(
+    closed_tree, tmp_path, system_file
+):
+    """TEST01 responses that differ yield the baseline/compliance accuracy files."""
+    runs = [r for r in run_folders(closed_tree[1]) if "_Offline_" in r.name]
+    test01 = next(r for r in runs if r.name.endswith("TEST01"))
+    changed = copy_run(test01, tmp_path / "test01")
+    log = json.loads((changed / "mlperf_log_accuracy.json").read_text())
+    log[0]["data"] = np.float32(7).tobytes().hex().upper()
+    (changed / "mlperf_log_accuracy.json").write_text(json.dumps(log))
+    listing = tmp_path / "runs.txt"
+    listing.write_text("\n".join(str(r) for r in runs if r != test01) + f"\n{changed}\n")
+    from harness.cli import main
+
+    main(
+        [
+            "submission",
+            "build",
+            "--submitter",
+            "Org",
+            "--system",
+            "cpu-2c",
+            "--division",
+            "open",
+            "--system-file",
+            str(system_file),
+            "--out",
+            str(tmp_path / "tree"),
+            "--from",
+            str(listing),
+        ]
+    )
+    folder = tmp_path / "tree" / "open" / "Org" / "results" / "cpu-2c" / "resnet50" / "Offline"
+    assert "TEST FAIL" in (folder / "TEST01" / "verify_accuracy.txt").read_text()
+    for name in ("baseline_accuracy.txt", "compliance_accuracy.txt"):
+        assert (folder / "TEST01" / "accuracy" / name).read_text().startswith("accuracy=")
+
+
+# --- pieces -----------------------------------------------------------------------------
+
+
+def write_log(path: Path, responses: dict[int, np.ndarray]) -> Path:
+    entries = [
+        {"seq_id": i, "qsl_idx": idx, "data": values.tobytes().hex().upper()}
+        for i, (idx, values) in enumerate(responses.items())
+    ]
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_test01_compares_whole_responses_in_their_dtype(tmp_path):
+    rng = np.random.default_rng(0)
+    reference = {i: rng.standard_normal(768).astype(np.float32) for i in range(10)}
+    accuracy = write_log(tmp_path / "acc.json", reference)
+    same = write_log(tmp_path / "same.json", {i: reference[i] for i in (2, 5, 7)})
+    assert compliance.verify_responses(accuracy, same, "float32").passed
+    tail = reference[5].copy()
+    tail[-1] += 1e-3  # the first element (all the official script looks at) is unchanged
+    differ = write_log(tmp_path / "differ.json", {2: reference[2], 5: tail})
+    verdict = compliance.verify_responses(accuracy, differ, "float32")
+    assert not verdict.passed and "num_perf_log_data_mismatch = 1" in verdict.report
+    missing = write_log(tmp_path / "missing.json", {2: reference[2], 99: reference[3]})
+    assert not compliance.verify_responses(accuracy, missing, "float32").passed
+
+
+def result(scenario: str, value: float, validity: str = "VALID") -> dict:
+    units = "ms" if scenario in ("SingleStream", "MultiStream") else "samples/s"
+    return {"scenario": scenario, "value": value, "units": units, "validity": validity}
+
+
+@pytest.mark.parametrize(
+    ("test", "scenario", "reference", "audited", "passed"),
+    [
+        ("TEST01", "Offline", 100, 108, True),
+        ("TEST01", "Offline", 100, 89, False),
+        ("TEST04", "Offline", 100, 109, True),
+        ("TEST04", "Offline", 100, 111, False),  # cached results would be faster
+        ("TEST04", "SingleStream", 10.0, 8.0, False),  # 25% lower latency = faster
+        ("TEST04", "SingleStream", 10.0, 12.0, True),
+        ("TEST01", "SingleStream", 0.1, 0.118, True),  # 20% allowed below 0.2 ms
+    ],
+)
+def test_compliance_performance_thresholds(test, scenario, reference, audited, passed):
+    verdict = compliance.verify_performance(
+        test, result(scenario, reference), result(scenario, audited)
+    )
+    assert verdict.passed is passed
+    assert verdict.report.splitlines()[-1].startswith("TEST PASS" if passed else "TEST FAIL")
+
+
+def test_compliance_performance_fails_on_an_invalid_run():
+    verdict = compliance.verify_performance(
+        "TEST01", result("Offline", 100), result("Offline", 100, "INVALID")
+    )
+    assert not verdict.passed and "test run is INVALID" in verdict.report
+
+
+def test_truncated_log_keeps_both_ends(tmp_path):
+    source = tmp_path / "full.json"
+    source.write_text("[" + ",".join(f'{{"qsl_idx": {i}}}' for i in range(5000)) + "]")
+    target = tmp_path / "cut.json"
+    write_truncated(source, target)
+    text, full = target.read_text(), source.read_text()
+    assert text == full[:VIEWABLE_CHARS] + MARKER + full[-VIEWABLE_CHARS:]
+    assert target.stat().st_size <= 10 * 1024
+
+
+def test_server_compliance_runs_aim_lower():
+    conf = "# x\nresnet50.Server.target_qps = 100\nresnet50.Server.min_duration = 2000\n"
+    lowered = compliance_conf(conf)
+    assert "resnet50.Server.target_qps = 97\n" in lowered
+    assert "resnet50.Server.min_duration = 2000" in lowered
+    offline = "resnet50.Offline.target_qps = 100\n"
+    assert compliance_conf(offline).endswith(offline)
+
+
+def test_run_command_repeats_the_spec():
+    spec = {
+        "model": "resnet50",
+        "scenario": "Server",
+        "mode": "performance",
+        "backend": "onnxruntime",
+        "backend_options": {"precision": "int8", "graph_optimization": "basic"},
+        "preset": "valid",
+        "batch_size": 8,
+        "workers": 2,
+        "compliance": "TEST04",
+    }
+    command = run_command(spec, "user.conf")
+    assert command == (
+        "sparseperf run --model resnet50 --scenario Server --mode performance --backend "
+        "onnxruntime --precision int8 -o graph_optimization=basic --preset valid --workers 2 "
+        "--compliance TEST04 --user-conf user.conf"
+    )
+
+
+def test_system_description_for_a_cpu_and_a_simulated_device():
+    detected = detect({"framework": "onnxruntime 1"})
+    assert detected["accelerators_per_node"] == "0" and detected["host_processor_core_count"]
+    system = describe_system(
+        division="open",
+        submitter="Org",
+        system_name="box",
+        backend={"framework": "sim"},
+        user=SYSTEM_FIELDS,
+        simulated=True,
+    )
+    assert system["system_name"] == "box (simulated)" and "simulated" in system["hw_notes"]
+    with pytest.raises(UserError, match="system type 'datacenter'"):
+        describe_system(
+            division="open",
+            submitter="Org",
+            system_name="box",
+            backend={"framework": "sim"},
+            user={**SYSTEM_FIELDS, "system_type": "datacenter"},
+            simulated=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--compliance", "TEST04", "--model", "bert-tiny"], "unknown compliance test 'TEST04'"),
+        (["--compliance", "TEST01", "--mode", "accuracy"], "performance-mode run"),
+    ],
+)
+def test_bad_compliance_runs_are_refused(args, message, capsys):
+    code, _, err = run_cli(["run", *args], capsys)
+    assert code == 2 and message in err
+
+
+def test_full_size_sets_repeat_the_synthetic_samples(small_dataset):
+    from harness.datasets import imagenet
+    from harness.workloads.resnet50 import ImageNetData
+
+    folder = imagenet.open_imagenet(small_dataset)
+    data = ImageNetData(folder, imagenet.preprocessed_crops(folder), 100)
+    assert data.count == 100 and "repeated to 100 samples" in data.description
+    batch = next(iter(data.load(np.array([1, 1 + folder.count])).values()))
+    np.testing.assert_array_equal(batch[0], batch[1])
+    assert data.labels[1 + folder.count] == folder.labels[1]
+
+
+def test_full_size_squad_repeats_questions_under_new_ids():
+    from harness.runner import prepare_model
+    from harness.spec import RunSpec
+    from harness.workloads import get_workload
+    from harness.workloads.base import DataSource
+
+    workload = get_workload("bert-tiny")
+    model = prepare_model(RunSpec(model="bert-tiny"))
+    base = workload.open_data(DataSource(), model, lambda _: None)
+    full = workload.open_data(DataSource(full_size=True), model, lambda _: None)
+    assert full.count == 10833 and "repeated to 10833 samples" in full.description
+    ids = [e.qas_id for e in full.squad.examples]
+    assert len(set(ids)) == len(ids)
+    n = base.count
+    np.testing.assert_array_equal(full.features.input_ids[n + 3], base.features.input_ids[3])
+    questions = len(base.squad.examples)
+    assert full.features.example_index[n + 3] == base.features.example_index[3] + questions
+    assert int(full.features.example_index[-1]) == len(full.squad.examples) - 1
