@@ -70,10 +70,10 @@ class TreeCheck:
             return None
         return body
 
-    def system(self, path: Path, division: str, submitter: str) -> None:
+    def system(self, path: Path, division: str, submitter: str) -> dict | None:
         body = self.json_object(path)
         if body is None:
-            return
+            return None
         for key in REQUIRED_FIELDS:
             if key not in body:
                 self.problem(path, f"field {key} is missing")
@@ -92,6 +92,7 @@ class TreeCheck:
                 self.problem(
                     path, f"{key} {body.get(key)!r} does not match the folder {expected!r}"
                 )
+        return body
 
     def detail_log(self, folder: Path, scenario: str) -> dict | None:
         """Checks every LoadGen run shares: no errors, official seeds; returns the values."""
@@ -246,12 +247,13 @@ class TreeCheck:
             return
         for sut in sorted(p for p in results.iterdir() if p.is_dir()):
             system_file = systems / f"{sut.name}.json"
+            system = None
             if not system_file.is_file():
                 self.problem(
                     system_file, f"missing: results/{sut.name} needs its system description"
                 )
             else:
-                self.system(system_file, division, root.name)
+                system = self.system(system_file, division, root.name)
             for model in sorted(p for p in sut.iterdir() if p.is_dir()):
                 bench = _FOLDERS.get(model.name)
                 if bench is None:
@@ -261,8 +263,7 @@ class TreeCheck:
                 for unknown in sorted(scenarios - set(bench.scenarios["datacenter,edge"])):
                     self.problem(model / unknown, f"{unknown} is not a {bench.folder} scenario")
                     scenarios.discard(unknown)
-                if closed and system_file.is_file():
-                    system = json.loads(system_file.read_text())
+                if closed and system is not None:
                     needed = bench.required_scenarios(str(system.get("system_type", "edge")))
                     for missing in [s for s in needed if s not in scenarios]:
                         self.problem(model / missing, "missing: the closed division needs it")

@@ -78,9 +78,6 @@ class RunRecord:
             "framework": self.run["backend"].get("framework"),
         }
 
-    def describe(self) -> str:
-        return f"{self.model} {self.scenario} {self.role} run {self.folder}"
-
 
 def read_run(folder: Path) -> RunRecord:
     """A finished run folder; anything else is an error that says what is wrong with it."""

@@ -150,6 +150,18 @@ def test_check_refuses_an_invalid_run_the_official_checker_lets_through(closed_t
     assert any(str(detail) in p and "INVALID" in p for p in problems)
 
 
+def test_check_names_broken_and_missing_files(closed_tree, tmp_path):
+    tree = shutil.copytree(closed_tree[0], tmp_path / "tree")
+    system = tree / "closed" / "Org" / "systems" / "cpu-2c.json"
+    system.write_text("{not json")
+    (scenario_dir(tree, "Offline") / "measurements.json").unlink()
+    shutil.rmtree(scenario_dir(tree, "SingleStream") / "TEST04")
+    problems, _ = check_tree(tree)
+    assert any(p.startswith(f"{system}: unreadable JSON") for p in problems)
+    assert f"{scenario_dir(tree, 'Offline') / 'measurements.json'}: missing or empty" in problems
+    assert any(p.startswith(str(scenario_dir(tree, "SingleStream") / "TEST04")) for p in problems)
+
+
 @pytest.mark.skipif(
     not os.environ.get("SPARSEPERF_OFFICIAL_CHECKER"),
     reason="set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission",
