@@ -1,0 +1,265 @@
+"""Device profiles for the simulated accelerator: built-in ones from published specs, and user
+profiles from TOML files, validated field by field.
+
+A profile states rates in the units of its field names (GHz, GB/s, MB, W, µs, pJ). In a TOML
+file a value may also be a string with its unit ("1.76 GHz", "2 TB/s", "40 MiB"), converted
+here; a unit of the wrong kind is an error.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+from harness.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI
+    import tomli as tomllib
+
+ASSUMED = (
+    "assumed, not published: on-chip memory (where not cited), vector rate, host link, overheads"
+)
+DTYPES = ("int4", "int8", "fp16", "bf16")
+SPARSITY_KINDS = ("none", "2:4", "unstructured")
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    clock_ghz: float
+    macs_per_cycle: dict[str, float]  # dense multiply-accumulates per cycle, by dtype
+    memory_bandwidth_gbs: float
+    on_chip_memory_mb: float  # weights stay on chip when they fit here
+    vector_gflops: float  # rate of the non-GEMM ops (elementwise, softmax, norms)
+    host_link_gbs: float  # host-to-device input transfer
+    tdp_w: float
+    sparsity: str = "none"  # what the MAC array can skip: none, 2:4, unstructured
+    max_sparse_speedup: float = 1.0  # most the sparsity can speed a layer up
+    sparse_efficiency: float = 1.0  # share of the ideal sparse speed-up reached
+    layer_overhead_us: float = 0.0  # fixed cost per layer (scheduling, synchronisation)
+    launch_overhead_us: float = 0.0  # fixed cost per batch
+    energy_pj_per_mac: float | None = None  # else energy comes from TDP x busy time
+    energy_pj_per_byte: float | None = None
+    efficiency: float = 1.0  # the one factor calibration may fit (share of peak reached)
+    references: tuple[str, ...] = field(default=())
+
+    def peak_macs_per_s(self, dtype: str) -> float:
+        return self.macs_per_cycle[dtype] * self.clock_ghz * 1e9
+
+
+def _from_tops(tops: float, clock_ghz: float) -> float:
+    """Dense MACs per cycle from a datasheet's TOPS (2 ops per MAC) at the given clock."""
+    return tops * 1e12 / 2 / (clock_ghz * 1e9)
+
+
+def _gpu(
+    name: str,
+    clock: float,
+    int8_tops: float,
+    fp16_tflops: float,
+    bandwidth: float,
+    tdp: float,
+    text: str,
+) -> DeviceProfile:
+    return DeviceProfile(
+        name=name,
+        description=text,
+        clock_ghz=clock,
+        macs_per_cycle={
+            "int8": _from_tops(int8_tops, clock),
+            "fp16": _from_tops(fp16_tflops, clock),
+            "bf16": _from_tops(fp16_tflops, clock),
+        },
+        memory_bandwidth_gbs=bandwidth,
+        on_chip_memory_mb=40.0 if name.startswith("a100") else 50.0,
+        vector_gflops=fp16_tflops * 1e3 / 16,  # CUDA-core rate, about 1/16 of the tensor cores
+        host_link_gbs=25.0 if name.startswith("a100") else 50.0,  # PCIe 4 / 5 x16, effective
+        tdp_w=tdp,
+        sparsity="2:4",
+        max_sparse_speedup=2.0,
+        layer_overhead_us=3.0,
+        launch_overhead_us=20.0,
+        references=(
+            "NVIDIA data-sheet TOPS/TFLOPS, memory bandwidth and TDP; L2 size as on-chip memory",
+            ASSUMED,
+        ),
+    )
+
+
+def _moffett(name: str, chips: int) -> DeviceProfile:
+    clock = 1.0  # not published: MACs/cycle is chosen so that clock x MACs = datasheet TOPS
+    return DeviceProfile(
+        name=name,
+        description=f"Moffett {name[-3:].upper()} ({chips} Antoum chip(s), 12 nm), sparse to 32x",
+        clock_ghz=clock,
+        macs_per_cycle={
+            "int8": _from_tops(29.5 * chips, clock),
+            "bf16": _from_tops(14.7 * chips, clock),
+        },
+        memory_bandwidth_gbs=66.0 * chips,
+        on_chip_memory_mb=60.0 * chips,
+        vector_gflops=1000.0 * chips,
+        host_link_gbs=25.0,
+        tdp_w={1: 70.0, 3: 250.0}[chips],
+        sparsity="unstructured",
+        max_sparse_speedup=32.0,
+        layer_overhead_us=2.0,
+        launch_overhead_us=50.0,
+        references=("Moffett Antoum/S4/S30 datasheets: TOPS, bandwidth (read), TDP", ASSUMED),
+    )
+
+
+def _vsq() -> DeviceProfile:
+    clock = 1.76
+    return DeviceProfile(
+        name="vsq-5nm",
+        description="NVIDIA 5 nm per-vector-scaled 4-bit test chip (VLSI 2022), at 1.76 GHz",
+        clock_ghz=clock,
+        macs_per_cycle={"int4": 1024.0, "int8": 512.0},
+        memory_bandwidth_gbs=25.0,
+        on_chip_memory_mb=0.5,
+        vector_gflops=50.0,
+        host_link_gbs=4.0,
+        tdp_w=0.5,
+        energy_pj_per_mac=2 / 38.7,  # 38.7 TOPS/W on BERT-Base: 2 ops per MAC
+        references=("Keller et al., VLSI 2022 / JSSC 2023: MACs/cycle, clock, TOPS/W", ASSUMED),
+    )
+
+
+BUILTIN: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        _moffett("moffett-s4", 1),
+        _moffett("moffett-s30", 3),
+        _gpu("a100-sxm", 1.41, 624, 312, 2039, 400, "NVIDIA A100 SXM 80GB"),
+        _gpu("h100-sxm", 1.98, 1979, 989, 3350, 700, "NVIDIA H100 SXM 80GB"),
+        _gpu("h100-pcie", 1.755, 1513, 756, 2000, 350, "NVIDIA H100 PCIe 80GB"),
+        _vsq(),
+    )
+}
+
+# Unit strings accepted in TOML files, by the unit of the field they may fill.
+_UNITS = {
+    "GHz": {"Hz": 1e-9, "kHz": 1e-6, "MHz": 1e-3, "GHz": 1.0},
+    "GB/s": {"MB/s": 1e-3, "GB/s": 1.0, "TB/s": 1e3, "MiB/s": 2**20 / 1e9, "GiB/s": 2**30 / 1e9},
+    "MB": {
+        "KB": 1e-3,
+        "MB": 1.0,
+        "GB": 1e3,
+        "KiB": 2**10 / 1e6,
+        "MiB": 2**20 / 1e6,
+        "GiB": 2**30 / 1e6,
+    },
+    "GFLOP/s": {"GFLOP/s": 1.0, "TFLOP/s": 1e3, "GOP/s": 1.0, "TOP/s": 1e3},
+    "W": {"mW": 1e-3, "W": 1.0, "kW": 1e3},
+    "us": {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6},
+    "pJ": {"fJ": 1e-3, "pJ": 1.0, "nJ": 1e3},
+}
+_FIELD_UNITS = {
+    "clock_ghz": "GHz",
+    "memory_bandwidth_gbs": "GB/s",
+    "host_link_gbs": "GB/s",
+    "on_chip_memory_mb": "MB",
+    "vector_gflops": "GFLOP/s",
+    "tdp_w": "W",
+    "layer_overhead_us": "us",
+    "launch_overhead_us": "us",
+    "energy_pj_per_mac": "pJ",
+    "energy_pj_per_byte": "pJ",
+}
+_QUANTITY = re.compile(r"^\s*([0-9.eE+-]+)\s*([A-Za-zµ/]+)\s*$")
+_REQUIRED = tuple(
+    f.name for f in fields(DeviceProfile) if f.default is MISSING and f.default_factory is MISSING
+)
+_FRACTIONS = ("sparse_efficiency", "efficiency")
+
+
+def get_profile(name: str) -> DeviceProfile:
+    try:
+        return BUILTIN[name]
+    except KeyError:
+        raise UserError(
+            f"unknown device {name!r}; choose one of {', '.join(BUILTIN)} or give --device-file"
+        ) from None
+
+
+def load_profile_file(path: Path) -> DeviceProfile:
+    """A user profile from TOML: unknown keys, missing fields, bad units or values are errors
+    that name the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read device file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"device file {path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(DeviceProfile)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(
+            f"device file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        raise UserError(f"device file {path}: missing field(s) {', '.join(missing)}")
+    values = {key: _value(path, key, raw) for key, raw in data.items()}
+    return DeviceProfile(**values)
+
+
+def _value(path: Path, key: str, raw: object) -> object:
+    where = f"device file {path}: {key}"
+    if key in ("name", "description"):
+        if not isinstance(raw, str) or not raw:
+            raise UserError(f"{where} must be non-empty text")
+        return raw
+    if key == "references":
+        if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+            raise UserError(f"{where} must be a list of text")
+        return tuple(raw)
+    if key == "sparsity":
+        if raw not in SPARSITY_KINDS:
+            raise UserError(f"{where} must be one of {', '.join(SPARSITY_KINDS)}, got {raw!r}")
+        return raw
+    if key == "macs_per_cycle":
+        if not isinstance(raw, dict) or not raw:
+            raise UserError(f"{where} must be a table of dtype = MACs per cycle, e.g. int8 = 512")
+        bad = sorted(set(raw) - set(DTYPES))
+        if bad:
+            raise UserError(f"{where}: unknown dtype(s) {', '.join(bad)}; use {', '.join(DTYPES)}")
+        return {dtype: _positive(f"{where}.{dtype}", value) for dtype, value in raw.items()}
+    number = _quantity(where, raw, _FIELD_UNITS.get(key))
+    value = _positive(where, number)
+    if key in _FRACTIONS and value > 1:
+        raise UserError(f"{where} is a fraction of peak: in (0, 1], got {value}")
+    if key == "max_sparse_speedup" and value < 1:
+        raise UserError(f"{where} must be at least 1, got {value}")
+    return value
+
+
+def _quantity(where: str, raw: object, unit: str | None) -> object:
+    """A number, or (for fields with a unit) a string such as "1.76 GHz" in that unit's kind."""
+    if not isinstance(raw, str):
+        return raw
+    match = _QUANTITY.match(raw)
+    if unit is None or match is None:
+        raise UserError(f"{where} must be a number, got {raw!r}")
+    number, given = match.groups()
+    scale = _UNITS[unit].get(given)
+    if scale is None:
+        raise UserError(
+            f"{where}: unit {given!r} is not a {unit} unit; use one of {', '.join(_UNITS[unit])}"
+        )
+    return float(number) * scale
+
+
+def _positive(where: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"{where} must be a number, got {value!r}")
+    if not value > 0:
+        raise UserError(f"{where} must be positive, got {value}")
+    return float(value)
