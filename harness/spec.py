@@ -43,7 +43,7 @@ class RunSpec:
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> RunSpec:
         """The spec a run.json recorded (paths back to Path)."""
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in body.items() if k in known}
         for name in ("model_path", "dataset_path", "vocab_path", "user_conf", "runs_dir"):
             if values.get(name) is not None:

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import UserError
+from harness.workloads import get_workload
+from harness.workloads.base import Workload
 
 VERSION = "v6.1"
 DIVISIONS = ("closed", "open")
@@ -21,16 +23,31 @@ TRUNCATED_LOG_MAX_BYTES = 10 * 1024
 
 @dataclass(frozen=True)
 class Benchmark:
+    model: str  # the workload
     folder: str  # results/<sut>/<folder>/
-    loadgen_key: str
     accuracy_pattern: re.Pattern[str]  # the checker's, matched per line of accuracy.txt
     accuracy_target: float  # 99% of the FP32 reference
     # TEST01 on a non-deterministic system: allowed accuracy change of the logged responses
     accuracy_delta_percent: float
-    dataset_size: int  # samples an accuracy run must cover
-    performance_sample_count: int
     offline_min_samples: int  # samples in the one Offline query (closed division)
     scenarios: dict[str, tuple[str, ...]]  # system type -> scenarios the closed division needs
+
+    @property
+    def workload(self) -> Workload:
+        return get_workload(self.model)
+
+    @property
+    def loadgen_key(self) -> str:
+        return self.workload.loadgen_key
+
+    @property
+    def dataset_size(self) -> int:
+        """Samples an accuracy run must cover."""
+        return self.workload.dataset_size
+
+    @property
+    def performance_sample_count(self) -> int:
+        return self.workload.performance_sample_count
 
     def required_scenarios(self, system_type: str) -> tuple[str, ...]:
         return self.scenarios["datacenter,edge" if "datacenter" in system_type else "edge"]
@@ -38,13 +55,11 @@ class Benchmark:
 
 BENCHMARKS = {
     "resnet50": Benchmark(
+        model="resnet50",
         folder="resnet50",
-        loadgen_key="resnet50",
         accuracy_pattern=re.compile(r"^(?:\{\"accuracy|accuracy)[\": ]*=?\s*([\d\.]+).*"),
         accuracy_target=76.46 * 0.99,
         accuracy_delta_percent=1.0,
-        dataset_size=50000,
-        performance_sample_count=1024,
         offline_min_samples=24576,
         scenarios={
             "edge": ("SingleStream", "MultiStream", "Offline"),
@@ -52,15 +67,13 @@ BENCHMARKS = {
         },
     ),
     "bert-large": Benchmark(
+        model="bert-large",
         folder="bert-99",
-        loadgen_key="bert",
         accuracy_pattern=re.compile(
             r"^{[\"']exact_match[\"']\:\s*[\d\.]+,\s*[\"']f1[\"']\:\s*([\d\.]+)}"
         ),
         accuracy_target=90.874 * 0.99,
         accuracy_delta_percent=1.0,
-        dataset_size=10833,
-        performance_sample_count=10833,
         offline_min_samples=10833,
         scenarios={
             "edge": ("SingleStream", "Offline"),
