@@ -368,23 +368,15 @@ def _refuse_unsupported(node: onnx.NodeProto, initializers: dict[str, onnx.Tenso
         )
 
 
-def _make_layer(
-    node: onnx.NodeProto,
-    initializers: dict[str, onnx.TensorProto],
-    types: dict[str, onnx.TypeProto],
-    producers: dict[str, onnx.NodeProto],
-    options: SparsityOptions,
-) -> Layer:
+def gemm_geometry(
+    node: onnx.NodeProto, weight_dims: tuple[int, ...], types: dict[str, onnx.TypeProto]
+) -> tuple[int, int, int, ConvGeometry | None]:
+    """(GEMM rows per sample, K, N, conv geometry) of a weight-bearing node, from shapes only:
+    rows are output pixels for Conv, tokens for MatMul/Gemm."""
     label = f"{node.op_type} node {node.name or node.output[0]!r}"
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
-    bias = None
-    if len(node.input) > 2 and node.input[2]:
-        bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32).reshape(-1)
-    conv = None
     if node.op_type == "Conv":
-        n, c, kh, kw = weight.shape
-        w_kn = weight.transpose(0, 2, 3, 1).reshape(n, kh * kw * c).T  # K order (kh, kw, c)
+        n, c, kh, kw = weight_dims
         pads = attrs.get("pads", (0, 0, 0, 0))
         strides, dilations = attrs.get("strides", (1, 1)), attrs.get("dilations", (1, 1))
         conv = ConvGeometry(
@@ -394,15 +386,33 @@ def _make_layer(
             (dilations[0], dilations[1]),
         )
         shape = _static_shape(node.output[0], types, label)
-        rows = math.prod(shape[2:])
+        return math.prod(shape[2:]), kh * kw * c, n, conv
+    k, n = reversed(weight_dims) if attrs.get("transB", 0) else weight_dims
+    shape = _static_shape(node.input[0], types, label)
+    if shape[-1] != k:
+        raise UserError(f"{label}: input has {shape[-1]} features, weight expects {k}")
+    return math.prod(shape[1:-1]), k, n, None
+
+
+def _make_layer(
+    node: onnx.NodeProto,
+    initializers: dict[str, onnx.TensorProto],
+    types: dict[str, onnx.TypeProto],
+    producers: dict[str, onnx.NodeProto],
+    options: SparsityOptions,
+) -> Layer:
+    label = f"{node.op_type} node {node.name or node.output[0]!r}"
+    weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32).reshape(-1)
+    rows, _, _, conv = gemm_geometry(node, weight.shape, types)
+    if conv is not None:
+        n = weight.shape[0]
+        w_kn = weight.transpose(0, 2, 3, 1).reshape(n, -1).T  # K order (kh, kw, c)
     else:
-        w_kn = weight.T if attrs.get("transB", 0) else weight
-        shape = _static_shape(node.input[0], types, label)
-        rows = math.prod(shape[1:-1])
-        if shape[-1] != w_kn.shape[0]:
-            raise UserError(
-                f"{label}: input has {shape[-1]} features, weight expects {w_kn.shape[0]}"
-            )
+        transposed = any(a.name == "transB" and a.i for a in node.attribute)
+        w_kn = weight.T if transposed else weight
     try:
         packed, stats = prepare(w_kn, bias, options)
     except UserError as exc:
