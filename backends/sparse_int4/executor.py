@@ -199,11 +199,11 @@ def _build_plan(
     node_depth: list[int] = []
     for node in graph.node:
         _refuse_unsupported(node, initializers)
-    count = sum(_is_kernel_node(node, initializers) for node in graph.node)
+    count = sum(is_kernel_node(node, initializers) for node in graph.node)
     progress(f"pruning and quantizing {count} weight layers: {options.describe()}")
     for index, node in enumerate(graph.node):
         d = max((depth.get(name, 0) for name in node.input if name), default=0)
-        if _is_kernel_node(node, initializers):
+        if is_kernel_node(node, initializers):
             layers[index] = _make_layer(node, initializers, types, producers, options)
             d += 1
         node_depth.append(d)
@@ -318,7 +318,7 @@ def _ordered(names: Iterable[str]) -> list[str]:
 # ------------------------------------------------------------------------------ kernel layers
 
 
-def _is_kernel_node(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
+def is_kernel_node(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> bool:
     return (
         node.op_type in KERNEL_OPS
         and len(node.input) > 1
@@ -341,7 +341,7 @@ def _refuse_unsupported(node: onnx.NodeProto, initializers: dict[str, onnx.Tenso
         raise UserError(
             f"{label} takes its weight from another op; the backend needs constant weights"
         )
-    if constant[0] or (constant[1] and not _is_kernel_node(node, initializers)):
+    if constant[0] or (constant[1] and not is_kernel_node(node, initializers)):
         raise UserError(
             f"{label} is not supported by the sparse-int4 backend: its constant operand is not a "
             "2-D MatMul/Gemm weight on the right or a 2-D convolution's 4-D weight"
