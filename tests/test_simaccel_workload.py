@@ -12,12 +12,14 @@ from backends.simaccel.workload import model_work
 
 
 def test_resnet50_work_matches_its_architecture(builtin_model):
-    layers = model_work(builtin_model)
+    work = model_work(builtin_model)
+    layers = work.layers
+    assert work.input_bytes == 3 * 224 * 224 * 4
     gemms = [layer for layer in layers if layer.weights]
     assert len(gemms) == 54  # 53 convolutions and the classifier
     assert sum(layer.macs for layer in gemms) == 4_089_186_304
     assert any(layer.op == "Relu" and layer.out_elements for layer in layers)
-    assert model_work(builtin_model) == layers  # from the cache
+    assert model_work(builtin_model) == work  # from the cache
 
 
 def test_weight_zeros_and_attention_products_are_counted(tmp_path: Path):
@@ -37,7 +39,7 @@ def test_weight_zeros_and_attention_products_are_counted(tmp_path: Path):
     )
     path = tmp_path / "tiny.onnx"
     onnx.save(helper.make_model(graph), path)
-    work = {layer.name: layer for layer in model_work(path)}
+    work = {layer.name: layer for layer in model_work(path).layers}
     assert work["dense"].macs == 4 * 8 * 8 and work["dense"].weight_zeros == 48
     assert work["attention"].macs == 4 * 4 * 8 and work["attention"].weights == 0
     assert work["softmax"].macs == 0 and work["softmax"].out_elements == 16

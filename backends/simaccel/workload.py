@@ -16,13 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import TensorProto, numpy_helper, shape_inference
 
 from backends.sparse_int4.executor import gemm_geometry, is_kernel_node
 from harness.cache import cache_dir
 from harness.errors import UserError
 
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"
+_ITEM_BYTES = {
+    TensorProto.FLOAT: 4,
+    TensorProto.INT64: 8,
+    TensorProto.INT32: 4,
+    TensorProto.UINT8: 1,
+    TensorProto.INT8: 1,
+    TensorProto.FLOAT16: 2,
+}
 # Ops that only relabel data (no work on a device's vector unit).
 LAYOUT_OPS = frozenset({"Constant", "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 
@@ -57,7 +65,13 @@ def _last_dim(name: str, types: dict[str, onnx.TypeProto]) -> int:
     return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else 0
 
 
-def analyse(model: onnx.ModelProto) -> list[LayerWork]:
+@dataclass(frozen=True)
+class ModelWork:
+    layers: tuple[LayerWork, ...]
+    input_bytes: int  # bytes of model input per sample (sent over the host link)
+
+
+def analyse(model: onnx.ModelProto) -> ModelWork:
     inferred = shape_inference.infer_shapes(model)
     graph = inferred.graph
     types = {v.name: v.type for v in (*graph.input, *graph.value_info, *graph.output)}
@@ -85,23 +99,30 @@ def analyse(model: onnx.ModelProto) -> list[LayerWork]:
             # Activation x activation products (attention) are GEMMs without weights.
             macs = outputs * _last_dim(node.input[0], types) if node.op_type == "MatMul" else 0
             layers.append(LayerWork(name, node.op_type, macs, 0, 0, inputs, outputs))
-    return layers
+    input_bytes = sum(
+        _elements(v.name, types) * _ITEM_BYTES.get(v.type.tensor_type.elem_type, 4)
+        for v in graph.input
+        if v.name not in initializers
+    )
+    return ModelWork(tuple(layers), input_bytes)
 
 
-def model_work(path: Path) -> list[LayerWork]:
+def model_work(path: Path) -> ModelWork:
     """The per-sample work of a model file, cached by the file's path, size and time."""
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{CACHE_VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     cached = cache_dir("simaccel-work") / f"{digest}.json"
     if cached.exists():
-        return [LayerWork(**row) for row in json.loads(cached.read_text())]
+        body = json.loads(cached.read_text())
+        layers = tuple(LayerWork(**row) for row in body["layers"])
+        return ModelWork(layers, body["input_bytes"])
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises several types for unreadable files
         raise UserError(f"cannot read {path} as an ONNX model: {exc}") from exc
-    layers = analyse(model)
+    work = analyse(model)
     partial = cached.with_suffix(".partial")
-    partial.write_text(json.dumps([asdict(layer) for layer in layers]))
+    partial.write_text(json.dumps(asdict(work)))
     partial.replace(cached)
-    return layers
+    return work
