@@ -331,6 +331,68 @@ def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
     click.echo(f"wrote {markdown} and {table}")
 
 
+@cli.command()
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
+@click.option("--device", default=None, help="Built-in device profile, e.g. moffett-s30.")
+@click.option(
+    "--device-file", type=click.Path(path_type=Path), default=None, help="TOML device profile."
+)
+@click.option(
+    "--scenario",
+    type=click.Choice(["Offline", "SingleStream", "MultiStream"]),
+    default="Offline",
+    show_default=True,
+)
+@click.option("--batch", type=int, default=None, help="Samples per batch (default by scenario).")
+@click.option("--dtype", default=None, help="Device compute type (default: narrowest integer).")
+@click.option(
+    "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
+)
+@click.option(
+    "--sparsity-pattern", default="unstructured", show_default=True, help="unstructured or 2:4."
+)
+@click.option("--layers", type=int, default=15, show_default=True, help="Slowest layers shown.")
+def predict(
+    model: str,
+    model_path: Path | None,
+    device: str | None,
+    device_file: Path | None,
+    scenario: str,
+    batch: int | None,
+    dtype: str | None,
+    density: float | None,
+    sparsity_pattern: str,
+    layers: int,
+) -> None:
+    """Predict a modelled device's time and energy per batch, layer by layer (no LoadGen)."""
+    from backends.simaccel.profiles import get_profile, load_profile_file
+    from backends.simaccel.timing import Options, batch_time
+    from backends.simaccel.workload import model_work
+    from harness.predict import SCENARIO_BATCH, default_dtype, render, totals
+    from harness.runner import prepare_model
+
+    if (device is None) == (device_file is None):
+        raise UserError("give one of --device NAME or --device-file FILE")
+    profile = load_profile_file(device_file) if device_file else get_profile(str(device))
+    if density is not None and not 0 < density <= 1:
+        raise UserError(f"density must be in (0, 1], got {density}")
+    size = batch or SCENARIO_BATCH[scenario]
+    if size < 1:
+        raise UserError(f"batch must be at least 1, got {size}")
+    work = model_work(prepare_model(RunSpec(model=model, model_path=model_path)))
+    options = Options(dtype or default_dtype(profile), density, sparsity_pattern)
+    timing = batch_time(work, profile, size, options)
+    click.echo(
+        f"# {model} on {profile.name} (simulated: {profile.description}), {options.dtype}, "
+        f"weights {'at density ' + format(density, 'g') if density else 'as in the model'}; "
+        "BERT work is for padded 384-token samples"
+    )
+    click.echo(render(timing, layers), nl=False)
+    for line in totals(timing, scenario):
+        click.echo(line)
+
+
 @cli.group()
 def submission() -> None:
     """MLPerf Inference v6.1 submission trees: run, build, check."""

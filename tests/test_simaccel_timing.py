@@ -72,3 +72,31 @@ def test_energy_per_op_where_the_profile_has_it():
 def test_a_dtype_the_device_lacks_is_refused():
     with pytest.raises(UserError, match="unit has no fp16 MACs"):
         batch_time(WORK, DEVICE, 1, Options(dtype="fp16"))
+
+
+def test_predict_prints_layers_and_totals(builtin_model, capsys):
+    from tests.conftest import run_cli
+
+    args = ["predict", "--device", "moffett-s30", "--density", "0.0625", "--layers", "4"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "simulated" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 4  # the header and the 4 slowest layers
+    throughput = float(out.split("Offline: ")[1].split()[0])
+    assert throughput > 0 and "samples/J" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        ([], "give one of --device NAME or --device-file FILE"),
+        (["--device", "a100-sxm", "--density", "1.5"], "density must be in (0, 1]"),
+        (["--device", "vsq-5nm", "--dtype", "fp16"], "vsq-5nm has no fp16 MACs"),
+    ],
+)
+def test_predict_bad_input_is_one_line(args, message, capsys):
+    from tests.conftest import run_cli
+
+    code, _, err = run_cli(["predict", *args], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
