@@ -369,6 +369,7 @@ def predict(
     from backends.simaccel.profiles import get_profile, load_profile_file
     from backends.simaccel.timing import Options, batch_time
     from backends.simaccel.workload import model_work
+    from harness.loadgen_run import say
     from harness.predict import SCENARIO_BATCH, default_dtype, render, totals
     from harness.runner import prepare_model
 
@@ -380,7 +381,11 @@ def predict(
     size = batch or SCENARIO_BATCH[scenario]
     if size < 1:
         raise UserError(f"batch must be at least 1, got {size}")
-    work = model_work(prepare_model(RunSpec(model=model, model_path=model_path)))
+    if model_path is None:  # the built-in model needs no check: BERT-Large (1.3 GB) stays fast
+        path = get_workload(model).builtin_model(say)
+    else:
+        path = prepare_model(RunSpec(model=model, model_path=model_path))
+    work = model_work(path)
     options = Options(dtype or default_dtype(profile), density, sparsity_pattern)
     timing = batch_time(work, profile, size, options)
     click.echo(
