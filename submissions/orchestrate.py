@@ -18,10 +18,10 @@ from harness.errors import UserError
 from harness.runner import run
 from harness.settings import format_number
 from harness.spec import RunSpec, validate
-from harness.workloads import get_workload
 from submissions import compliance, rules
 from submissions.build import BuildReport, BuildRequest, build
 from submissions.runs import read_run
+from submissions.system import describe_system, read_user_file
 
 SERVER_COMPLIANCE_QPS = 0.97
 _TARGET_QPS = re.compile(r"^(\S+\.Server\.target_qps) = (\S+)$", re.MULTILINE)
@@ -48,10 +48,19 @@ def run_submission(
     bench = rules.benchmark(base.model)
     closed = request.division == "closed"
     chosen = scenarios or bench.required_scenarios(system_type)
-    workload = get_workload(base.model)
-    tests = compliance.tests_for(workload.loadgen_key) if closed else ()
+    tests = compliance.tests_for(bench.loadgen_key) if closed else ()
     if request.out.exists():
         raise UserError(f"output folder {request.out} already exists; choose a new one")
+    # The system description is checked again with the backend's details when the tree is
+    # built; checking it now spares a failure after hours of runs.
+    describe_system(
+        division=request.division,
+        submitter=request.submitter,
+        system_name=request.system,
+        backend={"framework": "(from the runs)"},
+        user=read_user_file(request.system_file) if request.system_file else {},
+        simulated=False,
+    )
     for scenario in chosen:  # every spec checked before the first run starts
         validate(replace(base, scenario=scenario))
     if not closed:

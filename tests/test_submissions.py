@@ -252,6 +252,16 @@ def test_system_file_missing_fields_are_named(closed_tree, tmp_path):
         build(request(run_folders(closed_tree[1]), tmp_path / "out", system_file=partial))
 
 
+def test_submission_run_checks_the_system_file_before_any_run(tmp_path, capsys):
+    partial = tmp_path / "system.json"
+    partial.write_text(json.dumps({"cooling": "air"}))
+    args = ["submission", "run", "--preset", "smoke", "--submitter", "Org", "--system", "s"]
+    args += ["--division", "open", "--system-file", str(partial), "--out", str(tmp_path / "t")]
+    code, _, err = run_cli([*args, "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 2 and "lacks host_storage_type" in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_build_refuses_an_existing_output_folder(closed_tree, tmp_path, system_file, capsys):
     out = tmp_path / "exists"
     out.mkdir()
