@@ -115,11 +115,18 @@ def _check_rules(
         raise UserError(
             f"{any_run.spec['backend']} results may only go to the open division: {open_only}"
         )
-    missing = [s for s in bench.required_scenarios(system_type) if s not in groups]
+    required = bench.required_scenarios(system_type)
+    missing = [s for s in required if s not in groups]
     if closed and missing:
         raise UserError(
             f"a closed {bench.folder} submission on a {system_type!r} system needs the "
             f"{', '.join(missing)} scenario(s) too"
+        )
+    extra = sorted(s for s in groups if s not in required)
+    if closed and extra:
+        raise UserError(
+            f"a closed {bench.folder} submission on a {system_type!r} system takes only "
+            f"{', '.join(required)}; leave out the {', '.join(extra)} run(s)"
         )
     for scenario, roles in sorted(groups.items()):
         for role in ("performance", "accuracy"):

@@ -260,13 +260,18 @@ class TreeCheck:
                     self.problem(model, f"unknown benchmark folder; use {', '.join(_FOLDERS)}")
                     continue
                 scenarios = {p.name for p in model.iterdir() if p.is_dir()}
-                for unknown in sorted(scenarios - set(bench.scenarios["datacenter,edge"])):
-                    self.problem(model / unknown, f"{unknown} is not a {bench.folder} scenario")
-                    scenarios.discard(unknown)
+                allowed, where = set(bench.workload.scenarios), ""
                 if closed and system is not None:
-                    needed = bench.required_scenarios(str(system.get("system_type", "edge")))
-                    for missing in [s for s in needed if s not in scenarios]:
+                    system_type = str(system.get("system_type", "edge"))
+                    allowed = set(bench.required_scenarios(system_type))
+                    where = f" on a closed {system_type!r} system"
+                    for missing in sorted(allowed - scenarios):
                         self.problem(model / missing, "missing: the closed division needs it")
+                for unknown in sorted(scenarios - allowed):
+                    self.problem(
+                        model / unknown, f"{unknown} is not a {bench.folder} scenario{where}"
+                    )
+                    scenarios.discard(unknown)
                 for scenario in sorted(scenarios):
                     self.scenario(model / scenario, bench, closed)
 

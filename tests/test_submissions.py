@@ -242,6 +242,27 @@ def test_build_refuses_an_open_only_backend_in_closed(closed_tree, tmp_path, sys
         build(request(edited, tmp_path / "out", system_file=system_file))
 
 
+def test_closed_refuses_a_scenario_the_system_type_does_not_take(closed_tree, tmp_path):
+    runs = run_folders(closed_tree[1])
+    server = [
+        copy_run(
+            r, tmp_path / f"server-{r.name}", edit_run=lambda b: b["spec"].update(scenario="Server")
+        )
+        for r in runs
+        if "_Offline_" in r.name
+    ]
+    system = tmp_path / "system.json"
+    system.write_text(json.dumps(SYSTEM_FIELDS))  # an edge system: no Server for ResNet-50
+    with pytest.raises(UserError, match="takes only SingleStream, MultiStream, Offline"):
+        build(request([*runs, *server], tmp_path / "out", system_file=system))
+    tree = shutil.copytree(closed_tree[0], tmp_path / "tree")
+    shutil.copytree(scenario_dir(tree, "Offline"), scenario_dir(tree, "Server"))
+    problems, _ = check_tree(tree)
+    assert any(
+        "Server: Server is not a resnet50 scenario on a closed 'edge'" in p for p in problems
+    )
+
+
 def test_system_file_missing_fields_are_named(closed_tree, tmp_path):
     partial = tmp_path / "system.json"
     partial.write_text(json.dumps({"cooling": "air"}))
