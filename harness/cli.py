@@ -17,30 +17,35 @@ from harness.workloads import WORKLOADS, get_workload
 EXIT_ERROR = 2
 
 
-def sparse_flags(command: Callable) -> Callable:
-    """The sparse-int4 backend's own flags, shared by run, inspect and sparsity-table."""
-    flags = (
-        click.option(
-            "--density",
-            type=float,
-            default=None,
-            help="sparse-int4: fraction of weights kept, in (0, 1] (default: the model's zeros).",
-        ),
-        click.option(
-            "--sparsity-pattern",
-            default=None,
-            help="sparse-int4: unstructured (default) or N:M such as 2:4 or 1:8.",
-        ),
-        click.option(
-            "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
-        ),
-        click.option(
-            "--act-clip", default=None, help="sparse-int4: activation clip, max or octav."
-        ),
-    )
-    for flag in reversed(flags):
-        command = flag(command)
-    return command
+def options(*flags: Callable) -> Callable[[Callable], Callable]:
+    """One decorator for several click options, in the order they are listed."""
+
+    def apply(command: Callable) -> Callable:
+        for flag in reversed(flags):
+            command = flag(command)
+        return command
+
+    return apply
+
+
+# The sparse-int4 backend's own flags, shared by run, inspect and sparsity-table.
+sparse_flags = options(
+    click.option(
+        "--density",
+        type=float,
+        default=None,
+        help="sparse-int4: fraction of weights kept, in (0, 1] (default: the model's zeros).",
+    ),
+    click.option(
+        "--sparsity-pattern",
+        default=None,
+        help="sparse-int4: unstructured (default) or N:M such as 2:4 or 1:8.",
+    ),
+    click.option(
+        "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
+    ),
+    click.option("--act-clip", default=None, help="sparse-int4: activation clip, max or octav."),
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,101 +55,92 @@ def cli() -> None:
 
 def run_options(preset_default: str) -> Callable[[Callable], Callable]:
     """What one run needs besides its scenario and mode: model, backend, data, settings."""
-
-    def apply(command: Callable) -> Callable:
-        flags = (
-            click.option(
-                "--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)
-            ),
-            click.option(
-                "--backend",
-                default="onnxruntime",
-                show_default=True,
-                help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
-            ),
-            click.option(
-                "--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8)."
-            ),
-            click.option(
-                "--threads", type=int, default=None, help="Backend threads (default: all cores)."
-            ),
-            sparse_flags,
-            click.option(
-                "--backend-option",
-                "-o",
-                "extra_options",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="Any other backend option, e.g. -o graph_optimization=extended (repeatable).",
-            ),
-            click.option(
-                "--preset",
-                default=preset_default,
-                show_default=True,
-                help="smoke (seconds, not compliant), short (about a minute, not compliant), "
-                "valid (official durations and counts).",
-            ),
-            click.option(
-                "--model-path",
-                type=click.Path(path_type=Path),
-                help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in "
-                "synthetic.",
-            ),
-            click.option(
-                "--dataset-path",
-                type=click.Path(path_type=Path),
-                help="Dataset: ImageNet val folder with val_map.txt, or SQuAD dev-v1.1.json "
-                "(or its folder); default: built-in synthetic.",
-            ),
-            click.option(
-                "--dataset-count",
-                type=int,
-                help="Use only the first N images (ImageNet) or questions (SQuAD).",
-            ),
-            click.option(
-                "--vocab-path",
-                type=click.Path(path_type=Path),
-                help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
-            ),
-            click.option(
-                "--user-conf",
-                type=click.Path(path_type=Path),
-                help="LoadGen user.conf whose values override the preset's (keys are checked).",
-            ),
-            click.option(
-                "--batch-size",
-                type=int,
-                default=8,
-                show_default=True,
-                help="Offline batch size; largest dynamic batch in Server.",
-            ),
-            click.option(
-                "--workers",
-                type=int,
-                default=1,
-                show_default=True,
-                help="Worker threads for Offline and Server.",
-            ),
-            click.option(
-                "--server-batch-timeout-ms",
-                type=float,
-                default=0.0,
-                show_default=True,
-                help="How long Server waits to fill a batch (0: take what is queued).",
-            ),
-            click.option(
-                "--runs-dir",
-                type=click.Path(path_type=Path),
-                default=Path("runs"),
-                show_default=True,
-                help="Where run folders are written.",
-            ),
-        )
-        for flag in reversed(flags):
-            command = flag(command)
-        return command
-
-    return apply
+    return options(
+        click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)),
+        click.option(
+            "--backend",
+            default="onnxruntime",
+            show_default=True,
+            help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
+        ),
+        click.option(
+            "--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8)."
+        ),
+        click.option(
+            "--threads", type=int, default=None, help="Backend threads (default: all cores)."
+        ),
+        sparse_flags,
+        click.option(
+            "--backend-option",
+            "-o",
+            "extra_options",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Any other backend option, e.g. -o graph_optimization=extended (repeatable).",
+        ),
+        click.option(
+            "--preset",
+            default=preset_default,
+            show_default=True,
+            help="smoke (seconds, not compliant), short (about a minute, not compliant), "
+            "valid (official durations and counts).",
+        ),
+        click.option(
+            "--model-path",
+            type=click.Path(path_type=Path),
+            help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in "
+            "synthetic.",
+        ),
+        click.option(
+            "--dataset-path",
+            type=click.Path(path_type=Path),
+            help="Dataset: ImageNet val folder with val_map.txt, or SQuAD dev-v1.1.json "
+            "(or its folder); default: built-in synthetic.",
+        ),
+        click.option(
+            "--dataset-count",
+            type=int,
+            help="Use only the first N images (ImageNet) or questions (SQuAD).",
+        ),
+        click.option(
+            "--vocab-path",
+            type=click.Path(path_type=Path),
+            help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
+        ),
+        click.option(
+            "--user-conf",
+            type=click.Path(path_type=Path),
+            help="LoadGen user.conf whose values override the preset's (keys are checked).",
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=8,
+            show_default=True,
+            help="Offline batch size; largest dynamic batch in Server.",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Worker threads for Offline and Server.",
+        ),
+        click.option(
+            "--server-batch-timeout-ms",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="How long Server waits to fill a batch (0: take what is queued).",
+        ),
+        click.option(
+            "--runs-dir",
+            type=click.Path(path_type=Path),
+            default=Path("runs"),
+            show_default=True,
+            help="Where run folders are written.",
+        ),
+    )
 
 
 @cli.command()
@@ -403,32 +399,24 @@ def submission() -> None:
     """MLPerf Inference v6.1 submission trees: run, build, check."""
 
 
-def submission_flags(command: Callable) -> Callable:
-    """Who submits what: shared by submission run and build."""
-    flags = (
-        click.option("--submitter", required=True, help="Submitting organisation (a folder name)."),
-        click.option(
-            "--system", required=True, help="System under test's name: systems/<NAME>.json."
-        ),
-        click.option(
-            "--division",
-            required=True,
-            type=click.Choice(["closed", "open"]),
-            help="closed: the reference model as is (onnxruntime); open: anything else.",
-        ),
-        click.option(
-            "--system-file",
-            type=click.Path(path_type=Path),
-            help="JSON with the system fields that cannot be detected (host_storage_type, "
-            "host_memory_configuration, cooling) and any to override (status, system_type...).",
-        ),
-        click.option(
-            "--out", type=click.Path(path_type=Path), required=True, help="New tree folder."
-        ),
-    )
-    for flag in reversed(flags):
-        command = flag(command)
-    return command
+# Who submits what: shared by submission run and build.
+submission_flags = options(
+    click.option("--submitter", required=True, help="Submitting organisation (a folder name)."),
+    click.option("--system", required=True, help="System under test's name: systems/<NAME>.json."),
+    click.option(
+        "--division",
+        required=True,
+        type=click.Choice(["closed", "open"]),
+        help="closed: the reference model as is (onnxruntime); open: anything else.",
+    ),
+    click.option(
+        "--system-file",
+        type=click.Path(path_type=Path),
+        help="JSON with the system fields that cannot be detected (host_storage_type, "
+        "host_memory_configuration, cooling) and any to override (status, system_type...).",
+    ),
+    click.option("--out", type=click.Path(path_type=Path), required=True, help="New tree folder."),
+)
 
 
 def report_build(report: Any) -> None:
@@ -485,15 +473,12 @@ def submission_run(
     from harness.loadgen_run import say
     from submissions.build import BuildRequest
     from submissions.orchestrate import run_submission
-    from submissions.system import read_user_file
 
     options = backend_options(fields, extra_options)
     base = RunSpec(backend_options=options, **fields)
     request = BuildRequest(submitter, system, division, out, (), system_file)
-    user_system = read_user_file(system_file) if system_file else {}
     chosen = tuple(s.strip() for s in scenarios.split(",")) if scenarios else None
-    system_type = user_system.get("system_type", "edge")
-    report_build(run_submission(base, request, chosen, system_type, say))
+    report_build(run_submission(base, request, chosen, say))
 
 
 @submission.command("check")

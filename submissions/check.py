@@ -170,13 +170,13 @@ class TreeCheck:
         lines = (folder / "accuracy.txt").read_text().splitlines()
         if not any(_HASH.match(line) for line in lines):
             self.problem(folder / "accuracy.txt", "no hash=<sha256> line")
-        found = [m for m in (bench.accuracy_pattern.match(line) for line in lines) if m]
-        if not found:
+        value = bench.accuracy_in(lines)
+        if value is None:
             self.problem(folder / "accuracy.txt", "no accuracy line in the official format")
-        elif closed and float(found[0].group(1)) < bench.accuracy_target:
+        elif closed and value < bench.accuracy_target:
             self.problem(
                 folder / "accuracy.txt",
-                f"accuracy {found[0].group(1)} is below the target {bench.accuracy_target:.4f}",
+                f"accuracy {value:g} is below the target {bench.accuracy_target:.4f}",
             )
 
     def passed(self, path: Path) -> bool:
@@ -207,12 +207,11 @@ class TreeCheck:
         if not self.files(accuracy, names):
             self.problem(folder / "verify_accuracy.txt", "no TEST PASS line, and no accuracy files")
             return
-        scores = []
-        for name in names[2:]:
-            text = (accuracy / name).read_text().splitlines()
-            found = [m for m in (bench.accuracy_pattern.match(line) for line in text) if m]
-            scores.append(float(found[0].group(1)) if found else 0.0)
-        verdict = compliance.verify_accuracy_delta(*scores, bench.accuracy_delta_percent)
+        baseline, measured = (
+            bench.accuracy_in((accuracy / name).read_text().splitlines()) or 0.0
+            for name in names[2:]
+        )
+        verdict = compliance.verify_accuracy_delta(baseline, measured, bench.accuracy_delta_percent)
         if not verdict.passed:
             self.problem(
                 accuracy, verdict.report.splitlines()[-2] + ": " + verdict.report.splitlines()[-1]

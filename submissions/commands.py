@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import fields
 
-from harness.spec import BACKEND_FLAGS
+from harness.spec import BACKEND_FLAGS, RunSpec
 
-# RunSpec fields and their flags, with the values that need no flag.
-SPEC_FLAGS = (
-    ("model", None),
-    ("scenario", None),
-    ("mode", None),
-    ("backend", None),
-    ("preset", None),
-    ("model_path", None),
-    ("dataset_path", None),
-    ("dataset_count", None),
-    ("vocab_path", None),
-    ("batch_size", 8),
-    ("workers", 1),
-    ("server_batch_timeout_ms", 0.0),
-    ("compliance", None),
+# RunSpec fields in command-line order: these always written, the optional ones only where
+# they differ from RunSpec's defaults (which are the command line's too).
+ALWAYS = ("model", "scenario", "mode", "backend", "preset")
+OPTIONAL = (
+    "model_path",
+    "dataset_path",
+    "dataset_count",
+    "vocab_path",
+    "batch_size",
+    "workers",
+    "server_batch_timeout_ms",
+    "compliance",
 )
+DEFAULTS = {f.name: f.default for f in fields(RunSpec)}
 
 
 def flag(name: str) -> str:
@@ -32,9 +31,9 @@ def run_command(spec: dict, user_conf: str | None = None) -> str:
     """``sparseperf run ...`` for a run.json spec; ``user_conf`` replaces the spec's own."""
     words = ["sparseperf", "run"]
     options = dict(spec.get("backend_options", {}))
-    for name, default in SPEC_FLAGS:
+    for name in ALWAYS + OPTIONAL:
         value = spec.get(name)
-        if value is not None and value != default:
+        if value is not None and (name in ALWAYS or value != DEFAULTS[name]):
             words += [flag(name), str(value)]
         if name == "backend":
             for option in BACKEND_FLAGS:

@@ -42,18 +42,16 @@ def run_submission(
     base: RunSpec,
     request: BuildRequest,
     scenarios: tuple[str, ...] | None,
-    system_type: str,
     say: Callable[[str], None],
 ) -> BuildReport:
     bench = rules.benchmark(base.model)
     closed = request.division == "closed"
-    chosen = scenarios or bench.required_scenarios(system_type)
     tests = compliance.tests_for(bench.loadgen_key) if closed else ()
     if request.out.exists():
         raise UserError(f"output folder {request.out} already exists; choose a new one")
     # The system description is checked again with the backend's details when the tree is
     # built; checking it now spares a failure after hours of runs.
-    describe_system(
+    system = describe_system(
         division=request.division,
         submitter=request.submitter,
         system_name=request.system,
@@ -61,6 +59,7 @@ def run_submission(
         user=read_user_file(request.system_file) if request.system_file else {},
         simulated=False,
     )
+    chosen = scenarios or bench.required_scenarios(system["system_type"])
     for scenario in chosen:  # every spec checked before the first run starts
         validate(replace(base, scenario=scenario))
     if not closed:

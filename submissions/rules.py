@@ -51,6 +51,14 @@ class Benchmark:
     def performance_sample_count(self) -> int:
         return self.workload.performance_sample_count
 
+    def accuracy_in(self, lines: list[str]) -> float | None:
+        """The headline accuracy of the first line in the official format, if any."""
+        for line in lines:
+            match = self.accuracy_pattern.match(line)
+            if match:
+                return float(match.group(1))
+        return None
+
     def required_scenarios(self, system_type: str) -> tuple[str, ...]:
         return self.scenarios["datacenter,edge" if "datacenter" in system_type else "edge"]
 

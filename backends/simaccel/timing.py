@@ -99,13 +99,13 @@ def batch_time(work: ModelWork, profile: DeviceProfile, batch: int, options: Opt
             memory = moved / bandwidth
             bound = "vector" if vector >= memory else "memory"
             seconds = max(vector, memory) + overhead
+        joules = _energy(profile, seconds, effective, moved)
         layers.append(
-            LayerTime(layer.name, layer.op, dense, effective, int(moved), bound, seconds, 0.0)
+            LayerTime(layer.name, layer.op, dense, effective, int(moved), bound, seconds, joules)
         )
     transfer = work.input_bytes * batch / (profile.host_link_gbs * 1e9)
     launch = profile.launch_overhead_us * 1e-6
     total = sum(layer.seconds for layer in layers) + transfer + launch
-    layers = [_with_energy(layer, profile) for layer in layers]
     if profile.energy_pj_per_mac is None:
         joules = profile.tdp_w * total  # busy for the whole batch
     else:
@@ -113,11 +113,9 @@ def batch_time(work: ModelWork, profile: DeviceProfile, batch: int, options: Opt
     return BatchTime(batch, tuple(layers), transfer, launch, on_chip, total, joules)
 
 
-def _with_energy(layer: LayerTime, profile: DeviceProfile) -> LayerTime:
+def _energy(profile: DeviceProfile, seconds: float, macs: int, moved: float) -> float:
     """Per-op and per-byte energies where the profile has them, else TDP x the layer's time."""
     if profile.energy_pj_per_mac is None:
-        joules = profile.tdp_w * layer.seconds
-    else:
-        per_byte = profile.energy_pj_per_byte or 0.0
-        joules = (layer.effective_macs * profile.energy_pj_per_mac + layer.bytes * per_byte) * 1e-12
-    return LayerTime(**{**layer.__dict__, "joules": joules})
+        return profile.tdp_w * seconds
+    per_byte = profile.energy_pj_per_byte or 0.0
+    return (macs * profile.energy_pj_per_mac + moved * per_byte) * 1e-12
