@@ -16,6 +16,7 @@ from harness.errors import UserError
 BACKENDS = {
     "onnxruntime": "backends.onnxruntime:OnnxRuntimeBackend",
     "sparse-int4": "backends.sparse_int4.backend:SparseInt4Backend",
+    "simaccel": "backends.simaccel.backend:SimAccelBackend",
 }
 
 

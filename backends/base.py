@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,8 @@ class ModelHandle:
     calibration: Callable[[], Sequence[Batch]] = field(default=lambda: (), compare=False)
     # The workload's advice for int8 activations: "static" (calibrated) or "dynamic" (per batch).
     int8_activations: str = "static"
+    # The input whose nonzero entries mark a sample's real tokens ("" for non-token models).
+    token_mask: str = ""
 
 
 def batches_digest(batches: Sequence[Batch]) -> str:
@@ -45,6 +48,7 @@ class Backend(abc.ABC):
     # fine); unknown plug-ins are not vetted for closed.
     open_division_only: str = "a plug-in backend, not vetted for the closed division"
     simulated: bool = False  # times come from a model of a device, not from running on it
+    timing_only: bool = False  # outputs are placeholders: performance runs only
 
     @abc.abstractmethod
     def load(self, model: ModelHandle) -> None:
@@ -53,6 +57,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def predict(self, inputs: Batch) -> Batch:
         """Run one batch: named input arrays in, named output arrays out (batch first)."""
+
+    def inputs_read(self) -> frozenset[str] | None:
+        """The inputs ``predict`` reads (None: all). The harness passes the others as zero-copy
+        views of one sample, right in shape and dtype, so that a backend that needs only batch
+        sizes (a timing model) costs the host no data movement."""
+        return None
+
+    def start_measuring(self) -> None:
+        """Called as the LoadGen test starts, after any warm-up: ``report`` covers from here."""
+        return None
+
+    def report(self) -> dict[str, Any]:
+        """What the backend observed over the run, for result.json; a non-empty "warning"
+        is also shown on the run's result line."""
+        return {}
 
     @abc.abstractmethod
     def describe(self) -> dict[str, str]:

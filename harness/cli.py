@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,24 @@ sparse_flags = options(
 )
 
 
+# The simulated device, shared by run and predict.
+device_flags = options(
+    click.option("--device", default=None, help="simaccel: built-in device, e.g. moffett-s30."),
+    click.option(
+        "--device-file",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="simaccel: a TOML device profile instead of --device.",
+    ),
+    click.option(
+        "--tokens",
+        default=None,
+        help="simaccel, BERT: work per sample from its real token count (real) or the padded "
+        "384 (padded, the default).",
+    ),
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """MLPerf-Inference-style benchmarks: LoadGen scenarios over pluggable backends."""
@@ -61,7 +80,7 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             "--backend",
             default="onnxruntime",
             show_default=True,
-            help="onnxruntime, sparse-int4, or a plug-in backend as module:Class.",
+            help="onnxruntime, sparse-int4, simaccel, or a plug-in backend as module:Class.",
         ),
         click.option(
             "--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8)."
@@ -70,6 +89,13 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             "--threads", type=int, default=None, help="Backend threads (default: all cores)."
         ),
         sparse_flags,
+        device_flags,
+        click.option(
+            "--functional",
+            default=None,
+            help="simaccel: on (outputs from the device's numerics) or off (timing only; "
+            "performance mode only).",
+        ),
         click.option(
             "--backend-option",
             "-o",
@@ -193,6 +219,8 @@ def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
         notes.append(f"preset {spec.preset} is not compliant")
     if result.get("synthetic_data"):
         notes.append("synthetic data")
+    if result.get("backend_report", {}).get("warning"):
+        notes.append(result["backend_report"]["warning"])
     if spec.mode == "accuracy":
         body = result["accuracy"]["line"]
         if result.get("synthetic_data"):
@@ -327,71 +355,83 @@ def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
     click.echo(f"wrote {markdown} and {table}")
 
 
-@cli.command()
-@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
-@click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
-@click.option("--device", default=None, help="Built-in device profile, e.g. moffett-s30.")
-@click.option(
-    "--device-file", type=click.Path(path_type=Path), default=None, help="TOML device profile."
+# What a prediction is of: shared by predict and calibrate.
+prediction_flags = options(
+    click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)),
+    click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model."),
+    device_flags,
+    click.option(
+        "--scenario", default="Offline", show_default=True, help=", ".join(SCENARIO_NAMES)
+    ),
+    click.option(
+        "--batch", type=int, default=None, help="Samples per batch (Server: the largest batch)."
+    ),
+    click.option("--workers", type=int, default=1, show_default=True, help="As in sparseperf run."),
+    click.option("--precision", default=None, help="Device compute type (default: narrowest)."),
+    click.option(
+        "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
+    ),
+    click.option(
+        "--sparsity-pattern", default="unstructured", show_default=True, help="unstructured, 2:4."
+    ),
+    click.option(
+        "--dataset-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
+    ),
+    click.option(
+        "--vocab-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
+    ),
 )
-@click.option(
-    "--scenario",
-    type=click.Choice(["Offline", "SingleStream", "MultiStream"]),
-    default="Offline",
-    show_default=True,
-)
-@click.option("--batch", type=int, default=None, help="Samples per batch (default by scenario).")
-@click.option("--dtype", default=None, help="Device compute type (default: narrowest integer).")
-@click.option(
-    "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
-)
-@click.option(
-    "--sparsity-pattern", default="unstructured", show_default=True, help="unstructured or 2:4."
-)
-@click.option("--layers", type=int, default=15, show_default=True, help="Slowest layers shown.")
-def predict(
-    model: str,
-    model_path: Path | None,
-    device: str | None,
-    device_file: Path | None,
-    scenario: str,
-    batch: int | None,
-    dtype: str | None,
-    density: float | None,
-    sparsity_pattern: str,
-    layers: int,
-) -> None:
-    """Predict a modelled device's time and energy per batch, layer by layer (no LoadGen)."""
-    from backends.simaccel.profiles import get_profile, load_profile_file
-    from backends.simaccel.timing import Options, batch_time
-    from backends.simaccel.workload import model_work
-    from harness.loadgen_run import say
-    from harness.predict import SCENARIO_BATCH, default_dtype, render, totals
-    from harness.runner import prepare_model
 
-    if (device is None) == (device_file is None):
-        raise UserError("give one of --device NAME or --device-file FILE")
-    profile = load_profile_file(device_file) if device_file else get_profile(str(device))
-    if density is not None and not 0 < density <= 1:
-        raise UserError(f"density must be in (0, 1], got {density}")
-    size = batch or SCENARIO_BATCH[scenario]
-    if size < 1:
-        raise UserError(f"batch must be at least 1, got {size}")
-    if model_path is None:  # the built-in model needs no check: BERT-Large (1.3 GB) stays fast
-        path = get_workload(model).builtin_model(say)
-    else:
-        path = prepare_model(RunSpec(model=model, model_path=model_path))
-    work = model_work(path)
-    options = Options(dtype or default_dtype(profile), density, sparsity_pattern)
-    timing = batch_time(work, profile, size, options)
-    click.echo(
-        f"# {model} on {profile.name} (simulated: {profile.description}), {options.dtype}, "
-        f"weights {'at density ' + format(density, 'g') if density else 'as in the model'}; "
-        "BERT work is for padded 384-token samples"
-    )
-    click.echo(render(timing, layers), nl=False)
-    for line in totals(timing, scenario):
+
+@cli.command()
+@prediction_flags
+@click.option("--layers", type=int, default=15, show_default=True, help="Slowest layers shown.")
+def predict(**fields: Any) -> None:
+    """Predict a modelled device's throughput, latency and energy, layer by layer (no LoadGen)."""
+    from harness.predict import PredictRequest, predict_lines, prepare
+
+    for line in predict_lines(prepare(PredictRequest(**fields))):
         click.echo(line)
+
+
+@cli.command()
+@prediction_flags
+@click.option(
+    "--measured",
+    type=float,
+    required=True,
+    help="The published or measured result: samples/s (Offline), queries/s (Server), "
+    "or ms per query (SingleStream, MultiStream).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Profile file to write (default: the --device-file itself).",
+)
+def calibrate(measured: float, out: Path | None, **fields: Any) -> None:
+    """Fit a device profile's efficiency factor to one measured result; write the profile."""
+    from backends.simaccel.profiles import write_profile_file
+    from harness.calibrate import UNITS, fit_efficiency
+    from harness.predict import PredictRequest, prepare
+
+    target = out or fields["device_file"]
+    if target is None:
+        raise UserError("give --out FILE for the calibrated profile (or calibrate a --device-file)")
+    prediction = prepare(PredictRequest(**fields))
+    before = prediction.figure()[1]
+    profile = fit_efficiency(prediction, measured)
+    source = (
+        f"efficiency {profile.efficiency:g} fitted to {measured:g} "
+        f"{UNITS[prediction.request.scenario]} ({prediction.request.model} "
+        f"{prediction.request.scenario}, batch {prediction.batch_size}, density "
+        f"{prediction.request.density or 'as in the model'})"
+    )
+    profile = replace(profile, references=(*profile.references, source))
+    write_profile_file(profile, target)
+    click.echo(f"before: {before}")
+    click.echo(f"after:  {prediction.with_profile(profile).figure()[1]}")
+    click.echo(f"wrote {target}: {source}")
 
 
 @cli.group()

@@ -158,6 +158,7 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         output_names=workload.outputs,
         calibration=data.calibration,
         int8_activations=workload.int8_activations,
+        token_mask=workload.token_mask,
     )
     try:
         backend.load(handle)
@@ -166,9 +167,10 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
     except Exception as exc:
         on_fatal(exc)
     store = SampleStore(data.count, data.load)
+    reads = backend.inputs_read()
 
     def infer(indices: Sequence[int]) -> np.ndarray:
-        return workload.responses(backend.predict(store.batch(indices)))
+        return workload.responses(backend.predict(store.batch(indices, reads)))
 
     model_key = workload.loadgen_key
     user_values = effective_user_values(conf, model_key, spec.scenario)
@@ -219,6 +221,7 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         + (f" (at least {expected_s:.0f} s)" if expected_s else f" over {data.count} samples")
     )
     sut.start()
+    backend.start_measuring()
     try:
         with Progress(sut, expected_s):
             lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings)
@@ -228,6 +231,9 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         lg.DestroySUT(lg_sut)
 
     result = summarize(run_dir / "mlperf_log_detail.txt", spec.scenario, spec.mode)
+    result["backend_report"] = backend.report()
+    if result["backend_report"].get("warning"):
+        say(f"warning: {result['backend_report']['warning']}")
     result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
     result["synthetic_data"] = data.synthetic
     if spec.mode == "accuracy":

@@ -29,8 +29,17 @@ class SampleStore:
         if not np.any(self._rows >= 0):
             self._data = {}
 
-    def batch(self, indices: Sequence[int]) -> Batch:
+    def batch(self, indices: Sequence[int], only: frozenset[str] | None = None) -> Batch:
+        """The samples' inputs stacked; inputs not in ``only`` are zero-copy views of the
+        first sample repeated (right shape and dtype, no data gathered)."""
         rows = self._rows[np.asarray(indices, dtype=np.int64)]
         if np.any(rows < 0):
             raise RuntimeError("LoadGen asked for a sample that is not loaded")
-        return {name: values[rows] for name, values in self._data.items()}
+        return {
+            name: (
+                values[rows]
+                if only is None or name in only
+                else np.broadcast_to(values[rows[0]], (len(rows), *values.shape[1:]))
+            )
+            for name, values in self._data.items()
+        }

@@ -15,7 +15,18 @@ from submissions.compliance import check_compliance_run
 
 MODES = ("performance", "accuracy")
 # Backend options with a flag of their own on the command line; others are -o KEY=VALUE.
-BACKEND_FLAGS = ("precision", "threads", "density", "sparsity_pattern", "vector_size", "act_clip")
+BACKEND_FLAGS = (
+    "precision",
+    "threads",
+    "density",
+    "sparsity_pattern",
+    "vector_size",
+    "act_clip",
+    "device",
+    "device_file",
+    "tokens",
+    "functional",
+)
 
 
 @dataclass(frozen=True)
@@ -57,13 +68,18 @@ class RunSpec:
 
     @property
     def backend_label(self) -> str:
-        """Backend name plus its precision or weight density, for folder names and result
-        lines: onnxruntime-int8, sparse-int4-d0.125."""
-        name = self.backend.rpartition(":")[2] or self.backend
-        precision = self.backend_options.get("precision")
-        density = self.backend_options.get("density")
-        suffix = precision or (f"d{density:g}" if isinstance(density, (int, float)) else None)
-        return f"{name}-{suffix}" if suffix else name
+        """Backend name plus its device, precision and weight density, for folder names and
+        result lines: onnxruntime-int8, sparse-int4-d0.125, simaccel-moffett-s30-d0.0625."""
+        options = self.backend_options
+        device_file = options.get("device_file")
+        density = options.get("density")
+        parts = (
+            self.backend.rpartition(":")[2] or self.backend,
+            options.get("device") or (Path(device_file).stem if device_file else None),
+            options.get("precision"),
+            f"d{density:g}" if isinstance(density, (int, float)) else None,
+        )
+        return "-".join(part for part in parts if part)
 
 
 def validate(spec: RunSpec) -> list[ConfLine]:
@@ -95,6 +111,11 @@ def validate(spec: RunSpec) -> list[ConfLine]:
         raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
     if spec.compliance is not None:
         check_compliance_run(spec.compliance, workload.loadgen_key, spec.mode)
-    create_backend(spec.backend, spec.backend_options)  # names and options, nothing loaded
+    backend = create_backend(spec.backend, spec.backend_options)  # checks names and options
+    if spec.mode == "accuracy" and backend.timing_only:
+        raise UserError(
+            f"{spec.backend_label} computes no outputs (functional=off): accuracy mode needs "
+            "them; drop --functional off"
+        )
     model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
     return parse_user_conf(spec.user_conf, model_keys) if spec.user_conf else []

@@ -8,12 +8,16 @@ bound; batches still grow on their own when load is high.
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import queue
 import time
+from collections.abc import Callable, Sequence
 
 import mlperf_loadgen as lg
+import numpy as np
 
-from scenarios.base import WorkerPoolSUT
+from scenarios.base import ScenarioOptions, WorkerPoolSUT
 
 
 class ServerSUT(WorkerPoolSUT):
@@ -44,3 +48,33 @@ class ServerSUT(WorkerPoolSUT):
             self.run(batch)
             if stopping:
                 return
+
+
+def simulate(
+    arrivals: Sequence[float], options: ScenarioOptions, serve: Callable[[float, int], float]
+) -> np.ndarray:
+    """Each query's latency under the policy above, in modelled time rather than threads:
+    ``serve(dispatch_time, samples)`` says when a batch dispatched then is done (the worker
+    is busy until it is). With several workers, the one free first takes the next batch."""
+    timeout = options.server_batch_timeout_ms / 1000
+    free = [0.0] * options.workers
+    latencies = np.empty(len(arrivals))
+    first = 0
+    while first < len(arrivals):
+        start = max(heapq.heappop(free), arrivals[first])
+        deadline = start + timeout
+        limit = min(first + options.batch_size, len(arrivals))
+        end = bisect.bisect_right(arrivals, deadline, first, limit)  # arrived by the deadline
+        full = end - first == options.batch_size
+        dispatch = max(start, arrivals[end - 1]) if full else deadline
+        done = serve(dispatch, end - first)
+        latencies[first:end] = done - np.asarray(arrivals[first:end])
+        heapq.heappush(free, done)
+        first = end
+    return latencies
+
+
+def poisson_arrivals(qps: float, count: int, seed: int = 0) -> list[float]:
+    """Arrival times of ``count`` queries at a mean rate ``qps``, as LoadGen's Server issues."""
+    gaps = np.random.default_rng(seed).exponential(1 / qps, count)
+    return np.cumsum(gaps).tolist()

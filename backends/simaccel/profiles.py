@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+
+import tomli_w
 
 from harness.errors import UserError
 
@@ -50,6 +52,19 @@ class DeviceProfile:
 
     def peak_macs_per_s(self, dtype: str) -> float:
         return self.macs_per_cycle[dtype] * self.clock_ghz * 1e9
+
+    def default_dtype(self) -> str:
+        """The narrowest integer type the device computes in, else its first type."""
+        for dtype in ("int4", "int8", "bf16", "fp16"):
+            if dtype in self.macs_per_cycle:
+                return dtype
+        return next(iter(self.macs_per_cycle))
+
+    def check_dtype(self, dtype: str) -> None:
+        if dtype not in self.macs_per_cycle:
+            raise UserError(
+                f"{self.name} has no {dtype} MACs; it computes in {', '.join(self.macs_per_cycle)}"
+            )
 
 
 def _from_tops(tops: float, clock_ghz: float) -> float:
@@ -188,6 +203,13 @@ def get_profile(name: str) -> DeviceProfile:
         ) from None
 
 
+def resolve_profile(device: str | None, device_file: Path | str | None) -> DeviceProfile:
+    """The profile a command names: a built-in device or a TOML file, exactly one of them."""
+    if (device is None) == (device_file is None):
+        raise UserError("give one of --device NAME or --device-file FILE")
+    return load_profile_file(Path(device_file)) if device_file else get_profile(str(device))
+
+
 def load_profile_file(path: Path) -> DeviceProfile:
     """A user profile from TOML: unknown keys, missing fields, bad units or values are errors
     that name the file and the field."""
@@ -263,3 +285,15 @@ def _positive(where: str, value: object) -> float:
     if not value > 0:
         raise UserError(f"{where} must be positive, got {value}")
     return float(value)
+
+
+def write_profile_file(profile: DeviceProfile, path: Path) -> None:
+    """Save a profile as TOML that ``load_profile_file`` reads back to the same profile."""
+    body = {key: value for key, value in asdict(profile).items() if value is not None}
+    body["references"] = list(profile.references)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(tomli_w.dumps(body))
+        partial.replace(path)
+    except OSError as exc:
+        raise UserError(f"cannot write device file {path}: {exc.strerror}") from exc

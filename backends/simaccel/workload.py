@@ -2,8 +2,11 @@
 
 Weight-bearing Conv/Gemm/MatMul nodes are GEMMs (MACs, weights, zeros already in the model),
 as are activation x activation MatMuls (attention; no weights to prune); every other node is
-vector work, counted as the elements it reads and writes. Reading a large model
-(BERT-Large holds 1.3 GB of weights) takes seconds, so the figures are cached per model file.
+vector work, counted as the elements it reads and writes. For token models (integer inputs of
+shape [batch, L]) each layer also records how its work grows with a sample's token count:
+not at all, linearly (per-token layers) or quadratically (attention scores), read from how
+often L appears in its shapes. Reading a large model (BERT-Large holds 1.3 GB of weights)
+takes seconds, so the figures are cached per model file.
 """
 
 from __future__ import annotations
@@ -11,18 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from backends.sparse_int4.executor import gemm_geometry, is_kernel_node
 from harness.cache import cache_dir
 from harness.errors import UserError
 
-CACHE_VERSION = "3"
+CACHE_VERSION = "4"
 _ITEM_BYTES = {
     TensorProto.FLOAT: 4,
     TensorProto.INT64: 8,
@@ -31,8 +34,10 @@ _ITEM_BYTES = {
     TensorProto.INT8: 1,
     TensorProto.FLOAT16: 2,
 }
-# Ops that only relabel data (no work on a device's vector unit).
-LAYOUT_OPS = frozenset({"Constant", "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+# Ops that only relabel data; accelerators fold transposes into the GEMMs' addressing.
+LAYOUT_OPS = frozenset(
+    {"Constant", "Shape", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose"}
+)
 
 
 @dataclass(frozen=True)
@@ -44,31 +49,58 @@ class LayerWork:
     weight_zeros: int  # weights that are already zero in the model
     in_elements: int  # activation elements read per sample
     out_elements: int  # elements written per sample
+    token_power: int = 0  # work per sample grows as (tokens / L) ** token_power
 
     @property
     def is_gemm(self) -> bool:
         return self.macs > 0
 
 
-def _elements(name: str, types: dict[str, onnx.TypeProto]) -> int:
-    """Elements per sample of a value (dims after the batch); 0 where the shape is unknown."""
+def _dims(name: str, types: dict[str, onnx.TypeProto]) -> list[int]:
+    """A value's dims (0 where unknown); [] where its shape is unknown."""
     if name not in types or not types[name].tensor_type.HasField("shape"):
-        return 0
-    dims = [
+        return []
+    return [
         d.dim_value if d.HasField("dim_value") else 0 for d in types[name].tensor_type.shape.dim
     ]
-    return math.prod(dims[1:]) if len(dims) > 1 else 1
 
 
-def _last_dim(name: str, types: dict[str, onnx.TypeProto]) -> int:
-    dims = types[name].tensor_type.shape.dim if name in types else []
-    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else 0
+def _elements(name: str, types: dict[str, onnx.TypeProto]) -> int:
+    """Elements per sample of a value (dims after the batch); 0 where the shape is unknown."""
+    dims = _dims(name, types)
+    return math.prod(dims[1:]) if len(dims) > 1 else int(bool(dims))
+
+
+def _token_power(names: list[str], types: dict[str, onnx.TypeProto], tokens: int) -> int:
+    """How many per-sample dims of the largest of these values are the token count."""
+    if not tokens:
+        return 0
+    return max((_dims(n, types)[1:].count(tokens) for n in names), default=0)
 
 
 @dataclass(frozen=True)
 class ModelWork:
     layers: tuple[LayerWork, ...]
-    input_bytes: int  # bytes of model input per sample (sent over the host link)
+    float_input_elements: int  # per sample; sent in the device's compute type
+    other_input_bytes: int  # per sample; integer inputs (token ids) are sent as they are
+    tokens: int = 0  # L, the padded tokens per sample of a token model (0: not one)
+    # Per output: dims after the batch and numpy dtype, for timing-only responses.
+    outputs: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+
+
+def _tokens(inputs: list[onnx.ValueInfoProto]) -> int:
+    """L of a token model, whose inputs are all integer [batch, L] tensors; else 0."""
+    shapes = set()
+    for value in inputs:
+        tensor = value.type.tensor_type
+        if tensor.elem_type not in (TensorProto.INT64, TensorProto.INT32):
+            return 0
+        shapes.add(tuple(d.dim_value for d in tensor.shape.dim[1:]))
+    if len(shapes) == 1:
+        (shape,) = shapes
+        if len(shape) == 1:
+            return shape[0]
+    return 0
 
 
 def analyse(model: onnx.ModelProto) -> ModelWork:
@@ -76,35 +108,47 @@ def analyse(model: onnx.ModelProto) -> ModelWork:
     graph = inferred.graph
     types = {v.name: v.type for v in (*graph.input, *graph.value_info, *graph.output)}
     initializers = {t.name: t for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    tokens = _tokens(inputs)
     layers = []
     for node in graph.node:
+        if node.op_type in LAYOUT_OPS:
+            continue
         name = node.name or node.output[0]
+        values = [i for i in node.input if i and i not in initializers]
+        power = _token_power([*values, *node.output], types, tokens)
         if is_kernel_node(node, initializers):
             weight = numpy_helper.to_array(initializers[node.input[1]])
             rows, k, n, _ = gemm_geometry(node, tuple(weight.shape), types)
+            zeros = int(np.count_nonzero(weight == 0))
+            reads = _elements(node.input[0], types)  # the input itself, not its im2col
             layers.append(
-                LayerWork(
-                    name,
-                    node.op_type,
-                    macs=rows * k * n,
-                    weights=k * n,
-                    weight_zeros=int(np.count_nonzero(weight == 0)),
-                    in_elements=rows * k,
-                    out_elements=rows * n,
-                )
+                LayerWork(name, node.op_type, rows * k * n, k * n, zeros, reads, rows * n, power)
             )
-        elif node.op_type not in LAYOUT_OPS:
-            inputs = sum(_elements(i, types) for i in node.input if i and i not in initializers)
-            outputs = sum(_elements(o, types) for o in node.output)
-            # Activation x activation products (attention) are GEMMs without weights.
-            macs = outputs * _last_dim(node.input[0], types) if node.op_type == "MatMul" else 0
-            layers.append(LayerWork(name, node.op_type, macs, 0, 0, inputs, outputs))
-    input_bytes = sum(
-        _elements(v.name, types) * _ITEM_BYTES.get(v.type.tensor_type.elem_type, 4)
-        for v in graph.input
-        if v.name not in initializers
+            continue
+        reads = sum(_elements(i, types) for i in values)
+        writes = sum(_elements(o, types) for o in node.output)
+        # Activation x activation products (attention) are GEMMs without weights.
+        inner = _dims(node.input[0], types)[-1:] if node.op_type == "MatMul" else [0]
+        layers.append(LayerWork(name, node.op_type, writes * inner[0], 0, 0, reads, writes, power))
+    floats = sum(
+        _elements(v.name, types)
+        for v in inputs
+        if v.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
     )
-    return ModelWork(tuple(layers), input_bytes)
+    others = sum(
+        _elements(v.name, types) * _ITEM_BYTES.get(v.type.tensor_type.elem_type, 4)
+        for v in inputs
+        if v.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16)
+    )
+    outputs = {
+        v.name: (
+            tuple(_dims(v.name, types)[1:]),
+            np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)).name,
+        )
+        for v in graph.output
+    }
+    return ModelWork(tuple(layers), floats, others, tokens, outputs)
 
 
 def model_work(path: Path) -> ModelWork:
@@ -116,7 +160,8 @@ def model_work(path: Path) -> ModelWork:
     if cached.exists():
         body = json.loads(cached.read_text())
         layers = tuple(LayerWork(**row) for row in body["layers"])
-        return ModelWork(layers, body["input_bytes"])
+        outputs = {name: (tuple(dims), dtype) for name, (dims, dtype) in body["outputs"].items()}
+        return ModelWork(**{**body, "layers": layers, "outputs": outputs})
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises several types for unreadable files

@@ -69,6 +69,7 @@ class Workload:
     outputs: tuple[str, ...]  # what the backend must compute
     performance_sample_count: int  # LoadGen's built-in count for this model
     dataset_size: int  # samples in the official dataset (ImageNet val images, SQuAD features)
+    server_latency_ms: float  # the Server scenario's p99 latency bound
     builtin_model: Callable[[Progress], Path]  # builds (once) and returns the synthetic model
     open_data: Callable[[DataSource, Path, Progress], WorkloadData]
     responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows
@@ -77,3 +78,4 @@ class Workload:
     int8_activations: str = "static"
     uses_vocab: bool = False  # takes a tokenizer vocabulary (DataSource.vocab)
     response_dtype: str = "float32"  # element type of the official response rows
+    token_mask: str = ""  # the input whose nonzero entries are a sample's real tokens

@@ -207,11 +207,13 @@ def _workload(config: builder.BertConfig, questions: int) -> Workload:
         outputs=(builder.START_LOGITS, builder.END_LOGITS),
         performance_sample_count=DATASET_SIZE,
         dataset_size=DATASET_SIZE,
+        server_latency_ms=130.0,
         builtin_model=lambda progress: builtin_model(config, progress),
         open_data=_open_data(questions),
         responses=responses,
         int8_activations="dynamic",
         uses_vocab=True,
+        token_mask=builder.INPUT_MASK,
     )
 
 

@@ -115,6 +115,7 @@ RESNET50 = Workload(
     outputs=(builder.ARGMAX_OUTPUT,),
     performance_sample_count=BUILTIN_DATASET_COUNT,
     dataset_size=DATASET_SIZE,
+    server_latency_ms=15.0,
     builtin_model=builtin_model,
     open_data=open_data,
     responses=responses,
