@@ -191,7 +191,7 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
 
 def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> dict[str, Any]:
     """Backend options from the dedicated flags (taken out of ``fields``) and -o KEY=VALUE."""
-    flags = {name: fields.pop(name) for name in BACKEND_FLAGS}
+    flags = {name: fields.pop(name) for name in BACKEND_FLAGS if name in fields}
     options = {name: value for name, value in flags.items() if value is not None}
     options.update(parse_option(text) for text in extra_options)
     return options
