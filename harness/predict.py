@@ -193,8 +193,6 @@ def prepare(request: PredictRequest) -> Prediction:
             if request.scenario in SCENARIO_NAMES
             else f"unknown scenario {request.scenario!r}; choose one of {', '.join(SCENARIO_NAMES)}"
         )
-    if request.density is not None and not 0 < request.density <= 1:
-        raise UserError(f"density must be in (0, 1], got {request.density}")
     streams = request.scenario in ("SingleStream", "MultiStream")
     if request.batch is not None and (streams or request.batch < 1):
         raise UserError(
@@ -206,6 +204,7 @@ def prepare(request: PredictRequest) -> Prediction:
     if request.workers < 1:
         raise UserError(f"workers must be at least 1, got {request.workers}")
     profile.check_dtype(request.precision or profile.default_dtype())
+    Options(density=request.density)  # checks the density before any model is read
     if request.model_path is None:  # the built-in model needs no check: BERT-Large stays fast
         path = workload.builtin_model(say)
     else:

@@ -174,7 +174,7 @@ def test_predict_prints_layers_and_totals(builtin_model, capsys):
         (["--device", "a100-sxm", "--tokens", "some"], "tokens must be padded or real"),
     ],
 )
-def test_predict_bad_input_is_one_line(args, message, capsys):
+def test_predict_bad_input_is_one_line(args, message, capsys, builtin_model):
     from tests.conftest import run_cli
 
     code, _, err = run_cli(["predict", *args], capsys)

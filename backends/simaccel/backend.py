@@ -59,8 +59,6 @@ class SimAccelBackend(Backend):
         self.profile = resolve_profile(device, device_file)
         dtype = precision or self.profile.default_dtype()
         self.profile.check_dtype(dtype)
-        if density is not None and not 0 < float(density) <= 1:
-            raise UserError(f"density must be in (0, 1], got {density}")
         for option, value, choices in (
             ("tokens", tokens, TOKENS),
             ("functional", functional, FUNCTIONAL),

@@ -24,6 +24,7 @@ import numpy as np
 
 from backends.simaccel.profiles import DeviceProfile
 from backends.simaccel.workload import LayerWork, ModelWork
+from harness.errors import UserError
 
 BYTES = {"int4": 0.5, "int8": 1.0, "fp16": 2.0, "bf16": 2.0}
 BOUNDS = ("compute", "memory", "vector")
@@ -34,6 +35,10 @@ class Options:
     dtype: str = "int8"  # the device's compute type for weights and activations
     density: float | None = None  # weight density to model; None: the model's own zeros
     pattern: str = "unstructured"  # or N:M such as 2:4
+
+    def __post_init__(self) -> None:
+        if self.density is not None and not 0 < self.density <= 1:
+            raise UserError(f"density must be in (0, 1], got {self.density}")
 
 
 @dataclass(frozen=True)
