@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from harness.accuracy import imagenet_top1, read_responses
 from harness.errors import UserError
+from harness.loadgen_run import concurrent_rate
 from harness.qsl import SampleStore
 from harness.results import summarize
 
@@ -112,3 +114,29 @@ def test_sample_store_gathers_loaded_samples_by_qsl_index():
     store.unload_samples([7, 2, 5])
     with pytest.raises(RuntimeError, match="not loaded"):
         store.batch([5])
+
+
+def test_offline_warmup_counts_overlapping_workers():
+    """Two workers on a backend that overlaps calls (sleep releases the GIL) reach about twice
+    one worker's rate; the sample store is left empty."""
+    store = SampleStore(8, lambda idx: {"x": idx.astype(np.float32)})
+
+    def infer(indices):
+        time.sleep(0.02)
+        return store.batch(indices)["x"]
+
+    one = concurrent_rate(infer, store, 4, 1, 0.2)
+    two = concurrent_rate(infer, store, 4, 2, 0.2)
+    assert one < 4 / 0.02 and 1.6 < two / one < 2.2
+    with pytest.raises(RuntimeError, match="not loaded"):
+        store.batch([0])
+
+
+def test_offline_warmup_passes_a_backend_error_on():
+    store = SampleStore(8, lambda idx: {"x": idx.astype(np.float32)})
+
+    def infer(indices):
+        raise ValueError("device lost")
+
+    with pytest.raises(ValueError, match="device lost"):
+        concurrent_rate(infer, store, 4, 2, 0.1)
