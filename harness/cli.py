@@ -12,7 +12,7 @@ import click
 
 from harness.errors import UserError
 from harness.settings import SCENARIO_NAMES
-from harness.spec import BACKEND_FLAGS, MODES, RunSpec
+from harness.spec import BACKEND_FLAGS, MODES, RunSpec, parse_option
 from harness.workloads import WORKLOADS, get_workload
 
 EXIT_ERROR = 2
@@ -195,19 +195,6 @@ def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> d
     options = {name: value for name, value in flags.items() if value is not None}
     options.update(parse_option(text) for text in extra_options)
     return options
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """KEY=VALUE with the value read as an int, a float, or else a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise UserError(f"backend option {text!r} must look like KEY=VALUE")
-    for kind in (int, float):
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
-    return key, value
 
 
 def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
@@ -432,6 +419,137 @@ def calibrate(measured: float, out: Path | None, **fields: Any) -> None:
     click.echo(f"before: {before}")
     click.echo(f"after:  {prediction.with_profile(profile).figure()[1]}")
     click.echo(f"wrote {target}: {source}")
+
+
+# Where a comparison's tables go, and what it is checked against: shared by compare and report.
+output_flags = options(
+    click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder."),
+    click.option(
+        "--baseline-backend",
+        default=None,
+        help="Speed-ups in the tables are against this backend (default: the first one).",
+    ),
+    click.option(
+        "--baseline",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="results.json of an earlier comparison: fail when a cell's ratio to it regresses.",
+    ),
+    click.option(
+        "--fail-below",
+        type=float,
+        default=0.9,
+        show_default=True,
+        help="With --baseline: the lowest ratio (higher is better) that still passes.",
+    ),
+)
+
+
+@cli.command()
+@click.option("--models", default="resnet50", show_default=True, help="Comma-separated models.")
+@click.option(
+    "--backends",
+    default="onnxruntime:fp32,onnxruntime:int8",
+    show_default=True,
+    help="Comma-separated name[:main option][:key=value...], e.g. onnxruntime:int8, "
+    "sparse-int4:0.125, simaccel:moffett-s30.",
+)
+@click.option("--scenarios", default="Offline", show_default=True, help="Comma-separated.")
+@click.option("--preset", default="smoke", show_default=True, help="smoke, short or valid.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True)
+@click.option(
+    "--accuracy/--no-accuracy",
+    default=True,
+    show_default=True,
+    help="Also one Offline accuracy run per model and backend.",
+)
+@output_flags
+def compare(
+    models: str,
+    backends: str,
+    scenarios: str,
+    out: Path,
+    baseline_backend: str | None,
+    baseline: Path | None,
+    fail_below: float,
+    **settings: Any,
+) -> None:
+    """Run a models x backends x scenarios matrix and write its tables and report."""
+    from harness.compare.matrix import Matrix, estimate_s, run_cells
+    from harness.compare.publish import check_writable, match_baseline, read_baseline
+    from harness.compare.rows import backend_spec
+    from harness.loadgen_run import say
+
+    matrix = Matrix.parse(models, backends, scenarios, **settings)
+    choices = [choice.text for choice in matrix.backends]
+    base = _baseline_backend(baseline_backend, choices)
+    check_writable(out)
+    specs = matrix.specs(out / "runs")
+    if baseline is not None:
+        cells = [(s.model, backend_spec(s), s.scenario) for s in specs if s.mode == "performance"]
+        match_baseline(read_baseline(baseline), cells, baseline)
+    for cell in matrix.skipped():
+        say(f"skipped: {cell} (not defined for that model)")
+    minutes = estimate_s(specs) / 60
+    say(f"{len(specs)} runs (preset {matrix.preset}), about {minutes:.0f} min in all")
+    rows = run_cells(specs, say)
+    _publish(rows, out, base, baseline, fail_below)
+
+
+@cli.command()
+@click.argument("run_folders", nargs=-1, type=click.Path(path_type=Path))
+@output_flags
+def report(
+    run_folders: tuple[Path, ...],
+    out: Path,
+    baseline_backend: str | None,
+    baseline: Path | None,
+    fail_below: float,
+) -> None:
+    """Tables and report from existing run folders (or folders of runs), without re-running."""
+    from harness.compare.publish import check_writable, read_rows
+    from harness.compare.tables import backends
+
+    check_writable(out)
+    rows = read_rows(list(run_folders))
+    base = _baseline_backend(baseline_backend, backends(rows))
+    _publish(rows, out, base, baseline, fail_below)
+
+
+def _baseline_backend(name: str | None, choices: list[str]) -> str | None:
+    """The backend speed-ups are taken against: the named one (in its canonical spelling), or
+    the first."""
+    from harness.compare.choices import parse_backend
+
+    if name is None:
+        return choices[0] if choices else None
+    text = parse_backend(name).text
+    if text not in choices:
+        raise UserError(f"baseline backend {name!r} is not in the matrix ({', '.join(choices)})")
+    return text
+
+
+def _publish(
+    rows: list[dict], out: Path, base: str | None, baseline: Path | None, fail_below: float
+) -> None:
+    from harness.compare.publish import Regression, check_baseline, publish
+
+    check = check_baseline(rows, baseline, fail_below) if baseline is not None else None
+    for path in publish(rows, out, base, check):
+        click.echo(f"wrote {path}")
+    if check and check.failures:
+        raise Regression(
+            f"{len(check.failures)} cell(s) below {fail_below:g}x the baseline: "
+            + "; ".join(check.failures)
+        )
+    failed = [row for row in rows if row["status"] != "complete"]
+    if failed:
+        raise UserError(
+            f"{len(failed)} of {len(rows)} cell(s) failed (the others are in the tables): "
+            + "; ".join(f"{r['model']} {r['backend']} {r['scenario']} {r['mode']}" for r in failed)
+        )
+    click.echo(f"{len(rows)} cells, all finished")
 
 
 @cli.group()

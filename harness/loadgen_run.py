@@ -26,9 +26,10 @@ from harness import provenance
 from harness.accuracy import read_responses, write_accuracy_txt
 from harness.errors import UserError
 from harness.qsl import SampleStore
-from harness.results import summarize
+from harness.results import RUN_FORMAT, summarize
 from harness.settings import (
     COMPLIANT_PRESETS,
+    EARLY_STOPPING_QUERIES,
     PRESETS,
     ConfLine,
     effective_user_values,
@@ -134,6 +135,27 @@ def auto_settings(spec: RunSpec, infer, store: SampleStore) -> dict[str, str]:
     times = warmup(infer, store, batch, seconds)
     # LoadGen pre-generates min_duration / expected latency queries: err on the low side.
     return {"target_latency": format_number(round(0.75 * 1000 * min(times), 3))}
+
+
+def run_plan(settings: lg.TestSettings, scenario: str) -> tuple[float, str]:
+    """How long a performance run will take and how many queries it needs, from its settings
+    (LoadGen runs until both the minimum duration and the minimum query count are met)."""
+    minimum_s, queries = settings.min_duration_ms / 1000, settings.min_query_count
+    seconds_per_query = {
+        "Offline": 0.0,  # one query, sized to last the minimum duration
+        "Server": 1 / max(settings.server_target_qps, 1e-9),
+        "SingleStream": settings.single_stream_expected_latency_ns / 1e9,
+        "MultiStream": settings.multi_stream_expected_latency_ns / 1e9,
+    }[scenario]
+    expected_s = max(minimum_s, queries * seconds_per_query)
+    plan = f"about {expected_s:.0f} s (at least {minimum_s:.0f} s"
+    if scenario in EARLY_STOPPING_QUERIES:
+        percentile = 90 if scenario == "SingleStream" else 99
+        plan += (
+            f" and {queries} queries; early stopping needs at least "
+            f"{EARLY_STOPPING_QUERIES[scenario]} for its p{percentile} estimate"
+        )
+    return expected_s, plan + ")"
 
 
 def write_json(path: Path, body: dict) -> None:
@@ -243,11 +265,10 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
     perf_count = min(data.count, workload.performance_sample_count)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     lg_qsl = lg.ConstructQSL(data.count, perf_count, store.load_samples, store.unload_samples)
-    expected_s = settings.min_duration_ms / 1000 if spec.mode == "performance" else 0
-    say(
-        f"LoadGen {spec.scenario} {spec.mode} run started"
-        + (f" (at least {expected_s:.0f} s)" if expected_s else f" over {data.count} samples")
-    )
+    expected_s, plan = run_plan(settings, spec.scenario)
+    if spec.mode == "accuracy":
+        expected_s, plan = 0, f"over {data.count} samples"
+    say(f"LoadGen {spec.scenario} {spec.mode} run started: {plan}")
     sut.start()
     backend.start_measuring()
     try:
@@ -285,5 +306,6 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
             "seeds": result["seeds"],
         },
     )
+    result["format"] = RUN_FORMAT
     result["status"] = "complete"
     write_json(run_dir / "result.json", result)

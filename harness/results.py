@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.errors import UserError
 
 PREFIX = ":::MLLOG "
+# The layout of result.json and run.json; reports refuse folders of another one.
+RUN_FORMAT = 2
 # Each scenario's official metric: detail-log key, units, and a divisor into those units.
 METRICS = {
     "Offline": ("result_samples_per_second", "samples/s", 1.0),

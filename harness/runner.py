@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.loadgen_run import ERROR_FILE, child_main, say, write_json
 from harness.models.check import check_model
+from harness.results import RUN_FORMAT
 from harness.spec import RunSpec, validate
 from harness.workloads import get_workload
 from submissions.compliance import AUDIT_CONFIG, audit_config
@@ -82,7 +83,7 @@ def run(spec: RunSpec) -> RunOutcome:
     except KeyboardInterrupt:
         process.terminate()
         process.join()
-        _fail(staging, name, "interrupted by the user")
+        _fail(spec, staging, name, "interrupted by the user")
     if process.exitcode != 0:
         error_file = staging / ERROR_FILE
         if error_file.exists():
@@ -91,12 +92,22 @@ def run(spec: RunSpec) -> RunOutcome:
             message = f"the run process was killed by signal {-process.exitcode}"
         else:
             message = f"the run process exited with code {process.exitcode}"
-        _fail(staging, name, message)
+        _fail(spec, staging, name, message)
     folder = _publish(staging, name)
     return RunOutcome(folder, json.loads((folder / "result.json").read_text()))
 
 
-def _fail(staging: Path, name: str, message: str) -> None:
-    write_json(staging / "result.json", {"status": "failed", "error": message})
-    folder = _publish(staging, name + FAILED_SUFFIX)
-    raise UserError(f"{message} (run failed; logs kept in {folder})")
+class RunFailed(UserError):
+    """A run that started and failed; its folder keeps the logs."""
+
+    def __init__(self, message: str, folder: Path) -> None:
+        super().__init__(f"{message} (run failed; logs kept in {folder})")
+        self.folder = folder
+
+
+def _fail(spec: RunSpec, staging: Path, name: str, message: str) -> None:
+    write_json(
+        staging / "result.json",
+        {"format": RUN_FORMAT, "status": "failed", "error": message, "spec": spec.to_json()},
+    )
+    raise RunFailed(message, _publish(staging, name + FAILED_SUFFIX))

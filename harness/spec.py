@@ -82,6 +82,19 @@ class RunSpec:
         return "-".join(part for part in parts if part)
 
 
+def parse_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with the value read as an int, a float, or else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UserError(f"backend option {text!r} must look like KEY=VALUE")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def validate(spec: RunSpec) -> list[ConfLine]:
     """Check names, numbers and paths; return the parsed user.conf lines."""
     workload = get_workload(spec.model)

@@ -1,0 +1,1 @@
+"""``sparseperf compare`` and ``report``: backend matrices, their tables, plots and regressions."""

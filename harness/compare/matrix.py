@@ -1,0 +1,117 @@
+"""``sparseperf compare``: every model x backend x scenario cell as an ordinary run folder.
+A cell that fails is recorded with its reason and the matrix goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from backends import create_backend
+from harness.compare.choices import BackendChoice, parse_backend
+from harness.compare.rows import failed_row, read_row
+from harness.errors import UserError
+from harness.settings import PRESETS, SCENARIO_NAMES
+from harness.spec import RunSpec
+from harness.workloads import get_workload
+
+# Per run, beyond LoadGen's minimum duration: process start, model and data loading, warm-up.
+RUN_OVERHEAD_S = 15.0
+
+
+def split_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UserError(f"no {what} given; list them separated by commas")
+    return list(dict.fromkeys(items))
+
+
+@dataclass(frozen=True)
+class Matrix:
+    models: tuple[str, ...]
+    backends: tuple[BackendChoice, ...]
+    scenarios: tuple[str, ...]
+    preset: str = "smoke"
+    accuracy: bool = True  # one Offline accuracy run per model and backend that has outputs
+    batch_size: int = 8
+    workers: int = 1
+
+    @classmethod
+    def parse(cls, models: str, backends: str, scenarios: str, **settings: Any) -> Matrix:
+        """Check every name before anything runs."""
+        model_names = tuple(split_list(models, "models"))
+        for model in model_names:
+            get_workload(model)
+        scenario_names = tuple(split_list(scenarios, "scenarios"))
+        for scenario in scenario_names:
+            if scenario not in SCENARIO_NAMES:
+                raise UserError(
+                    f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIO_NAMES)}"
+                )
+        choices = tuple(parse_backend(text) for text in split_list(backends, "backends"))
+        if settings.get("preset", cls.preset) not in PRESETS:
+            raise UserError(f"unknown preset {settings['preset']!r}; choose {', '.join(PRESETS)}")
+        return cls(model_names, choices, scenario_names, **settings)
+
+    def specs(self, runs_dir: Path) -> list[RunSpec]:
+        """The cells, in order: performance per scenario, then accuracy (Offline)."""
+        specs = []
+        for model in self.models:
+            defined = get_workload(model).scenarios
+            for choice in self.backends:
+                base = RunSpec(
+                    model=model,
+                    backend=choice.backend,
+                    backend_options=choice.options,
+                    preset=self.preset,
+                    batch_size=self.batch_size,
+                    workers=self.workers,
+                    runs_dir=runs_dir,
+                )
+                specs += [replace(base, scenario=s) for s in self.scenarios if s in defined]
+                if self.accuracy and not create_backend(choice.backend, choice.options).timing_only:
+                    specs.append(replace(base, mode="accuracy"))
+        return specs
+
+    def skipped(self) -> list[str]:
+        """Cells the matrix names that a model does not define (e.g. bert-large MultiStream)."""
+        return [
+            f"{model} {scenario}"
+            for model in self.models
+            for scenario in self.scenarios
+            if scenario not in get_workload(model).scenarios
+        ]
+
+
+def estimate_s(specs: list[RunSpec]) -> float:
+    """Roughly how long the matrix takes: each run's minimum duration plus its overhead."""
+    total = 0.0
+    for spec in specs:
+        if spec.mode == "accuracy":
+            total += RUN_OVERHEAD_S
+            continue
+        duration = PRESETS[spec.preset][spec.scenario].get("min_duration", 600_000)
+        total += duration / 1000 + RUN_OVERHEAD_S
+    return total
+
+
+def run_cells(specs: list[RunSpec], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Run each cell; a failed one becomes a failed row and the rest go on."""
+    from harness.runner import RunFailed, run  # heavy imports only when runs start
+
+    rows = []
+    for number, spec in enumerate(specs, start=1):
+        say(f"cell {number}/{len(specs)}: {spec.model} {spec.backend_label} {spec.scenario} "
+            f"{spec.mode}")  # fmt: skip
+        try:
+            outcome = run(spec)
+        except RunFailed as exc:
+            say(f"cell {number} failed: {exc}")
+            rows.append(failed_row(spec, str(exc), exc.folder))
+        except UserError as exc:  # refused before it started, e.g. a model/backend mismatch
+            say(f"cell {number} not run: {exc}")
+            rows.append(failed_row(spec, str(exc), None))
+        else:
+            rows.append(read_row(outcome.folder))
+    return rows
