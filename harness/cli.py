@@ -189,6 +189,32 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     click.echo(result_line(spec, outcome.result, outcome.folder))
 
 
+@cli.command()
+@click.option("--scenario", default="Server", show_default=True, help=", ".join(SCENARIO_NAMES))
+@run_options(preset_default="short")
+@click.option("--retune", is_flag=True, help="Search again even when a value is stored.")
+def tune(extra_options: tuple[str, ...], retune: bool, **fields: Any) -> None:
+    """Find the LoadGen target (Server QPS, expected latency or QPS) with short probe runs and
+    store it for later runs on this host, backend, model and scenario."""
+    from harness.loadgen_run import say
+    from harness.spec import validate
+    from harness.tune import loadgen_probe, save, store_key, store_path, stored, tune
+
+    spec = RunSpec(backend_options=backend_options(fields, extra_options), **fields)
+    validate(spec)
+    kept = stored(spec)
+    if kept is not None and not retune:
+        click.echo(f"stored for {store_key(spec)}: {kept.describe()}; --retune searches again")
+        return
+    start = float(kept.values["target_qps"]) if kept and spec.scenario == "Server" else None
+    tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start)
+    save(spec, tuned)
+    click.echo(
+        f"TUNED {spec.model} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
+        f"-> {store_path()}; later runs use it"
+    )
+
+
 def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> dict[str, Any]:
     """Backend options from the dedicated flags (taken out of ``fields``) and -o KEY=VALUE."""
     flags = {name: fields.pop(name) for name in BACKEND_FLAGS if name in fields}
@@ -458,6 +484,7 @@ output_flags = options(
 @click.option("--preset", default="smoke", show_default=True, help="smoke, short or valid.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
+@click.option("--dataset-count", type=int, default=None, help="Use only the first N samples.")
 @click.option(
     "--accuracy/--no-accuracy",
     default=True,

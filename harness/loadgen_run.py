@@ -37,6 +37,7 @@ from harness.settings import (
     render_user_conf,
 )
 from harness.spec import RunSpec
+from harness.tune import store_key, stored
 from harness.workloads import get_workload
 from scenarios import ScenarioOptions, make_sut
 
@@ -234,14 +235,22 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
             )
         )
     if spec.mode == "performance":
-        try:
-            tuned = auto_settings(spec, infer, store)
-        except Exception as exc:
-            on_fatal(exc)
+        kept = stored(spec)
+        if kept is not None:
+            source, tuned = f"stored by sparseperf tune for {store_key(spec)}", kept.values
+        else:
+            source = "measured in a warm-up before the run"
+            try:
+                tuned = auto_settings(spec, infer, store)
+            except Exception as exc:
+                on_fatal(exc)
         tuned = {k: v for k, v in tuned.items() if k not in user_values}
-        if tuned:
+        if tuned and kept is not None:
+            say(f"using stored {kept.describe()}; `sparseperf tune --retune` refreshes it")
+        elif tuned:
             say("from warm-up: " + ", ".join(f"{k} = {v}" for k, v in tuned.items()))
-            sections.append(("measured in a warm-up before the run", tuned))
+        if tuned:
+            sections.append((source, tuned))
     sections.append((f"user.conf {spec.user_conf}", user_values))
     user_conf = run_dir / "user.conf"
     user_conf.write_text(render_user_conf(model_key, spec.scenario, sections))

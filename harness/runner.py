@@ -102,6 +102,7 @@ class RunFailed(UserError):
 
     def __init__(self, message: str, folder: Path) -> None:
         super().__init__(f"{message} (run failed; logs kept in {folder})")
+        self.reason = message  # as the failed folder's result.json records it
         self.folder = folder
 
 

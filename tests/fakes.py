@@ -58,3 +58,17 @@ class VettedBackend(InstantBackend):
             "weight_data_types": "fp32",
             "weight_transformations": "none",
         }
+
+
+class FixedTimeBackend(InstantBackend):
+    """Takes ``service_ms`` per batch whatever its size (the sleep releases the GIL, as a
+    device would): a backend whose Server capacity is known in advance."""
+
+    name = "fixed-time"
+
+    def __init__(self, service_ms: float = 5.0) -> None:
+        self._service_s = service_ms / 1000
+
+    def predict(self, inputs: Batch) -> Batch:
+        time.sleep(self._service_s)
+        return super().predict(inputs)

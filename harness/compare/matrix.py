@@ -36,6 +36,7 @@ class Matrix:
     accuracy: bool = True  # one Offline accuracy run per model and backend that has outputs
     batch_size: int = 8
     workers: int = 1
+    dataset_count: int | None = None  # the first N samples of each built-in data set
 
     @classmethod
     def parse(cls, models: str, backends: str, scenarios: str, **settings: Any) -> Matrix:
@@ -67,6 +68,7 @@ class Matrix:
                     preset=self.preset,
                     batch_size=self.batch_size,
                     workers=self.workers,
+                    dataset_count=self.dataset_count,
                     runs_dir=runs_dir,
                 )
                 specs += [replace(base, scenario=s) for s in self.scenarios if s in defined]
@@ -108,7 +110,7 @@ def run_cells(specs: list[RunSpec], say: Callable[[str], None]) -> list[dict[str
             outcome = run(spec)
         except RunFailed as exc:
             say(f"cell {number} failed: {exc}")
-            rows.append(failed_row(spec, str(exc), exc.folder))
+            rows.append(failed_row(spec, exc.reason, exc.folder))
         except UserError as exc:  # refused before it started, e.g. a model/backend mismatch
             say(f"cell {number} not run: {exc}")
             rows.append(failed_row(spec, str(exc), None))

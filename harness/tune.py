@@ -1,0 +1,201 @@
+"""``sparseperf tune``: the LoadGen settings a run should use, found by short probe runs and
+stored per (host, backend, model, scenario, batching) for later runs to reuse.
+
+Server: the highest VALID target QPS, bracketed by doubling or halving from the warm-up's
+estimate, then bisected, then confirmed once at the run's own preset. SingleStream/MultiStream:
+the expected latency, and Offline: the expected QPS, from one probe run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import provenance
+from harness.cache import cache_dir
+from harness.errors import UserError
+from harness.settings import EARLY_STOPPING_QUERIES, format_number
+from harness.spec import RunSpec
+from harness.workloads import get_workload
+
+STORE_FILE = "tuned.json"
+MAX_PROBES = 10  # search probes, the confirmation run included
+PRECISION = 1.1  # bisect until the VALID and INVALID rates are within 10%
+PROBE_PRESET = "smoke"
+
+
+@dataclass(frozen=True)
+class Tuned:
+    values: dict[str, str]  # LoadGen keys: target_qps or target_latency
+    when: str  # UTC, ISO 8601
+    probes: int
+    note: str  # how it was found
+
+    def describe(self) -> str:
+        settings = ", ".join(f"{k} = {v}" for k, v in self.values.items())
+        return f"{settings} (tuned {self.when}, {self.probes} probe run(s): {self.note})"
+
+
+def store_key(spec: RunSpec) -> str:
+    """What a tuned value depends on: the machine, the backend and how queries are batched."""
+    host = provenance.host()
+    return " | ".join(
+        str(part)
+        for part in (
+            f"{host['cpu']} x{host['cores']}",
+            spec.backend_label,
+            spec.model,
+            spec.scenario,
+            f"batch {spec.batch_size}",
+            f"workers {spec.workers}",
+            f"timeout {spec.server_batch_timeout_ms:g} ms",
+        )
+    )
+
+
+def store_path() -> Path:
+    return cache_dir() / STORE_FILE
+
+
+def _read_store(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(
+            f"tuned-values file {path} is unreadable ({exc}); delete it and tune again"
+        ) from exc
+    return body if isinstance(body, dict) else {}
+
+
+def stored(spec: RunSpec) -> Tuned | None:
+    """The tuned values stored for this run's key, if any."""
+    entry = _read_store(store_path()).get(store_key(spec))
+    return Tuned(**entry) if entry else None
+
+
+def save(spec: RunSpec, tuned: Tuned) -> None:
+    """Store atomically, so that a crash never leaves a half-written file."""
+    path = store_path()
+    body = _read_store(path)
+    body[store_key(spec)] = tuned.__dict__
+    partial = path.with_suffix(f".partial-{os.getpid()}")
+    partial.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, path)
+
+
+@dataclass(frozen=True)
+class Probe:
+    value: float  # the run's metric: samples/s, queries/s or ms
+    valid: bool
+    target_qps: float | None
+    reasons: tuple[str, ...] = ()  # why LoadGen found it INVALID
+
+
+# Runs one probe: the spec (its preset: short probe or confirmation) and the user.conf
+# values to force; returns what it measured.
+Prober = Callable[[RunSpec, dict[str, str]], Probe]
+
+
+def tune(spec: RunSpec, probe: Prober, say: Callable[[str], None], start: float | None) -> Tuned:
+    """Probe runs use the smoke preset; the Server confirmation uses ``spec``'s own. ``start``
+    is a Server rate to start from (a value stored earlier), else the warm-up's estimate."""
+    if spec.mode != "performance":
+        raise UserError("tune finds performance settings; drop --mode accuracy")
+    short = replace(spec, preset=PROBE_PRESET)
+    if spec.scenario == "Server":
+        return _tune_server(spec, short, probe, say, start)
+    result = probe(short, {})
+    if spec.scenario == "Offline":
+        values = {"target_qps": format_number(round(result.value, 1))}
+        note = "Offline samples/s of one probe run"
+    else:
+        values = {"target_latency": format_number(round(result.value, 3))}
+        note = f"{spec.scenario} early-stopping latency of one probe run"
+    return Tuned(values, _now(), 1, note)
+
+
+def _tune_server(
+    spec: RunSpec, short: RunSpec, probe: Prober, say: Callable[[str], None], start: float | None
+) -> Tuned:
+    """Bracket the highest VALID target QPS by doubling or halving, bisect it, confirm it."""
+    probes = 0
+
+    def valid_at(run: RunSpec, qps: float | None) -> tuple[bool, float]:
+        nonlocal probes
+        probes += 1
+        result = probe(run, {} if qps is None else {"target_qps": format_number(round(qps, 2))})
+        qps = qps or result.target_qps or result.value
+        verdict = "VALID" if result.valid else f"INVALID ({'; '.join(result.reasons)})"
+        say(f"probe {probes} ({run.preset}): {qps:.4g} queries/s -> {verdict}")
+        return result.valid, qps
+
+    valid, rate = valid_at(short, start)  # without a start: the warm-up's estimate
+    low, high = (rate, None) if valid else (None, rate)
+    # Two probes are kept for the confirmation and one step down from it.
+    while (low is None or high is None) and probes < MAX_PROBES - 2:
+        candidate = low * 2 if low is not None else high / 2
+        if valid_at(short, candidate)[0]:
+            low = candidate
+        else:
+            high = candidate
+    if low is None:
+        raise UserError(
+            f"no VALID Server rate down to {high:.4g} queries/s in {probes} probes: the backend "
+            "cannot meet the latency bound (try another --batch-size or --workers)"
+        )
+    while high is not None and high / low > PRECISION and probes < MAX_PROBES - 2:
+        middle = (low * high) ** 0.5
+        if valid_at(short, middle)[0]:
+            low = middle
+        else:
+            high = middle
+    for attempt in (low, low / PRECISION):  # a longer run may disagree: step down once
+        if valid_at(spec, attempt)[0]:
+            note = (
+                f"highest VALID Server rate in smoke probes, bracketed and bisected to "
+                f"{100 * (PRECISION - 1):.0f}%, confirmed at preset {spec.preset}"
+            )
+            return Tuned({"target_qps": format_number(round(attempt, 2))}, _now(), probes, note)
+    raise UserError(
+        f"the rate found ({low:.4g} queries/s) was not VALID when confirmed at preset "
+        f"{spec.preset}; the machine may be busy: tune again with --retune"
+    )
+
+
+def loadgen_probe(probe_dir: Path) -> Prober:
+    """Probes as ordinary runs in ``probe_dir``. Their user.conf is the user's, with the values
+    to force added most specifically; smoke probes of Server and MultiStream also run the
+    queries early stopping needs, unless the user's user.conf sets a count."""
+
+    def probe(spec: RunSpec, values: dict[str, str]) -> Probe:
+        from harness.runner import run
+
+        key = get_workload(spec.model).loadgen_key
+        lines = []
+        if spec.preset == PROBE_PRESET and spec.scenario in EARLY_STOPPING_QUERIES:
+            lines.append(f"*.*.min_query_count = {EARLY_STOPPING_QUERIES[spec.scenario]}")
+        if spec.user_conf:
+            lines.append(spec.user_conf.read_text())
+        lines += [f"{key}.{spec.scenario}.{k} = {v}" for k, v in values.items()]
+        probe_dir.mkdir(parents=True, exist_ok=True)
+        conf = probe_dir / "probe-user.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        result = run(replace(spec, user_conf=conf, runs_dir=probe_dir)).result
+        return Probe(
+            result["value"],
+            result["validity"] == "VALID",
+            result.get("target_qps"),
+            tuple(result["invalid_reasons"]),
+        )
+
+    return probe
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
