@@ -144,7 +144,7 @@ def test_report_refuses_incomplete_and_old_folders(make, message, tmp_path, caps
 def test_bad_matrix_and_outputs_fail_before_any_run(compared, tmp_path, capsys):
     out, _, _ = compared
     blocker = tmp_path / "file"
-    blocker.write_text("")
+    blocker.write_text("[1, 2]")
     for args, message in [
         (["--backends", "onnxruntime:fp64"], "precision"),
         (["--backends", "warp-drive"], "unknown backend 'warp-drive'"),

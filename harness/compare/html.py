@@ -29,8 +29,10 @@ def write_report(
     out: Path,
     baseline: str | None,
     title: str = "sparseperf comparison",
+    first: tuple[tables.Table, ...] = (),
 ) -> Path:
-    """Write ``out/report.html`` from the same tables as summary.md; returns its path."""
+    """Write ``out/report.html`` from the same tables as summary.md (``first``, such as the
+    baseline check, ahead of them); returns its path."""
     sections = [
         (heading, [Markup(svg.bar_chart(c, f"{key}{i}")) for i, c in enumerate(charts)])
         for key, heading, charts in (
@@ -51,7 +53,7 @@ def write_report(
         simulated=any(r["modelled_samples_per_joule"] is not None for r in rows),
         cells=len(rows),
         failed=sum(r["status"] != "complete" for r in rows),
-        tables=tables.all_tables(rows, baseline),
+        tables=[*first, *tables.all_tables(rows, baseline)],
         invalid_mark=tables.INVALID_MARK,
         sections=sections,
     )

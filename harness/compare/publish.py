@@ -147,7 +147,7 @@ def publish(
     write_rows(rows, out)
     summary = summary_markdown(rows, baseline_backend, check)
     (out / "summary.md").write_text(summary)
-    report = write_report(rows, out, baseline_backend)
+    report = write_report(rows, out, baseline_backend, first=(check.table,) if check else ())
     if os.environ.get(STEP_SUMMARY):
         with open(os.environ[STEP_SUMMARY], "a") as f:
             f.write(summary + "\n")
