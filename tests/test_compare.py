@@ -13,6 +13,9 @@ import pytest
 
 from harness.cli import main
 from harness.compare.choices import parse_backend
+from harness.compare.publish import summary_markdown
+from harness.compare.rows import empty_row
+from harness.compare.tables import cell
 from harness.errors import UserError
 from tests.conftest import SMALL_DATASET, run_cli
 
@@ -52,6 +55,15 @@ def test_backend_choices_have_one_spelling():
     ]:
         with pytest.raises(UserError, match=message):
             parse_backend(bad)
+
+
+def test_cells_mark_invalid_failed_and_host_bound_results():
+    row = empty_row(status="complete", value=96049.2, units="samples/s", validity="VALID")
+    assert cell(row) == "9.605e+04 samples/s"
+    assert cell({**row, "validity": "INVALID"}) == "X 9.605e+04 samples/s"
+    assert cell({**row, "host_bound": True}) == "9.605e+04 samples/s (host-bound)"
+    assert cell({**row, "status": "failed"}) == "failed"
+    assert "host-bound" in summary_markdown([{**row, "host_bound": True}], None, None)
 
 
 def test_compare_records_every_cell_and_goes_on_after_a_failure(compared):

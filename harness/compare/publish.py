@@ -125,6 +125,11 @@ def summary_markdown(
                      "is agreement with the FP32 reference.")  # fmt: skip
     if any(r["modelled_samples_per_joule"] is not None for r in rows):
         lines.append("- simaccel rows are **simulated** devices: modelled, not measured.")
+    if any(r["host_bound"] for r in rows):
+        lines.append(
+            "- Cells marked **host-bound** show the host's speed, not the simulated device's "
+            "(e.g. its functional model was slower; try functional=off)."
+        )
     failed = sum(r["status"] != "complete" for r in rows)
     lines.append(f"- {len(rows)} cells, {failed} failed; invalid results are marked `X `.")
     lines.append("")

@@ -12,6 +12,7 @@ from harness.settings import SCENARIO_NAMES
 LATENCY_UNITS = "ms"  # SingleStream/MultiStream metrics: lower is better
 INVALID_MARK = "X "
 MISSING = "-"
+HOST_BOUND = " (host-bound)"  # the host's speed, not the simulated device's
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,15 @@ def scenarios(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cell(row: dict[str, Any] | None) -> str:
-    """A metric as a table shows it: invalid results prefixed "X ", failed runs "failed"."""
+    """A metric as a table shows it: invalid results prefixed "X ", failed runs "failed", and
+    a simulated device the host could not keep up with marked host-bound."""
     if row is None:
         return MISSING
     if row["status"] == "failed":
         return "failed"
     text = f"{row['value']:.4g} {row['units']}"
+    if row["host_bound"]:
+        text += HOST_BOUND
     return text if row["validity"] == "VALID" else INVALID_MARK + text
 
 
