@@ -237,19 +237,20 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
     if spec.mode == "performance":
         kept = stored(spec)
         if kept is not None:
-            source, tuned = f"stored by sparseperf tune for {store_key(spec)}", kept.values
+            source, found = f"stored by sparseperf tune for {store_key(spec)}", kept.values
         else:
             source = "measured in a warm-up before the run"
             try:
-                tuned = auto_settings(spec, infer, store)
+                found = auto_settings(spec, infer, store)
             except Exception as exc:
                 on_fatal(exc)
-        tuned = {k: v for k, v in tuned.items() if k not in user_values}
-        if tuned and kept is not None:
-            say(f"using stored {kept.describe()}; `sparseperf tune --retune` refreshes it")
-        elif tuned:
-            say("from warm-up: " + ", ".join(f"{k} = {v}" for k, v in tuned.items()))
+        tuned = {k: v for k, v in found.items() if k not in user_values}
         if tuned:
+            say(
+                f"using stored {kept.describe()}; `sparseperf tune --retune` refreshes it"
+                if kept is not None
+                else "from warm-up: " + ", ".join(f"{k} = {v}" for k, v in tuned.items())
+            )
             sections.append((source, tuned))
     sections.append((f"user.conf {spec.user_conf}", user_values))
     user_conf = run_dir / "user.conf"
@@ -274,9 +275,11 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
     perf_count = min(data.count, workload.performance_sample_count)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
     lg_qsl = lg.ConstructQSL(data.count, perf_count, store.load_samples, store.unload_samples)
-    expected_s, plan = run_plan(settings, spec.scenario)
-    if spec.mode == "accuracy":
-        expected_s, plan = 0, f"over {data.count} samples"
+    expected_s, plan = (
+        run_plan(settings, spec.scenario)
+        if spec.mode == "performance"
+        else (0.0, f"over {data.count} samples")
+    )
     say(f"LoadGen {spec.scenario} {spec.mode} run started: {plan}")
     sut.start()
     backend.start_measuring()

@@ -25,7 +25,7 @@ from backends.simaccel.timing import (
 from backends.simaccel.workload import ModelWork, model_work
 from harness.errors import UserError
 from harness.loadgen_run import say
-from harness.settings import SCENARIO_NAMES
+from harness.settings import SCENARIO_NAMES, check_choice
 from harness.workloads import get_workload
 from harness.workloads.base import DataSource
 from scenarios import ScenarioOptions
@@ -186,12 +186,11 @@ def prepare(request: PredictRequest) -> Prediction:
     """Check the request and read what it needs (profile, model work, token counts)."""
     profile = resolve_profile(request.device, request.device_file)
     workload = get_workload(request.model)
+    check_choice("scenario", request.scenario, SCENARIO_NAMES)
     if request.scenario not in workload.scenarios:
         raise UserError(
             f"{request.scenario} is not defined for {request.model}; it runs "
             f"{', '.join(workload.scenarios)}"
-            if request.scenario in SCENARIO_NAMES
-            else f"unknown scenario {request.scenario!r}; choose one of {', '.join(SCENARIO_NAMES)}"
         )
     streams = request.scenario in ("SingleStream", "MultiStream")
     if request.batch is not None and (streams or request.batch < 1):

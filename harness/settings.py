@@ -53,6 +53,13 @@ KNOWN_KEYS = frozenset(
     }
 )
 
+
+def check_choice(kind: str, name: str, choices: tuple[str, ...] | dict) -> None:
+    """A name (scenario, preset, mode) must be one of its choices."""
+    if name not in choices:
+        raise UserError(f"unknown {kind} {name!r}; choose one of {', '.join(choices)}")
+
+
 # The fewest queries LoadGen's early stopping accepts: p90 for SingleStream, p99 otherwise.
 EARLY_STOPPING_QUERIES = {"SingleStream": 64, "MultiStream": 662, "Server": 662}
 

@@ -8,7 +8,14 @@ from typing import Any
 
 from backends import create_backend
 from harness.errors import UserError
-from harness.settings import COMPLIANT_PRESETS, PRESETS, SCENARIO_NAMES, ConfLine, parse_user_conf
+from harness.settings import (
+    COMPLIANT_PRESETS,
+    PRESETS,
+    SCENARIO_NAMES,
+    ConfLine,
+    check_choice,
+    parse_user_conf,
+)
 from harness.workloads import WORKLOADS, get_workload
 from harness.workloads.base import DataSource
 from submissions.compliance import check_compliance_run
@@ -98,19 +105,14 @@ def parse_option(text: str) -> tuple[str, Any]:
 def validate(spec: RunSpec) -> list[ConfLine]:
     """Check names, numbers and paths; return the parsed user.conf lines."""
     workload = get_workload(spec.model)
-    if spec.scenario not in SCENARIO_NAMES:
-        raise UserError(
-            f"unknown scenario {spec.scenario!r}; choose one of {', '.join(SCENARIO_NAMES)}"
-        )
+    check_choice("scenario", spec.scenario, SCENARIO_NAMES)
     if spec.scenario not in workload.scenarios:
         raise UserError(
             f"{spec.scenario} is not defined for {spec.model}; "
             f"it runs {', '.join(workload.scenarios)}"
         )
-    if spec.mode not in MODES:
-        raise UserError(f"unknown mode {spec.mode!r}; choose one of {', '.join(MODES)}")
-    if spec.preset not in PRESETS:
-        raise UserError(f"unknown preset {spec.preset!r}; choose one of {', '.join(PRESETS)}")
+    check_choice("mode", spec.mode, MODES)
+    check_choice("preset", spec.preset, PRESETS)
     for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}")

@@ -137,9 +137,17 @@ def _tune_server(
 
     valid, rate = valid_at(short, start)  # without a start: the warm-up's estimate
     low, high = (rate, None) if valid else (None, rate)
-    # Two probes are kept for the confirmation and one step down from it.
-    while (low is None or high is None) and probes < MAX_PROBES - 2:
-        candidate = low * 2 if low is not None else high / 2
+    # Bracket (halve or double), then bisect; two probes are kept for the confirmation and
+    # one step down from it.
+    while probes < MAX_PROBES - 2:
+        if low is None:
+            candidate = high / 2
+        elif high is None:
+            candidate = low * 2
+        elif high / low > PRECISION:
+            candidate = (low * high) ** 0.5
+        else:
+            break
         if valid_at(short, candidate)[0]:
             low = candidate
         else:
@@ -149,12 +157,6 @@ def _tune_server(
             f"no VALID Server rate down to {high:.4g} queries/s in {probes} probes: the backend "
             "cannot meet the latency bound (try another --batch-size or --workers)"
         )
-    while high is not None and high / low > PRECISION and probes < MAX_PROBES - 2:
-        middle = (low * high) ** 0.5
-        if valid_at(short, middle)[0]:
-            low = middle
-        else:
-            high = middle
     for attempt in (low, low / PRECISION):  # a longer run may disagree: step down once
         if valid_at(spec, attempt)[0]:
             note = (

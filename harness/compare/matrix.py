@@ -12,7 +12,7 @@ from backends import create_backend
 from harness.compare.choices import BackendChoice, parse_backend
 from harness.compare.rows import failed_row, read_row
 from harness.errors import UserError
-from harness.settings import PRESETS, SCENARIO_NAMES
+from harness.settings import PRESETS, SCENARIO_NAMES, check_choice
 from harness.spec import RunSpec
 from harness.workloads import get_workload
 
@@ -46,13 +46,9 @@ class Matrix:
             get_workload(model)
         scenario_names = tuple(split_list(scenarios, "scenarios"))
         for scenario in scenario_names:
-            if scenario not in SCENARIO_NAMES:
-                raise UserError(
-                    f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIO_NAMES)}"
-                )
+            check_choice("scenario", scenario, SCENARIO_NAMES)
         choices = tuple(parse_backend(text) for text in split_list(backends, "backends"))
-        if settings.get("preset", cls.preset) not in PRESETS:
-            raise UserError(f"unknown preset {settings['preset']!r}; choose {', '.join(PRESETS)}")
+        check_choice("preset", settings.get("preset", cls.preset), PRESETS)
         return cls(model_names, choices, scenario_names, **settings)
 
     def specs(self, runs_dir: Path) -> list[RunSpec]:
