@@ -120,13 +120,18 @@ def test_im2col_matches_numpy(geometry) -> None:
     assert np.array_equal(kernel.im2col(x, *geometry, threads=2), expected)
 
 
-def test_sparse_layout_holds_only_kept_pairs() -> None:
+def test_sparse_layout_pairs_kept_weights_within_blocks() -> None:
     rng = np.random.default_rng(6)
-    w = rng.standard_normal((256, 64)).astype(np.float32)
-    packed = kernel.pack(quantize_weight(w * prune(w, 0.125), 16))
+    k, n = 2 * kernel.BLOCK + 40, 2 * kernel.GROUP + 5  # a short last block and channel group
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    qw = quantize_weight(w * prune(w, 0.125), 16)
+    packed = kernel.pack(qw)
     assert packed.sparse
-    kept_pair_fraction = packed.kept_pairs / (64 * 128)
-    assert 0.125 <= kept_pair_fraction <= 1 - (1 - 0.125) ** 2 + 0.02
+    kept = qw.q != 0
+    blocks = np.add.reduceat(kept, np.arange(0, k, kernel.BLOCK), axis=0)  # [blocks, N]
+    assert packed.multiply_adds == int(((blocks + 1) // 2).sum())  # two kept weights per entry
+    columns = packed.entries[:, 0]
+    assert ((columns & 0xFFFF) // kernel.BLOCK == (columns >> 16) // kernel.BLOCK).all()
     assert not kernel.pack(quantize_weight(w, 16)).sparse
 
 

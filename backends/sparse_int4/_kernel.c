@@ -6,11 +6,12 @@
  * of the folded int16 values. The GEMM is then int16 x int16 -> int32, two K steps per
  * instruction (vpmaddwd on AVX2, vpdpwssd on AVX-512 VNNI), exact in any order.
  *
- * Layouts: activations are transposed into K pairs, a2[j][m] = (a[m][2j], a[m][2j+1]) as one
- * int32, so a vector load holds 8 (or 16) rows of one pair. Weights are dense pairs w[n][j], or per
- * output channel lists of the pairs that hold a kept weight (index j, the pair as int32); the
- * sparse loop broadcasts each kept pair against the activation rows, so its cost follows the kept
- * pairs, not K.
+ * Layouts: activations are copied into row tiles of TILE_M rows, one K column after another
+ * (at[k][r], int16), so one vector load holds 16 (or 32) rows of one column. Unpacking two columns
+ * k1, k2 interleaves them into (x[k1], x[k2]) pairs for vpmaddwd. Dense weights are pairs
+ * (w[2j], w[2j+1]) per channel. Pruned weights are entries per channel and K block: each pairs two
+ * kept weights of the block (k1, k2 and their values), so the two int16 halves of a multiply-add
+ * both do useful work and the sparse loop's cost follows the kept weights, not K.
  *
  * Epilogue: out = (float)acc * (ga[m] * gw[n]) [+ bias[n]] in float32, each operation rounded,
  * built with -ffp-contract=off so no compiler fuses a multiply and an add.
@@ -32,11 +33,10 @@
 #endif
 
 #define MAX_THREADS 64
-#define M_ALIGN 16  /* rows are padded to this in the pair layout */
 #define TILE_N 64   /* output channels per tile */
 #define TILE_M 64   /* rows per tile */
-#define KBLOCK 64   /* K pairs per sparse block: TILE_M x KBLOCK pairs = 16 KiB, fits L1 */
-#define SPARSE_GROUP 16 /* channels sharing a K block: their accumulators (4 KiB) fit beside it */
+#define KBLOCK 128  /* K columns per block: a tile's block of activations (16 KiB) stays in L1 */
+#define SPARSE_GROUP 32 /* channels sharing a K block: their accumulators (8 KiB) fit beside it */
 
 enum { PATH_PORTABLE, PATH_AVX2, PATH_AVX512VNNI, PATH_COUNT };
 static const char *const PATH_NAMES[PATH_COUNT] = {"portable", "avx2", "avx512vnni"};
@@ -203,315 +203,247 @@ static void im2col_part(void *ctx, int part, int parts) {
 
 typedef struct {
     const int16_t *a;  /* [m][kp] folded activations */
-    int32_t *a2;       /* [j][mp] pair layout, built by pairs_part */
+    int16_t *at;       /* row tiles, each [kp][TILE_M] int16: one K column of the tile's rows */
     int32_t *acc;      /* one TILE_N x TILE_M accumulator tile per thread */
     const float *ga, *gw, *bias;
-    const int32_t *dense;                 /* [n][j] or NULL */
-    const int32_t *ptr, *idx, *val;       /* sparse: per channel [ptr[n], ptr[n+1]) */
+    const int32_t *dense;  /* [n][j] (w[2j], w[2j+1]) pairs, or NULL */
+    const int32_t *ptr;    /* sparse: entries of channel n in K block b: [ptr[q], ptr[q+1]), q = run(n, b) */
+    const uint32_t *ent;   /* entries: K columns k1 | k2 << 16 (both in the block), then weights
+                            * w[k1] | w[k2] << 16 as int16 (w[k2] = 0 when unpaired) */
     float *out;
-    int64_t m, mp, kp, j, n, pixels;
+    int64_t m, kp, j, n, nb, pixels;
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS]; /* each thread's channels */
     int64_t m_lo[MAX_THREADS], m_hi[MAX_THREADS]; /* and rows (multiples of TILE_M) */
     int path;
+    uint8_t position[TILE_M]; /* where each row of a tile sits in its columns (see place_rows) */
 } gemm_t;
 
-/* Activation pairs are stored tile by tile: the TILE_M rows of a row block are contiguous for each
- * pair index, so a K block of a row block is one contiguous 16 KiB run (no cache-set conflicts,
- * whatever M is). */
-static inline const int32_t *pairs_at(const gemm_t *g, int64_t j, int64_t m) {
-    return g->a2 + (m / TILE_M) * g->j * TILE_M + j * TILE_M + m % TILE_M;
+static inline const int16_t *act_tile(const gemm_t *g, int64_t m0) {
+    return g->at + m0 / TILE_M * g->kp * TILE_M;
 }
 
-static void pairs_part(void *ctx, int part, int parts) {
+/* Sparse entries are stored in the order the tiles read them: channel groups of SPARSE_GROUP,
+ * then K blocks, then the group's channels, so a tile streams them front to back. */
+static inline int64_t run(const gemm_t *g, int64_t n, int64_t b) {
+    const int64_t first = n / SPARSE_GROUP * SPARSE_GROUP;
+    const int64_t size = g->n - first < SPARSE_GROUP ? g->n - first : SPARSE_GROUP;
+    return first * g->nb + b * size + n - first;
+}
+
+/* Rows of the tile at m0 that hold data, rounded up to whole groups (the rest are zeros). */
+static inline int tile_rows(const gemm_t *g, int64_t m0, int group) {
+    const int64_t rows = g->m - m0 < TILE_M ? g->m - m0 : TILE_M;
+    return (int)((rows + group - 1) / group * group);
+}
+
+static void tiles_part(void *ctx, int part, int parts) {
     const gemm_t *g = ctx;
-    const int64_t tiles = (g->mp + TILE_M - 1) / TILE_M;
     int64_t lo, hi;
-    split(tiles, part, parts, &lo, &hi);
-    const int32_t *a = (const int32_t *)g->a; /* row m holds kp / 2 = j pairs */
+    split((g->m + TILE_M - 1) / TILE_M, part, parts, &lo, &hi);
     for (int64_t t = lo; t < hi; t++) {
-        int32_t *tile = g->a2 + t * g->j * TILE_M;
-        for (int r = 0; r < TILE_M; r++) {
-            const int64_t m = t * TILE_M + r;
-            if (m >= g->m) {
-                for (int64_t j = 0; j < g->j; j++) tile[j * TILE_M + r] = 0;
-                continue;
+        int16_t *tile = g->at + t * g->kp * TILE_M;
+        for (int64_t k0 = 0; k0 < g->kp; k0 += 16) /* 16 columns at a time: reads stay in lines */
+            for (int r = 0; r < TILE_M; r++) {
+                const int64_t m = t * TILE_M + r, k1 = k0 + 16 < g->kp ? k0 + 16 : g->kp;
+                const int16_t *src = g->a + m * g->kp;
+                int16_t *dst = tile + g->position[r];
+                for (int64_t k = k0; k < k1; k++) dst[k * TILE_M] = m < g->m ? src[k] : 0;
             }
-            const int32_t *src = a + m * g->j;
-            for (int64_t j = 0; j < g->j; j++) tile[j * TILE_M + r] = src[j];
-        }
+    }
+}
+
+/* Unpacking two columns puts int16 positions 8c..8c+3 of each 128-bit lane c in the low register
+ * and 8c+4..8c+7 in the high one; rows are placed in the columns so that the accumulators come
+ * out in row order: row r of a group of 2 * lanes sits at 8c + 4h + i, with h = r >= lanes,
+ * c = (r mod lanes) / 4, i = r mod 4 (lanes 0: the portable path, rows in order). */
+static void place_rows(gemm_t *g, int lanes) {
+    for (int r = 0; r < TILE_M; r++) {
+        const int group = lanes ? 2 * lanes : TILE_M, i = r % group, q = lanes ? i % lanes : i;
+        g->position[r] = (uint8_t)(lanes ? r - i + 8 * (q / 4) + 4 * (i >= lanes) + q % 4 : r);
     }
 }
 
 /* acc [TILE_N][TILE_M] int32 for channels n0.., rows m0.. -> out, through the float epilogue,
- * converted in place a channel at a time (loops the compiler vectorizes), then copied out:
- * row-major output ([M, N]) a row of channels at a time, NCHW output ([B, N, P]) a channel's run
- * of pixels at a time, so stores stay contiguous either way. */
-static void store_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_t m0) {
-    const int64_t n = g->n, p = g->pixels;
-    const int cm = (int)(g->m - m0 < TILE_M ? g->m - m0 : TILE_M);
-    const float *ga = g->ga + m0;
+ * converted in place a channel at a time (vectorized), then copied out: a row of channels at a
+ * time for row-major output ([M, N], through 8 x 8 transposes where AVX2 runs), a channel's run
+ * of pixels at a time for NCHW ([B, N, P]). */
+VECTORIZED static void scale_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_t m0) {
+    float ga[TILE_M];
+    for (int r = 0; r < TILE_M; r++) ga[r] = m0 + r < g->m ? g->ga[m0 + r] : 0.0f;
     float *f = (float *)acc;
     for (int c = 0; c < cn; c++) {
-        const float gw = g->gw[n0 + c];
+        const float gw = g->gw[n0 + c], b = g->bias ? g->bias[n0 + c] : 0.0f;
         const int32_t *in = acc + c * TILE_M;
         float *o = f + c * TILE_M;
-        for (int r = 0; r < cm; r++) o[r] = (float)in[r] * (ga[r] * gw);
-        if (g->bias) {
-            const float b = g->bias[n0 + c];
-            for (int r = 0; r < cm; r++) o[r] = o[r] + b;
-        }
+        for (int r = 0; r < TILE_M; r++) o[r] = (float)in[r] * (ga[r] * gw);
+        if (g->bias)
+            for (int r = 0; r < TILE_M; r++) o[r] = o[r] + b;
     }
+}
+
+#ifdef SP_X86
+/* Rows r0..r0+7 x channels c0..c0+7 of the float tile into the row-major output. */
+__attribute__((target("avx2"))) static void transpose8(const gemm_t *g, const float *f, int64_t n0,
+                                                        int c0, int64_t m0, int r0) {
+    __m256 v[8], t[8], s[8];
+    for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(f + (c0 + i) * TILE_M + r0);
+    for (int i = 0; i < 8; i += 2) { /* t[i]: rows 0,1 | 4,5 of channels i, i+1; t[i+1]: 2,3 | 6,7 */
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) /* s[h + r]: rows r | r + 4 of channels h..h+3 */
+        for (int i = 0; i < 2; i++) {
+            s[h + 2 * i] = _mm256_shuffle_ps(t[h + i], t[h + i + 2], 0x44);
+            s[h + 2 * i + 1] = _mm256_shuffle_ps(t[h + i], t[h + i + 2], 0xEE);
+        }
+    for (int r = 0; r < 4; r++) {
+        float *dst = g->out + (m0 + r0 + r) * g->n + n0 + c0;
+        _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s[r], s[r + 4], 0x20));
+        _mm256_storeu_ps(dst + 4 * g->n, _mm256_permute2f128_ps(s[r], s[r + 4], 0x31));
+    }
+}
+#endif
+
+static void store_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_t m0) {
+    scale_tile(g, acc, n0, cn, m0);
+    const float *f = (const float *)acc;
+    const int64_t n = g->n, p = g->pixels;
+    const int rows = (int)(g->m - m0 < TILE_M ? g->m - m0 : TILE_M);
     if (p == 1) {
-        for (int r = 0; r < cm; r++) {
+        int r0 = 0;
+#ifdef SP_X86
+        if (path_supported(PATH_AVX2))
+            for (; r0 + 8 <= rows; r0 += 8)
+                for (int c0 = 0; c0 + 8 <= cn; c0 += 8) transpose8(g, f, n0, c0, m0, r0);
+#endif
+        for (int r = 0; r < rows; r++) {
             float *dst = g->out + (m0 + r) * n + n0;
-            for (int c = 0; c < cn; c++) dst[c] = f[c * TILE_M + r];
+            for (int c = r < r0 ? cn / 8 * 8 : 0; c < cn; c++) dst[c] = f[c * TILE_M + r];
         }
         return;
     }
-    for (int r = 0; r < cm;) { /* runs of rows within one image */
+    for (int r = 0; r < rows;) { /* runs of rows within one image */
         const int64_t m = m0 + r, image = m / p, pixel = m % p;
-        const int run = (int)(p - pixel < cm - r ? p - pixel : cm - r);
+        const int run = (int)(p - pixel < rows - r ? p - pixel : rows - r);
         float *dst = g->out + image * n * p + n0 * p + pixel;
         for (int c = 0; c < cn; c++) memcpy(dst + c * p, f + c * TILE_M + r, sizeof(float) * (size_t)run);
         r += run;
     }
 }
 
-/* Portable path: the same loops in plain C. */
+/* Portable path: the same tiles in plain C, rows in order. */
 static void dense_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
+    const int16_t *at = act_tile(g, m0);
+    const int rows = tile_rows(g, m0, 1);
     for (int c = 0; c < cn; c++) {
         const int32_t *w = g->dense + (n0 + c) * g->j;
         int32_t *dst = acc + c * TILE_M;
         for (int r = 0; r < TILE_M; r++) dst[r] = 0;
         for (int64_t j = 0; j < g->j; j++) {
-            const int16_t w0 = (int16_t)(w[j] & 0xffff), w1 = (int16_t)((uint32_t)w[j] >> 16);
-            const int32_t *row = pairs_at(g, j, m0);
-            for (int r = 0; r < TILE_M && m0 + r < g->mp; r++) {
-                const int16_t a0 = (int16_t)(row[r] & 0xffff);
-                const int16_t a1 = (int16_t)((uint32_t)row[r] >> 16);
-                dst[r] += (int32_t)a0 * w0 + (int32_t)a1 * w1;
-            }
+            const int32_t w0 = (int16_t)(w[j] & 0xffff), w1 = (int16_t)((uint32_t)w[j] >> 16);
+            const int16_t *x1 = at + 2 * j * TILE_M, *x2 = x1 + TILE_M;
+            for (int r = 0; r < rows; r++) dst[r] += x1[r] * w0 + x2[r] * w1;
         }
     }
 }
 
 static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
+    const int16_t *at = act_tile(g, m0);
+    const int rows = tile_rows(g, m0, 1);
     for (int c = 0; c < cn; c++) {
         int32_t *dst = acc + c * TILE_M;
         for (int r = 0; r < TILE_M; r++) dst[r] = 0;
-        for (int32_t p = g->ptr[n0 + c]; p < g->ptr[n0 + c + 1]; p++) {
-            const int16_t w0 = (int16_t)(g->val[p] & 0xffff);
-            const int16_t w1 = (int16_t)((uint32_t)g->val[p] >> 16);
-            const int32_t *row = pairs_at(g, g->idx[p], m0);
-            for (int r = 0; r < TILE_M && m0 + r < g->mp; r++) {
-                const int16_t a0 = (int16_t)(row[r] & 0xffff);
-                const int16_t a1 = (int16_t)((uint32_t)row[r] >> 16);
-                dst[r] += (int32_t)a0 * w0 + (int32_t)a1 * w1;
+        for (int64_t b = 0; b < g->nb; b++) {
+            const int64_t q = run(g, n0 + c, b);
+            for (int32_t p = g->ptr[q]; p < g->ptr[q + 1]; p++) {
+                const uint32_t cols = g->ent[2 * p], w = g->ent[2 * p + 1];
+                const int32_t w0 = (int16_t)(w & 0xffff), w1 = (int16_t)(w >> 16);
+                const int16_t *x1 = at + (int64_t)(cols & 0xffff) * TILE_M;
+                const int16_t *x2 = at + (int64_t)(cols >> 16) * TILE_M;
+                for (int r = 0; r < rows; r++) dst[r] += x1[r] * w0 + x2[r] * w1;
             }
         }
     }
 }
 
 #ifdef SP_X86
-/* AVX2: 8 rows per register. Dense: 4 channels x 3 registers (24 rows) share each activation
- * load; sparse: one channel x 8 registers (64 rows) share each broadcast weight pair. */
-#define AVX2 __attribute__((target("avx2"), always_inline)) static inline
-#define AVX2_FN __attribute__((target("avx2"))) static
+#define DENSE_CHANNELS 4 /* channels sharing each unpacked activation pair */
 
-AVX2 void dense_avx2_block(const gemm_t *g, int64_t n0, int64_t m0, int R, int32_t *acc) {
-    __m256i s[4][3];
-    for (int c = 0; c < 4; c++)
-        for (int r = 0; r < 3; r++) s[c][r] = _mm256_setzero_si256();
-    const int32_t *w = g->dense + n0 * g->j;
-    for (int64_t j = 0; j < g->j; j++) {
-        const int32_t *row = pairs_at(g, j, m0);
-        __m256i a[3];
-        for (int r = 0; r < R; r++) a[r] = _mm256_loadu_si256((const __m256i *)(row + 8 * r));
-        for (int c = 0; c < 4; c++) {
-            const __m256i b = _mm256_set1_epi32(w[c * g->j + j]);
-            for (int r = 0; r < R; r++)
-                s[c][r] = _mm256_add_epi32(s[c][r], _mm256_madd_epi16(a[r], b));
-        }
-    }
-    for (int c = 0; c < 4; c++)
-        for (int r = 0; r < R; r++)
-            _mm256_storeu_si256((__m256i *)(acc + c * TILE_M + 8 * r), s[c][r]);
-}
+#define SIMD(name) name##_avx2
+#define FN __attribute__((target("avx2"))) static
+#define INLINE __attribute__((target("avx2"), always_inline)) static inline
+#define VEC __m256i
+#define LANES 8
+#define V_LOAD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define V_STORE(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+#define V_SET1(x) _mm256_set1_epi32(x)
+#define V_UNPACKLO(a, b) _mm256_unpacklo_epi16(a, b)
+#define V_UNPACKHI(a, b) _mm256_unpackhi_epi16(a, b)
+#define V_MADD(s, a, b) _mm256_add_epi32(s, _mm256_madd_epi16(a, b))
+#include "_gemm_simd.h"
+#undef SIMD
+#undef FN
+#undef INLINE
+#undef VEC
+#undef LANES
+#undef V_LOAD
+#undef V_STORE
+#undef V_SET1
+#undef V_UNPACKLO
+#undef V_UNPACKHI
+#undef V_MADD
 
-AVX2 void dense_avx2_column(const gemm_t *g, int64_t n, int64_t m0, int32_t *acc) {
-    const int32_t *w = g->dense + n * g->j;
-    __m256i s = _mm256_setzero_si256();
-    for (int64_t j = 0; j < g->j; j++) {
-        const __m256i a = _mm256_loadu_si256((const __m256i *)(pairs_at(g, j, m0)));
-        s = _mm256_add_epi32(s, _mm256_madd_epi16(a, _mm256_set1_epi32(w[j])));
-    }
-    _mm256_storeu_si256((__m256i *)acc, s);
-}
-
-AVX2_FN void dense_avx2(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    int64_t m = m0;
-    const int64_t m_end = m0 + TILE_M < g->mp ? m0 + TILE_M : g->mp;
-    for (; m + 24 <= m_end; m += 24) {
-        int c = 0;
-        for (; c + 4 <= cn; c += 4) dense_avx2_block(g, n0 + c, m, 3, acc + c * TILE_M + (m - m0));
-        for (; c < cn; c++)
-            for (int r = 0; r < 3; r++)
-                dense_avx2_column(g, n0 + c, m + 8 * r, acc + c * TILE_M + (m - m0) + 8 * r);
-    }
-    for (; m < m_end; m += 8) {
-        int c = 0;
-        for (; c + 4 <= cn; c += 4) dense_avx2_block(g, n0 + c, m, 1, acc + c * TILE_M + (m - m0));
-        for (; c < cn; c++) dense_avx2_column(g, n0 + c, m, acc + c * TILE_M + (m - m0));
-    }
-}
-
-/* Sparse: K blocks of KBLOCK pairs keep a TILE_M x KBLOCK block of activation pairs (16 KiB) in
- * L1 while every channel of the tile takes its kept pairs from it; cur[c] walks channel c's list
- * (sorted by pair index) from block to block. */
-AVX2 void sparse_avx2_block(const gemm_t *g, int32_t *cur, int64_t n, int64_t j_end, int64_t m0,
-                            int R, int32_t *acc) {
-    __m256i s[8];
-    for (int r = 0; r < R; r++) s[r] = _mm256_loadu_si256((const __m256i *)(acc + 8 * r));
-    const int32_t *a2 = pairs_at(g, 0, m0);
-    const int32_t end = g->ptr[n + 1];
-    int32_t p = *cur;
-    for (; p < end && g->idx[p] < j_end; p++) {
-        const __m256i b = _mm256_set1_epi32(g->val[p]);
-        const int32_t *row = a2 + (int64_t)g->idx[p] * TILE_M;
-        for (int r = 0; r < R; r++)
-            s[r] = _mm256_add_epi32(
-                s[r], _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(row + 8 * r)), b));
-    }
-    *cur = p;
-    for (int r = 0; r < R; r++) _mm256_storeu_si256((__m256i *)(acc + 8 * r), s[r]);
-}
-
-AVX2_FN void sparse_avx2(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int64_t rows = (m0 + TILE_M < g->mp ? m0 + TILE_M : g->mp) - m0;
-    int32_t cur[TILE_N];
-    for (int c = 0; c < cn; c++) cur[c] = g->ptr[n0 + c];
-    memset(acc, 0, sizeof(int32_t) * TILE_N * TILE_M);
-    for (int c0 = 0; c0 < cn; c0 += SPARSE_GROUP)
-        for (int64_t j0 = 0; j0 < g->j; j0 += KBLOCK)
-            for (int c = c0; c < cn && c < c0 + SPARSE_GROUP; c++) {
-                if (rows == TILE_M) {
-                    sparse_avx2_block(g, &cur[c], n0 + c, j0 + KBLOCK, m0, 8, acc + c * TILE_M);
-                    continue;
-                }
-                const int32_t start = cur[c];
-                for (int64_t r = 0; r < rows; r += 8) {
-                    cur[c] = start;
-                    sparse_avx2_block(g, &cur[c], n0 + c, j0 + KBLOCK, m0 + r, 1,
-                                       acc + c * TILE_M + r);
-                }
-            }
-}
-
-/* AVX-512 VNNI: 16 rows per register, vpdpwssd fuses the multiply-add and the accumulate. */
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
-#define VNNI_FN __attribute__((target("avx512f,avx512bw,avx512vnni"))) static
-
-VNNI void dense_vnni_block(const gemm_t *g, int64_t n0, int64_t m0, int R, int32_t *acc) {
-    __m512i s[4][2];
-    for (int c = 0; c < 4; c++)
-        for (int r = 0; r < 2; r++) s[c][r] = _mm512_setzero_si512();
-    const int32_t *w = g->dense + n0 * g->j;
-    for (int64_t j = 0; j < g->j; j++) {
-        const int32_t *row = pairs_at(g, j, m0);
-        __m512i a[2];
-        for (int r = 0; r < R; r++) a[r] = _mm512_loadu_si512((const void *)(row + 16 * r));
-        for (int c = 0; c < 4; c++) {
-            const __m512i b = _mm512_set1_epi32(w[c * g->j + j]);
-            for (int r = 0; r < R; r++) s[c][r] = _mm512_dpwssd_epi32(s[c][r], a[r], b);
-        }
-    }
-    for (int c = 0; c < 4; c++)
-        for (int r = 0; r < R; r++) _mm512_storeu_si512((void *)(acc + c * TILE_M + 16 * r), s[c][r]);
-}
-
-VNNI void dense_vnni_column(const gemm_t *g, int64_t n, int64_t m0, int32_t *acc) {
-    const int32_t *w = g->dense + n * g->j;
-    __m512i s = _mm512_setzero_si512();
-    for (int64_t j = 0; j < g->j; j++) {
-        const __m512i a = _mm512_loadu_si512((const void *)(pairs_at(g, j, m0)));
-        s = _mm512_dpwssd_epi32(s, a, _mm512_set1_epi32(w[j]));
-    }
-    _mm512_storeu_si512((void *)acc, s);
-}
-
-VNNI_FN void dense_vnni(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    int64_t m = m0;
-    const int64_t m_end = m0 + TILE_M < g->mp ? m0 + TILE_M : g->mp;
-    for (; m + 32 <= m_end; m += 32) {
-        int c = 0;
-        for (; c + 4 <= cn; c += 4) dense_vnni_block(g, n0 + c, m, 2, acc + c * TILE_M + (m - m0));
-        for (; c < cn; c++)
-            for (int r = 0; r < 2; r++)
-                dense_vnni_column(g, n0 + c, m + 16 * r, acc + c * TILE_M + (m - m0) + 16 * r);
-    }
-    for (; m < m_end; m += 16) {
-        int c = 0;
-        for (; c + 4 <= cn; c += 4) dense_vnni_block(g, n0 + c, m, 1, acc + c * TILE_M + (m - m0));
-        for (; c < cn; c++) dense_vnni_column(g, n0 + c, m, acc + c * TILE_M + (m - m0));
-    }
-}
-
-VNNI void sparse_vnni_block(const gemm_t *g, int32_t *cur, int64_t n, int64_t j_end, int64_t m0,
-                            int R, int32_t *acc) {
-    __m512i s[4];
-    for (int r = 0; r < R; r++) s[r] = _mm512_loadu_si512((const void *)(acc + 16 * r));
-    const int32_t *a2 = pairs_at(g, 0, m0);
-    const int32_t end = g->ptr[n + 1];
-    int32_t p = *cur;
-    for (; p < end && g->idx[p] < j_end; p++) {
-        const __m512i b = _mm512_set1_epi32(g->val[p]);
-        const int32_t *row = a2 + (int64_t)g->idx[p] * TILE_M;
-        for (int r = 0; r < R; r++)
-            s[r] = _mm512_dpwssd_epi32(s[r], _mm512_loadu_si512((const void *)(row + 16 * r)), b);
-    }
-    *cur = p;
-    for (int r = 0; r < R; r++) _mm512_storeu_si512((void *)(acc + 16 * r), s[r]);
-}
-
-VNNI_FN void sparse_vnni(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int64_t rows = (m0 + TILE_M < g->mp ? m0 + TILE_M : g->mp) - m0;
-    int32_t cur[TILE_N];
-    for (int c = 0; c < cn; c++) cur[c] = g->ptr[n0 + c];
-    memset(acc, 0, sizeof(int32_t) * TILE_N * TILE_M);
-    for (int c0 = 0; c0 < cn; c0 += SPARSE_GROUP)
-        for (int64_t j0 = 0; j0 < g->j; j0 += KBLOCK)
-            for (int c = c0; c < cn && c < c0 + SPARSE_GROUP; c++) {
-                if (rows == TILE_M) {
-                    sparse_vnni_block(g, &cur[c], n0 + c, j0 + KBLOCK, m0, 4, acc + c * TILE_M);
-                    continue;
-                }
-                const int32_t start = cur[c];
-                for (int64_t r = 0; r < rows; r += 16) {
-                    cur[c] = start;
-                    sparse_vnni_block(g, &cur[c], n0 + c, j0 + KBLOCK, m0 + r, 1,
-                                       acc + c * TILE_M + r);
-                }
-            }
-}
+/* AVX-512 VNNI: 16 lanes, and vpdpwssd fuses the multiply-add with the accumulate. */
+#define SIMD(name) name##_vnni
+#define FN __attribute__((target("avx512f,avx512bw,avx512vnni"))) static
+#define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
+#define VEC __m512i
+#define LANES 16
+#define V_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define V_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
+#define V_SET1(x) _mm512_set1_epi32(x)
+#define V_UNPACKLO(a, b) _mm512_unpacklo_epi16(a, b)
+#define V_UNPACKHI(a, b) _mm512_unpackhi_epi16(a, b)
+#define V_MADD(s, a, b) _mm512_dpwssd_epi32(s, a, b)
+#include "_gemm_simd.h"
+#undef SIMD
+#undef FN
+#undef INLINE
+#undef VEC
+#undef LANES
+#undef V_LOAD
+#undef V_STORE
+#undef V_SET1
+#undef V_UNPACKLO
+#undef V_UNPACKHI
+#undef V_MADD
 #endif
 
 typedef void (*tile_fn)(const gemm_t *, int64_t, int, int64_t, int32_t *);
 
-static tile_fn tile_kernel(int path, int sparse) {
+/* The path's tile kernel and its register width in int32 lanes (0: plain C). */
+static tile_fn tile_kernel(int path, int sparse, int *lanes) {
 #ifdef SP_X86
-    if (path == PATH_AVX2) return sparse ? sparse_avx2 : dense_avx2;
-    if (path == PATH_AVX512VNNI) return sparse ? sparse_vnni : dense_vnni;
+    if (path == PATH_AVX2) {
+        *lanes = 8;
+        return sparse ? sparse_tile_avx2 : dense_tile_avx2;
+    }
+    if (path == PATH_AVX512VNNI) {
+        *lanes = 16;
+        return sparse ? sparse_tile_vnni : dense_tile_vnni;
+    }
 #endif
+    *lanes = 0;
     return sparse ? sparse_portable : dense_portable;
 }
 
-/* Each thread owns a range of rows or of output channels (see balance). Row blocks are the outer
- * loop: a block of activation pairs (TILE_M rows x K) stays in cache while the weights stream
- * past it, which moves far fewer bytes than streaming all activations past each channel block. */
+/* Each thread owns a range of rows or of output channels (see balance). Row tiles are the outer
+ * loop: a tile's activations (TILE_M rows x K) stay in cache while the weights stream past. */
 static void gemm_part(void *ctx, int part, int parts) {
     (void)parts;
     const gemm_t *g = ctx;
-    const tile_fn kernel = tile_kernel(g->path, g->dense == NULL);
+    int lanes;
+    const tile_fn kernel = tile_kernel(g->path, g->dense == NULL, &lanes);
     int32_t *acc = g->acc + (int64_t)part * TILE_N * TILE_M;
     const int64_t lo = g->n_lo[part], hi = g->n_hi[part];
     for (int64_t m0 = g->m_lo[part]; m0 < g->m_hi[part]; m0 += TILE_M)
@@ -522,26 +454,26 @@ static void gemm_part(void *ctx, int part, int parts) {
         }
 }
 
-/* Threads split the row blocks when there are enough to share evenly, else the channels, in
- * ranges of equal work (kept pairs when sparse). */
+/* Threads split the row tiles when there are enough to share evenly, else the channels, in
+ * ranges of equal work (entries when sparse) made of whole channel groups. */
 static void balance(gemm_t *g, int parts) {
-    const int64_t tiles = (g->mp + TILE_M - 1) / TILE_M;
-    const int64_t total = g->dense ? g->n : g->ptr[g->n];
+    const int64_t tiles = (g->m + TILE_M - 1) / TILE_M;
+    const int64_t total = g->dense ? g->n : g->ptr[g->n * g->nb], step = SPARSE_GROUP;
     const int by_rows = tiles % parts == 0 || tiles >= 4 * parts;
     int64_t n = 0;
     for (int i = 0; i < parts; i++) {
         if (by_rows) {
             g->m_lo[i] = tiles * i / parts * TILE_M;
-            g->m_hi[i] = i + 1 == parts ? g->mp : tiles * (i + 1) / parts * TILE_M;
+            g->m_hi[i] = tiles * (i + 1) / parts * TILE_M;
             g->n_lo[i] = 0;
             g->n_hi[i] = g->n;
             continue;
         }
         g->m_lo[i] = 0;
-        g->m_hi[i] = g->mp;
+        g->m_hi[i] = tiles * TILE_M;
         g->n_lo[i] = n;
         const int64_t target = total * (i + 1) / parts;
-        while (n < g->n && (g->dense ? n : g->ptr[n]) < target) n += 8;
+        while (n < g->n && (g->dense ? n : g->ptr[n * g->nb]) < target) n += step;
         g->n_hi[i] = i + 1 == parts || n > g->n ? g->n : n;
         n = g->n_hi[i];
     }
@@ -662,17 +594,18 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gemm(a, ga, dense_or_None, ptr, idx, val, gw, bias_or_None, out, m, kp, n, pixels, path,
- *      threads) -- dense: int32 [n][kp/2]; sparse: ptr int32 [n+1], idx/val int32 [ptr[n]]. */
+/* gemm(a, ga, dense_or_None, ptr, entries, gw, bias_or_None, out, m, kp, n, blocks, pixels,
+ *      path, threads) -- dense: int32 [n][kp/2]; sparse: ptr int32 [n*blocks+1] into entries
+ *      (uint32 [count][2]: columns, weights), runs in the order of run(). */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer a, ga, ptr, idx, val, gw, out, dense = {0}, bias = {0};
+    Py_buffer a, ga, ptr, ent, gw, out, dense = {0}, bias = {0};
     PyObject *dense_obj, *bias_obj;
-    long long m, kp, n, pixels;
+    long long m, kp, n, blocks, pixels;
     const char *path_name;
     int threads;
-    if (!PyArg_ParseTuple(args, "y*y*Oy*y*y*y*Ow*LLLLsi", &a, &ga, &dense_obj, &ptr, &idx, &val,
-                          &gw, &bias_obj, &out, &m, &kp, &n, &pixels, &path_name, &threads))
+    if (!PyArg_ParseTuple(args, "y*y*Oy*y*y*Ow*LLLLLsi", &a, &ga, &dense_obj, &ptr, &ent, &gw,
+                          &bias_obj, &out, &m, &kp, &n, &blocks, &pixels, &path_name, &threads))
         return NULL;
     gemm_t *g = calloc(1, sizeof(gemm_t));
     int ok = g != NULL;
@@ -682,28 +615,43 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     if (ok && bias_obj != Py_None) ok = have_bias = PyObject_GetBuffer(bias_obj, &bias, PyBUF_SIMPLE) == 0;
     int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
-    if (ok && (kp % 2 || m < 1 || n < 1 || pixels < 1 || m % pixels)) {
-        PyErr_SetString(PyExc_ValueError, "gemm: kp must be even, m a multiple of pixels");
+    if (ok && (kp % 2 || kp > 65536 || m < 1 || n < 1 || pixels < 1 || m % pixels ||
+               blocks != (kp + KBLOCK - 1) / KBLOCK)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "gemm: kp must be even and at most 65536, m a multiple of pixels, "
+                        "blocks ceil(kp / KBLOCK)");
         ok = 0;
     }
     const int64_t j = kp / 2;
     ok = ok && check_len(&a, m * kp, 2, "a") && check_len(&ga, m, 4, "ga") &&
          check_len(&gw, n, 4, "gw") && check_len(&out, m * n, 4, "out") &&
          (!have_bias || check_len(&bias, n, 4, "bias")) &&
-         (have_dense ? check_len(&dense, n * j, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
-    if (ok && !have_dense) {
-        const int32_t *p = ptr.buf, *ix = idx.buf;
-        ok = p[0] == 0 && check_len(&idx, p[n], 4, "idx") && check_len(&val, p[n], 4, "val");
-        for (int64_t i = 0; ok && i < n; i++) ok = p[i] <= p[i + 1];
-        for (int64_t i = 0; ok && i < p[n]; i++) ok = ix[i] >= 0 && ix[i] < j;
+         (have_dense ? check_len(&dense, n * j, 4, "dense")
+                     : check_len(&ptr, n * blocks + 1, 4, "ptr"));
+    if (ok && !have_dense) { /* every entry's columns must lie in its own block */
+        const int32_t *p = ptr.buf;
+        const uint32_t *e = ent.buf;
+        ok = p[0] == 0 && check_len(&ent, p[n * blocks], 8, "entries");
+        for (int64_t i = 0; ok && i < n * blocks; i++) ok = p[i] <= p[i + 1];
+        g->n = n;
+        g->nb = blocks;
+        for (int64_t c = 0; ok && c < n; c++)
+            for (int64_t b = 0; ok && b < blocks; b++) {
+                const int64_t q = run(g, c, b), lo = b * KBLOCK;
+                const int64_t hi = lo + KBLOCK < kp ? lo + KBLOCK : kp;
+                for (int32_t i = p[q]; ok && i < p[q + 1]; i++) {
+                    const int64_t k1 = e[2 * i] & 0xffff, k2 = e[2 * i] >> 16;
+                    ok = k1 >= lo && k1 < hi && k2 >= lo && k2 < hi;
+                }
+            }
         if (!ok && !PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "gemm: sparse weight indices out of range");
     }
+    const int64_t tiles = (m + TILE_M - 1) / TILE_M;
     if (ok) {
-        g->mp = (m + M_ALIGN - 1) / M_ALIGN * M_ALIGN;
-        g->a2 = malloc(sizeof(int32_t) * (size_t)(j * ((g->mp + TILE_M - 1) / TILE_M * TILE_M)));
+        g->at = malloc(sizeof(int16_t) * (size_t)(tiles * TILE_M * kp));
         g->acc = malloc(sizeof(int32_t) * TILE_N * TILE_M * (size_t)threads);
-        if (!g->a2 || !g->acc) {
+        if (!g->at || !g->acc) {
             PyErr_NoMemory();
             ok = 0;
         }
@@ -715,23 +663,26 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->bias = have_bias ? bias.buf : NULL;
         g->dense = have_dense ? dense.buf : NULL;
         g->ptr = ptr.buf;
-        g->idx = idx.buf;
-        g->val = val.buf;
+        g->ent = ent.buf;
         g->out = out.buf;
         g->m = m;
         g->kp = kp;
         g->j = j;
         g->n = n;
+        g->nb = blocks;
         g->pixels = pixels;
         g->path = path;
+        int lanes;
+        tile_kernel(path, !have_dense, &lanes);
+        place_rows(g, lanes);
         const int parts = threads < n ? threads : (int)n;
         balance(g, parts);
-        Py_BEGIN_ALLOW_THREADS run_parts(pairs_part, g, threads);
+        Py_BEGIN_ALLOW_THREADS run_parts(tiles_part, g, threads < tiles ? threads : (int)tiles);
         run_parts(gemm_part, g, parts);
         Py_END_ALLOW_THREADS
     }
     if (g) {
-        free(g->a2);
+        free(g->at);
         free(g->acc);
     }
     free(g);
@@ -740,8 +691,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     PyBuffer_Release(&a);
     PyBuffer_Release(&ga);
     PyBuffer_Release(&ptr);
-    PyBuffer_Release(&idx);
-    PyBuffer_Release(&val);
+    PyBuffer_Release(&ent);
     PyBuffer_Release(&gw);
     PyBuffer_Release(&out);
     if (!ok) return NULL;
@@ -749,54 +699,58 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
 }
 
 #ifdef SP_X86
-/* The machine's multiply-accumulate peak for the benchmark: independent vpmaddwd (int16 pairs,
- * what the kernel uses) or vpmaddubsw (u8 x s8 with 16-bit saturation, the int8 instruction ORT
- * builds on) chains on registers only; the sums land in sink so nothing is optimised away. */
+/* The machine's multiply-accumulate peak for the benchmark, on registers only (written in
+ * assembly so no compiler can hoist or spill anything):
+ *   kind 0, int16: vpmaddwd + vpaddd, the kernel's instruction pair, 16 MACs;
+ *   kind 1, int8: vpmaddubsw + vpmaddwd (by ones) + vpaddd, 32 exact u8 x s8 MACs accumulated in
+ *   int32, what one AVX-512 VNNI / AVX-VNNI vpdpbusd does and the int8 rate a GEMM can sustain. */
+#define PEAK_CHAINS 6 /* accumulators ymm2..7, products ymm8..13 */
+static const int PEAK_MACS[2] = {PEAK_CHAINS * 16, PEAK_CHAINS * 32};
+
+#define INT16_STEP(t, s) "vpmaddwd %%ymm0, %%ymm1, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
+#define INT8_STEP(t, s) "vpmaddubsw %%ymm0, %%ymm1, %%ymm" #t "\n\tvpmaddwd %%ymm15, %%ymm" #t ", %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
+#define PEAK_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
+    "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm15"
+
 typedef struct {
     int64_t iterations;
-    int bytes; /* 2: vpmaddwd, 1: vpmaddubsw */
-    int32_t sink[MAX_THREADS];
+    int kind;
 } peak_t;
 
-AVX2_FN void peak_part(void *ctx, int part, int parts) {
+static void peak_part(void *ctx, int part, int parts) {
+    (void)part;
     (void)parts;
-    peak_t *t = ctx;
-    __m256i s[8], a[8];
-    for (int i = 0; i < 8; i++) {
-        s[i] = _mm256_set1_epi32(i);
-        a[i] = _mm256_set1_epi32(i + part + 1);
-    }
-    const __m256i b = _mm256_set1_epi32(0x01010101);
+    const peak_t *t = ctx;
+    __asm__ volatile("vpcmpeqd %%ymm0, %%ymm0, %%ymm0\n\tvpabsb %%ymm0, %%ymm1\n\t"
+                     "vpabsw %%ymm0, %%ymm15" ::: PEAK_CLOBBERS);
     for (int64_t n = 0; n < t->iterations; n++) {
-        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]), "+x"(a[4]),
-                         "+x"(a[5]), "+x"(a[6]), "+x"(a[7]));
-        for (int r = 0; r < 8; r++)
-            s[r] = t->bytes == 2 ? _mm256_add_epi32(s[r], _mm256_madd_epi16(a[r], b))
-                                 : _mm256_add_epi16(s[r], _mm256_maddubs_epi16(a[r], b));
+        if (t->kind == 0)
+            __asm__ volatile(INT16_STEP(8, 2) INT16_STEP(9, 3) INT16_STEP(10, 4)
+                             INT16_STEP(11, 5) INT16_STEP(12, 6) INT16_STEP(13, 7)::: PEAK_CLOBBERS);
+        else
+            __asm__ volatile(INT8_STEP(8, 2) INT8_STEP(9, 3) INT8_STEP(10, 4)
+                             INT8_STEP(11, 5) INT8_STEP(12, 6) INT8_STEP(13, 7)::: PEAK_CLOBBERS);
     }
-    int32_t sum = 0;
-    for (int r = 0; r < 8; r++) sum += _mm256_extract_epi32(s[r], 0);
-    t->sink[part] = sum;
+    __asm__ volatile("vzeroupper" ::: PEAK_CLOBBERS);
 }
 #endif
 
-/* peak(instruction_bytes, iterations, threads) -> multiply-accumulates done */
+/* peak(kind, iterations, threads) -> multiply-accumulates done (kind 0: int16, 1: int8) */
 static PyObject *py_peak(PyObject *self, PyObject *args) {
     (void)self;
-    int bytes, threads;
+    int kind, threads;
     long long iterations;
-    if (!PyArg_ParseTuple(args, "iLi", &bytes, &iterations, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "iLi", &kind, &iterations, &threads)) return NULL;
     if (!threads_ok(threads)) return NULL;
 #ifdef SP_X86
-    if (path_supported(PATH_AVX2) && (bytes == 1 || bytes == 2)) {
-        peak_t t = {iterations, bytes, {0}};
+    if (path_supported(PATH_AVX2) && (kind == 0 || kind == 1)) {
+        peak_t t = {iterations, kind};
         Py_BEGIN_ALLOW_THREADS run_parts(peak_part, &t, threads);
         Py_END_ALLOW_THREADS
-        /* 8 registers x 8 lanes x (2 int16 or 4 int8 products) per iteration and thread */
-        return PyLong_FromLongLong(iterations * 8 * 32 / bytes * threads);
+        return PyLong_FromLongLong(iterations * PEAK_MACS[kind] * threads);
     }
 #endif
-    PyErr_SetString(PyExc_ValueError, "peak needs AVX2 and instruction bytes 1 or 2");
+    PyErr_SetString(PyExc_ValueError, "peak needs AVX2 and kind 0 (int16) or 1 (int8)");
     return NULL;
 }
 
@@ -811,4 +765,10 @@ static PyMethodDef METHODS[] = {
 
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, METHODS};
 
-PyMODINIT_FUNC PyInit__kernel(void) { return PyModule_Create(&MODULE); }
+PyMODINIT_FUNC PyInit__kernel(void) {
+    PyObject *module = PyModule_Create(&MODULE);
+    if (module && (PyModule_AddIntConstant(module, "KBLOCK", KBLOCK) < 0 ||
+                   PyModule_AddIntConstant(module, "SPARSE_GROUP", SPARSE_GROUP) < 0))
+        Py_CLEAR(module);
+    return module;
+}

@@ -1,9 +1,9 @@
 """The compiled kernel behind numpy-shaped calls: quantize activation rows, im2col, and the
 integer GEMM against a packed 4-bit weight, bit for bit ``vsquant.reference_matmul``.
 
-A packed weight holds each value already multiplied by its vector scale (q · sq, an int16) in K
-pairs; where pruning left fewer than ``SPARSE_BELOW`` of the pairs holding a weight, only those
-pairs are kept, with their index, and the kernel's work follows them.
+A packed weight holds each value already multiplied by its vector scale (q · sq, an int16). Dense,
+it is K pairs per output channel; pruned below ``SPARSE_BELOW``, it is only the kept weights,
+two to an entry within each K block of ``BLOCK`` columns, and the kernel's work follows them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from harness.errors import UserError
 
 PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best first
 ALL_PATHS = ("avx512vnni", "avx2", "portable")
-SPARSE_BELOW = 0.6  # kept-pair fraction under which the pair list beats the dense loop
+BLOCK = _kernel.KBLOCK  # K columns per block: both weights of a sparse entry lie in one block
+GROUP = _kernel.SPARSE_GROUP  # channels whose sparse entries interleave block by block
+SPARSE_BELOW = 0.6  # entries per dense pair under which the sparse loop beats the dense one
+MAX_K = 65536  # sparse entries hold K columns in 16 bits
 
 
 def default_threads() -> int:
@@ -34,8 +37,10 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class PackedWeight:
-    """A quantized weight in the kernel's layout: dense pairs [N, K/2] or kept pairs per
-    output channel (``ptr`` [N+1] into ``idx`` and ``val``); gamma and bias float32 [N]."""
+    """A quantized weight in the kernel's layout: dense pairs [N, K/2], or sparse entries per
+    output channel and K block (``ptr`` into ``entries`` [count, 2]: two K columns as
+    k1 | k2 << 16, their two weights as int16 halves), runs ordered as the kernel reads them
+    (channel groups of ``GROUP``, then K blocks, then channels); gamma, bias float32 [N]."""
 
     k: int
     n: int
@@ -44,12 +49,16 @@ class PackedWeight:
     bias: np.ndarray | None
     dense: np.ndarray | None
     ptr: np.ndarray
-    idx: np.ndarray
-    val: np.ndarray
+    entries: np.ndarray
 
     @property
-    def kept_pairs(self) -> int:
-        return self.n * (_even(self.k) // 2) if self.dense is not None else int(self.ptr[-1])
+    def blocks(self) -> int:
+        return -(-_even(self.k) // BLOCK)
+
+    @property
+    def multiply_adds(self) -> int:
+        """Two-weight multiply-adds per row: dense pairs, or sparse entries."""
+        return self.n * (_even(self.k) // 2) if self.dense is not None else len(self.entries)
 
     @property
     def sparse(self) -> bool:
@@ -72,25 +81,47 @@ def pack(
 ) -> PackedWeight:
     """Pack a quantized weight (pruned or not); ``sparse=None`` picks the faster layout."""
     folded = _folded_weight(w)  # int16 [N, Kp]
-    pairs = folded.view(np.int32)  # [N, Kp/2], little-endian (w[2j], w[2j+1])
-    kept = pairs != 0
-    if sparse is None:
-        sparse = kept.mean() < SPARSE_BELOW
     gamma = np.ascontiguousarray(w.gamma, np.float32)
     if bias is not None:
         bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
         if bias.shape != (w.n,):
             raise UserError(f"bias has {bias.size} values but the weight has {w.n} channels")
-    empty = np.zeros(0, np.int32)
+    ptr, entries = _entries(folded)
+    if sparse is None:
+        sparse = len(entries) < SPARSE_BELOW * folded.size / 2
     if not sparse:
-        return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty, empty)
-    ptr = np.zeros(w.n + 1, np.int32)
-    np.cumsum(kept.sum(axis=1), out=ptr[1:])
-    _, idx = np.nonzero(kept)  # row-major: each channel's pairs in K order
-    val = pairs[kept]
-    return PackedWeight(
-        w.k, w.n, w.vector_size, gamma, bias, None, ptr, idx.astype(np.int32), val.astype(np.int32)
-    )
+        pairs = folded.view(np.int32)  # [N, Kp/2], little-endian (w[2j], w[2j+1])
+        empty = np.zeros(0, np.int32)
+        return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty)
+    if folded.shape[1] > MAX_K:
+        raise UserError(f"K = {w.k} is too long for the sparse kernel (at most {MAX_K})")
+    return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, None, ptr, entries)
+
+
+def _entries(folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, entries) of the sparse layout: each channel's nonzero weights in K order, paired
+    within each K block (an odd one out is paired with a zero weight at its own column)."""
+    n, kp = folded.shape
+    blocks = -(-kp // BLOCK)
+    channel, column = np.nonzero(folded)  # channel-major, K ascending
+    first_of_group = channel // GROUP * GROUP
+    group_size = np.minimum(GROUP, n - first_of_group)
+    run = first_of_group * blocks + column // BLOCK * group_size + channel - first_of_group
+    order = np.argsort(run, kind="stable")  # the kernel's reading order, K ascending in a run
+    run, channel, column = run[order], channel[order], column[order]
+    counts = np.bincount(run, minlength=n * blocks)
+    starts = np.cumsum(counts) - counts
+    first = np.flatnonzero((np.arange(len(run)) - starts[run]) % 2 == 0)
+    after = np.minimum(first + 1, len(run) - 1)
+    paired = (first + 1 < len(run)) & (run[after] == run[first])
+    second = np.where(paired, after, first)
+    values = folded[channel, column].astype(np.uint16).astype(np.uint32)
+    entries = np.empty((len(first), 2), np.uint32)
+    entries[:, 0] = column[first].astype(np.uint32) | column[second].astype(np.uint32) << 16
+    entries[:, 1] = values[first] | np.where(paired, values[second], 0) << 16
+    ptr = np.zeros(n * blocks + 1, np.int32)
+    np.cumsum((counts + 1) // 2, out=ptr[1:])
+    return ptr, entries
 
 
 def quantize(
@@ -148,8 +179,8 @@ def matmul(
     shape = (m, w.n) if pixels == 1 else (m // pixels, w.n, pixels)
     out = np.empty(shape, np.float32)
     _kernel.gemm(
-        a.folded, a.gamma, w.dense, w.ptr, w.idx, w.val, w.gamma, w.bias, out,
-        m, a.folded.shape[1], w.n, pixels, path or PATHS[0], _threads(threads),
+        a.folded, a.gamma, w.dense, w.ptr, w.entries, w.gamma, w.bias, out,
+        m, a.folded.shape[1], w.n, w.blocks, pixels, path or PATHS[0], _threads(threads),
     )  # fmt: skip
     return out
 
