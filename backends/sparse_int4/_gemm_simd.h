@@ -83,7 +83,7 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32
     for (int c0 = 0; c0 < cn; c0 += SPARSE_GROUP)
         for (int64_t b = 0; b < g->nb; b++)
             for (int c = c0; c < cn && c < c0 + SPARSE_GROUP; c++) {
-                const int32_t *p = g->ptr + run(g, n0 + c, b);
+                const int32_t *p = g->ptr + run_of(g, n0 + c, b);
                 if (rows == TILE_M) {
                     SIMD(sparse_block)(g, at, p[0], p[1], GROUPS, acc + c * TILE_M);
                     continue;

@@ -101,6 +101,7 @@ typedef struct {
     float *gamma;       /* [m] */
     int64_t m, k, kp;
     int vector, level, lowest, sq_max;
+    int avx2; /* the CPU runs AVX2: the per-value loops take 8 values at a time */
 } quant_t;
 
 #ifdef SP_X86
@@ -116,22 +117,58 @@ static inline float clamp_rint(float v, float lo, float hi) {
     return v;
 }
 
-/* One row, in the float32 order vsquant.quantize_activations documents; cloned for AVX2, whose
- * vdivps / vroundps give the same IEEE results as the scalar instructions. */
-VECTORIZED static void quantize_row(const quant_t *t, int64_t r, float *s) {
+#ifdef SP_X86
+/* AVX2 forms of the two per-value loops below, 8 values at a time; they return how many values
+ * they did. IEEE vdivps / vroundps (nearest even) round exactly as divss / rintf, and max(v, lo)
+ * takes lo for NaN as clamp_rint does; a maximum is exact in any order. */
+__attribute__((target("avx2"))) static int64_t max_abs_avx2(const float *x, int64_t n, float *c) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    *c = _mm_cvtss_f32(h);
+    return i;
+}
+
+__attribute__((target("avx2"))) static int64_t fold_avx2(const float *x, int16_t *out, int64_t n,
+                                                         float step, float lowest, float level,
+                                                         int sq) {
+    const __m256 vs = _mm256_set1_ps(step), lo = _mm256_set1_ps(lowest), hi = _mm256_set1_ps(level);
+    const __m256i vsq = _mm256_set1_epi32(sq);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
+        q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
+        const __m256i v = _mm256_mullo_epi32(_mm256_cvtps_epi32(q), vsq);
+        const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        _mm_storeu_si128((__m128i *)(void *)(out + i), packed);
+    }
+    return i;
+}
+#endif
+
+/* One row, in the float32 order vsquant.quantize_activations documents. */
+static void quantize_row(const quant_t *t, int64_t r, float *s) {
     const float *x = t->x + r * t->k;
     int16_t *out = t->out + r * t->kp;
     const int64_t nv = (t->k + t->vector - 1) / t->vector;
     const float level = (float)t->level;
     float s_max = 0.0f;
     for (int64_t v = 0; v < nv; v++) {
-        float c;
+        const int64_t start = v * t->vector, end = start + t->vector < t->k ? start + t->vector : t->k;
+        float c = 0.0f;
         if (t->clip) {
             c = t->clip[r * nv + v];
         } else {
-            c = 0.0f;
-            const int64_t end = (v + 1) * t->vector < t->k ? (v + 1) * t->vector : t->k;
-            for (int64_t i = v * t->vector; i < end; i++) {
+            int64_t i = start;
+#ifdef SP_X86
+            if (t->avx2) i += max_abs_avx2(x + start, end - start, &c);
+#endif
+            for (; i < end; i++) {
                 const float a = fabsf(x[i]);
                 if (a > c) c = a;
             }
@@ -146,8 +183,12 @@ VECTORIZED static void quantize_row(const quant_t *t, int64_t r, float *s) {
     for (int64_t v = 0; v < nv; v++) {
         const float sq = clamp_rint(s[v] / gamma, 1.0f, (float)t->sq_max);
         const float step = gamma * sq;
-        const int64_t end = (v + 1) * t->vector < t->k ? (v + 1) * t->vector : t->k;
-        for (int64_t i = v * t->vector; i < end; i++) {
+        const int64_t start = v * t->vector, end = start + t->vector < t->k ? start + t->vector : t->k;
+        int64_t i = start;
+#ifdef SP_X86
+        if (t->avx2) i += fold_avx2(x + start, out + start, end - start, step, (float)t->lowest, level, (int)sq);
+#endif
+        for (; i < end; i++) {
             const float q = clamp_rint(x[i] / step, (float)t->lowest, level);
             out[i] = (int16_t)((int)q * (int)sq);
         }
@@ -207,7 +248,7 @@ typedef struct {
     int32_t *acc;      /* one TILE_N x TILE_M accumulator tile per thread */
     const float *ga, *gw, *bias;
     const int32_t *dense;  /* [n][j] (w[2j], w[2j+1]) pairs, or NULL */
-    const int32_t *ptr;    /* sparse: entries of channel n in K block b: [ptr[q], ptr[q+1]), q = run(n, b) */
+    const int32_t *ptr;    /* sparse: entries of channel n in K block b: [ptr[q], ptr[q+1]), q = run_of(n, b) */
     const uint32_t *ent;   /* entries: K columns k1 | k2 << 16 (both in the block), then weights
                             * w[k1] | w[k2] << 16 as int16 (w[k2] = 0 when unpaired) */
     float *out;
@@ -224,7 +265,7 @@ static inline const int16_t *act_tile(const gemm_t *g, int64_t m0) {
 
 /* Sparse entries are stored in the order the tiles read them: channel groups of SPARSE_GROUP,
  * then K blocks, then the group's channels, so a tile streams them front to back. */
-static inline int64_t run(const gemm_t *g, int64_t n, int64_t b) {
+static inline int64_t run_of(const gemm_t *g, int64_t n, int64_t b) {
     const int64_t first = n / SPARSE_GROUP * SPARSE_GROUP;
     const int64_t size = g->n - first < SPARSE_GROUP ? g->n - first : SPARSE_GROUP;
     return first * g->nb + b * size + n - first;
@@ -312,7 +353,7 @@ static void store_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_
     if (p == 1) {
         int r0 = 0;
 #ifdef SP_X86
-        if (path_supported(PATH_AVX2))
+        if (g->path != PATH_PORTABLE) /* the SIMD paths; portable keeps to plain C */
             for (; r0 + 8 <= rows; r0 += 8)
                 for (int c0 = 0; c0 + 8 <= cn; c0 += 8) transpose8(g, f, n0, c0, m0, r0);
 #endif
@@ -354,7 +395,7 @@ static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int
         int32_t *dst = acc + c * TILE_M;
         for (int r = 0; r < TILE_M; r++) dst[r] = 0;
         for (int64_t b = 0; b < g->nb; b++) {
-            const int64_t q = run(g, n0 + c, b);
+            const int64_t q = run_of(g, n0 + c, b);
             for (int32_t p = g->ptr[q]; p < g->ptr[q + 1]; p++) {
                 const uint32_t cols = g->ent[2 * p], w = g->ent[2 * p + 1];
                 const int32_t w0 = (int16_t)(w & 0xffff), w1 = (int16_t)(w >> 16);
@@ -553,6 +594,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         t.gamma = gamma.buf;
         t.m = m;
         t.k = k;
+        t.avx2 = path_supported(PATH_AVX2);
         t.kp = kp;
         Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, threads);
         Py_END_ALLOW_THREADS
@@ -596,7 +638,7 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
 
 /* gemm(a, ga, dense_or_None, ptr, entries, gw, bias_or_None, out, m, kp, n, blocks, pixels,
  *      path, threads) -- dense: int32 [n][kp/2]; sparse: ptr int32 [n*blocks+1] into entries
- *      (uint32 [count][2]: columns, weights), runs in the order of run(). */
+ *      (uint32 [count][2]: columns, weights), runs in the order of run_of(). */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a, ga, ptr, ent, gw, out, dense = {0}, bias = {0};
@@ -637,7 +679,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->nb = blocks;
         for (int64_t c = 0; ok && c < n; c++)
             for (int64_t b = 0; ok && b < blocks; b++) {
-                const int64_t q = run(g, c, b), lo = b * KBLOCK;
+                const int64_t q = run_of(g, c, b), lo = b * KBLOCK;
                 const int64_t hi = lo + KBLOCK < kp ? lo + KBLOCK : kp;
                 for (int32_t i = p[q]; ok && i < p[q + 1]; i++) {
                     const int64_t k1 = e[2 * i] & 0xffff, k2 = e[2 * i] >> 16;
