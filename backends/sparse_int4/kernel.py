@@ -86,16 +86,24 @@ def pack(
         bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
         if bias.shape != (w.n,):
             raise UserError(f"bias has {bias.size} values but the weight has {w.n} channels")
-    ptr, entries = _entries(folded)
     if sparse is None:
-        sparse = len(entries) < SPARSE_BELOW * folded.size / 2
+        entries = int(((_block_counts(folded) + 1) // 2).sum())  # two kept weights per entry
+        sparse = entries < SPARSE_BELOW * folded.size / 2
     if not sparse:
         pairs = folded.view(np.int32)  # [N, Kp/2], little-endian (w[2j], w[2j+1])
         empty = np.zeros(0, np.int32)
         return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty)
     if folded.shape[1] > MAX_K:
         raise UserError(f"K = {w.k} is too long for the sparse kernel (at most {MAX_K})")
-    return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, None, ptr, entries)
+    return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, None, *_entries(folded))
+
+
+def _block_counts(folded: np.ndarray) -> np.ndarray:
+    """int [N, blocks]: nonzero weights of each channel in each K block."""
+    n, kp = folded.shape
+    padded = np.zeros((n, -(-kp // BLOCK) * BLOCK), bool)
+    padded[:, :kp] = folded != 0
+    return np.count_nonzero(padded.reshape(n, -1, BLOCK), axis=2)
 
 
 def _entries(folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
