@@ -141,3 +141,12 @@ def test_mismatched_activations_are_refused() -> None:
     w = kernel.pack(quantize_weight(np.ones((32, 4), np.float32), 16))
     with pytest.raises(UserError, match="do not fit"):
         kernel.matmul(kernel.quantize(np.ones((2, 48), np.float32), 16), w)
+
+
+def test_sparse_layout_refuses_k_beyond_its_16_bit_columns() -> None:
+    from harness.errors import UserError
+
+    w = np.zeros((kernel.MAX_K + 2, 1), np.float32)
+    w[::9] = 1.0
+    with pytest.raises(UserError, match="too long for the sparse kernel"):
+        kernel.pack(quantize_weight(w, 16), sparse=True)

@@ -1,4 +1,5 @@
-/* The GEMM tile kernels for one SIMD width, included by _kernel.c once per path with:
+/* The GEMM tile kernels for one SIMD width, included by _kernel.c once per path (this file
+ * undefines its parameters at the end) with:
  *   SIMD(name)  the path's function name        FN, INLINE  function attributes (target)
  *   VEC, LANES  register type, int32 lanes       V_LOAD, V_STORE, V_SET1
  *   V_UNPACKLO/HI(a, b)  interleave the int16 of two registers within each 128-bit lane
@@ -95,3 +96,14 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32
 
 #undef GROUP
 #undef GROUPS
+#undef SIMD
+#undef FN
+#undef INLINE
+#undef VEC
+#undef LANES
+#undef V_LOAD
+#undef V_STORE
+#undef V_SET1
+#undef V_UNPACKLO
+#undef V_UNPACKHI
+#undef V_MADD

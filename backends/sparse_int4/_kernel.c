@@ -286,9 +286,9 @@ static void tiles_part(void *ctx, int part, int parts) {
         for (int64_t k0 = 0; k0 < g->kp; k0 += 16) /* 16 columns at a time: reads stay in lines */
             for (int r = 0; r < TILE_M; r++) {
                 const int64_t m = t * TILE_M + r, k1 = k0 + 16 < g->kp ? k0 + 16 : g->kp;
-                const int16_t *src = g->a + m * g->kp;
+                const int16_t *src = m < g->m ? g->a + m * g->kp : NULL; /* NULL: padding row */
                 int16_t *dst = tile + g->position[r];
-                for (int64_t k = k0; k < k1; k++) dst[k * TILE_M] = m < g->m ? src[k] : 0;
+                for (int64_t k = k0; k < k1; k++) dst[k * TILE_M] = src ? src[k] : 0;
             }
     }
 }
@@ -421,18 +421,7 @@ static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int
 #define V_UNPACKLO(a, b) _mm256_unpacklo_epi16(a, b)
 #define V_UNPACKHI(a, b) _mm256_unpackhi_epi16(a, b)
 #define V_MADD(s, a, b) _mm256_add_epi32(s, _mm256_madd_epi16(a, b))
-#include "_gemm_simd.h"
-#undef SIMD
-#undef FN
-#undef INLINE
-#undef VEC
-#undef LANES
-#undef V_LOAD
-#undef V_STORE
-#undef V_SET1
-#undef V_UNPACKLO
-#undef V_UNPACKHI
-#undef V_MADD
+#include "_gemm_simd.h" /* undefines the parameters above */
 
 /* AVX-512 VNNI: 16 lanes, and vpdpwssd fuses the multiply-add with the accumulate. */
 #define SIMD(name) name##_vnni
@@ -446,18 +435,7 @@ static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int
 #define V_UNPACKLO(a, b) _mm512_unpacklo_epi16(a, b)
 #define V_UNPACKHI(a, b) _mm512_unpackhi_epi16(a, b)
 #define V_MADD(s, a, b) _mm512_dpwssd_epi32(s, a, b)
-#include "_gemm_simd.h"
-#undef SIMD
-#undef FN
-#undef INLINE
-#undef VEC
-#undef LANES
-#undef V_LOAD
-#undef V_STORE
-#undef V_SET1
-#undef V_UNPACKLO
-#undef V_UNPACKHI
-#undef V_MADD
+#include "_gemm_simd.h" /* undefines the parameters above */
 #endif
 
 typedef void (*tile_fn)(const gemm_t *, int64_t, int, int64_t, int32_t *);
@@ -670,13 +648,15 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
          (!have_bias || check_len(&bias, n, 4, "bias")) &&
          (have_dense ? check_len(&dense, n * j, 4, "dense")
                      : check_len(&ptr, n * blocks + 1, 4, "ptr"));
+    if (ok) { /* run_of reads them while the entries are checked */
+        g->n = n;
+        g->nb = blocks;
+    }
     if (ok && !have_dense) { /* every entry's columns must lie in its own block */
         const int32_t *p = ptr.buf;
         const uint32_t *e = ent.buf;
         ok = p[0] == 0 && check_len(&ent, p[n * blocks], 8, "entries");
         for (int64_t i = 0; ok && i < n * blocks; i++) ok = p[i] <= p[i + 1];
-        g->n = n;
-        g->nb = blocks;
         for (int64_t c = 0; ok && c < n; c++)
             for (int64_t b = 0; ok && b < blocks; b++) {
                 const int64_t q = run_of(g, c, b), lo = b * KBLOCK;
@@ -710,8 +690,6 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->m = m;
         g->kp = kp;
         g->j = j;
-        g->n = n;
-        g->nb = blocks;
         g->pixels = pixels;
         g->path = path;
         int lanes;
