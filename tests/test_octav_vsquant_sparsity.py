@@ -20,6 +20,7 @@ from backends.sparse_int4.octav import (
 )
 from backends.sparse_int4.sparsity import (
     BITMASK,
+    GAPS,
     INDICES,
     compress,
     existing_density,
@@ -366,12 +367,13 @@ def test_pruning_then_quantization_keeps_zeros_as_zeros(clip):
 @pytest.mark.parametrize(
     ("k", "density", "pattern", "positions"),
     [
-        (64, 0.1, "unstructured", INDICES),
-        (64, 0.3, "unstructured", BITMASK),
+        (64, 0.1, "unstructured", GAPS),
+        (64, 0.3, "unstructured", GAPS),
+        (64, 0.5, "unstructured", BITMASK),
         (64, 0.5, "2:4", BITMASK),  # 2-bit indices tie with the bitmask: the bitmask wins
         (64, 0.125, "1:8", INDICES),
         (37, 0.6, "unstructured", BITMASK),  # ragged K
-        (37, 0.05, "unstructured", INDICES),
+        (37, 0.05, "unstructured", GAPS),
         (64, 1.0, "unstructured", BITMASK),
     ],
 )
@@ -386,22 +388,45 @@ def test_compress_round_trips_exactly(k, density, pattern, positions):
     restored = stored.decompress()
     assert isinstance(restored, QuantizedWeight)
     np.testing.assert_array_equal(restored.q, np.where(mask, qw.q, 0))
-    np.testing.assert_array_equal(restored.sq, qw.sq)
+    kept_vectors = np.add.reduceat(mask, np.arange(0, k, 16), axis=0) > 0
+    np.testing.assert_array_equal(restored.sq, np.where(kept_vectors, qw.sq, 1))
     np.testing.assert_array_equal(restored.gamma, qw.gamma)
     assert (restored.vector_size, restored.k, restored.scale_bits) == (16, k, 4)
 
 
-def test_one_in_eight_weights_compress_below_a_sixth_of_int8():
+def test_rice_coded_gaps_store_each_gap_in_two_parts():
+    keep = np.zeros((64, 2), bool)
+    keep[[1, 2, 12, 39], 0] = keep[0, 1] = True  # gaps 1, 0, 9, 26 and, across channels, 24
+    stored = compress(quantize_weight(np.ones((64, 2)), 16), keep)  # no weight rounds to 0
+    assert stored.layout == "gaps between kept weights, Golomb-Rice coded with divisor 8"
+    # gap mod 8 (1, 0, 1, 2, 0) in 3 bits each; gap // 8 (0, 0, 1, 3, 3) in unary, low bit first
+    np.testing.assert_array_equal(stored.index_data, [0b01000001, 0b00000100])
+    np.testing.assert_array_equal(stored.counts, [0b01110100, 0b00000111])
+    np.testing.assert_array_equal(stored.decompress().q != 0, keep)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "layout", "bits_per_weight"),
+    [
+        # 4-bit values, 3-bit indices, 4-bit scale per 16 weights, float32 gamma per channel.
+        ("1:8", "indices in groups of 8 along K (1 per group)", 0.5 + 3 / 8 + 4 / 16 + 32 / 1024),
+        # Positions in 4.4 bits per kept weight, and no scales for the 11.5% of vectors that
+        # keep nothing.
+        ("unstructured", "gaps between kept weights, Golomb-Rice coded with divisor 4", 1.3046),
+    ],
+)
+def test_one_in_eight_weights_compress_below_a_sixth_of_int8(pattern, layout, bits_per_weight):
     k, n = 1024, 4096
     w = gaussian((k, n))
-    mask = prune(w, 1 / 8, "1:8")
-    stored = compress(quantize_weight(np.where(mask, w, 0), 16), mask)
-    assert stored.layout == "indices in groups of 8 along K (1 per group)"
-    nnz = k * n // 8
-    # 4-bit values, 3-bit indices, 4-bit scale per 16 weights, float32 gamma per channel.
-    assert stored.nbytes == nnz // 2 + nnz * 3 // 8 + (k // 16) * n // 2 + 4 * n
-    assert stored.nbytes / (k * n) <= 1 / 6  # 606,208 bytes: 0.1445 of the int8 weight
-    assert not stored.decompress().q[~mask].any()
+    mask = prune(w, 1 / 8, pattern)
+    qw = quantize_weight(np.where(mask, w, 0), 16)
+    stored = compress(qw, mask)
+    assert stored.layout == layout
+    assert stored.bits_per_weight == pytest.approx(bits_per_weight, abs=5e-4)
+    assert stored.nbytes / (k * n) <= 1 / 6  # of the int8 weight's bytes
+    restored = stored.decompress()
+    np.testing.assert_array_equal(restored.q, qw.q)
+    np.testing.assert_array_equal(restored.sq, qw.sq)
 
 
 def test_mask_of_another_shape_is_a_user_error():
