@@ -7,9 +7,9 @@
   ones, vpaddd: the work of one VNNI vpdpbusd, which AVX2-only CPUs lack), the int8 peak.
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
   densities 1 and 1/8 (unstructured and 1:8) on BERT-Large's FFN shape and ResNet-50 conv shapes
-  (batch 8), activation quantization included (and once without it, as ORT's MatMulInteger
-  takes uint8 input), measured interleaved and the median kept; with peak, density 1 as a share
-  of the int8 peak.
+  (batch 8, rows quantized straight from the NCHW input), activation quantization included
+  (and once without it, as ORT's MatMulInteger takes uint8 input), measured interleaved and
+  the median kept; with peak, density 1 as a share of the int8 peak.
 - resnet50 / bert: end-to-end batches of the built-in models, onnxruntime int8 (static QDQ,
   dynamic for BERT) against sparse-int4 at the chosen density, with the sparse-int4 time split
   between kernel layers and ONNX Runtime segments.
@@ -33,14 +33,14 @@ from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.sparsity import prune
 from backends.sparse_int4.vsquant import quantize_weight
 
-GEMM_SHAPES = {  # name: (M, K, N)
-    "bert-large FFN 384x1024x4096": (384, 1024, 4096),
-    "resnet50 layer1 3x3 (b8)": (8 * 3136, 576, 64),
-    "resnet50 layer2 3x3 (b8)": (8 * 784, 1152, 128),
-    "resnet50 layer3 3x3 (b8)": (8 * 196, 2304, 256),
-    "resnet50 layer4 3x3 (b8)": (8 * 49, 4608, 512),
-    "resnet50 layer2 1x1 expand (b8)": (8 * 784, 128, 512),
-    "resnet50 layer3 1x1 reduce (b8)": (8 * 196, 1024, 256),
+GEMM_SHAPES = {  # name: (NCHW input of a stride-1 "same" convolution, kernel side, N)
+    "bert-large FFN 384x1024x4096": ((384, 1024, 1, 1), 1, 4096),  # rows: 384 one-pixel images
+    "resnet50 layer1 3x3 (b8)": ((8, 64, 56, 56), 3, 64),
+    "resnet50 layer2 3x3 (b8)": ((8, 128, 28, 28), 3, 128),
+    "resnet50 layer3 3x3 (b8)": ((8, 256, 14, 14), 3, 256),
+    "resnet50 layer4 3x3 (b8)": ((8, 512, 7, 7), 3, 512),
+    "resnet50 layer2 1x1 expand (b8)": ((8, 128, 28, 28), 1, 512),
+    "resnet50 layer3 1x1 reduce (b8)": ((8, 1024, 14, 14), 1, 256),
 }
 
 
@@ -99,9 +99,15 @@ def ort_matmul_integer(m: int, k: int, n: int, threads: int) -> Callable[[], obj
 
 def gemm(threads: int, repeats: int, int8_peak: float | None) -> None:
     rng = np.random.default_rng(1)
-    for name, (m, k, n) in GEMM_SHAPES.items():
-        x = np.abs(rng.standard_normal((m, k)).astype(np.float32))
+    for name, (shape, side, n) in GEMM_SHAPES.items():
+        x = np.abs(rng.standard_normal(shape).astype(np.float32))
+        m, k = shape[0] * shape[2] * shape[3], shape[1] * side * side
         w = rng.standard_normal((k, n)).astype(np.float32)
+
+        def quantize(x=x, side=side) -> kernel.Activations:  # conv rows straight from NCHW
+            pads = (side // 2,) * 4
+            return kernel.quantize_conv(x, (side, side), pads=pads, signed=False, threads=threads)
+
         cases: dict[str, Callable[[], object]] = {"ort int8": ort_matmul_integer(m, k, n, threads)}
         for label, density, pattern in (
             ("kernel d=1", 1.0, "unstructured"),
@@ -110,14 +116,13 @@ def gemm(threads: int, repeats: int, int8_peak: float | None) -> None:
         ):
             packed = kernel.pack(quantize_weight(w * prune(w, density, pattern), 16))
 
-            def run(packed=packed, x=x) -> object:
-                a = kernel.quantize(x, 16, signed=False, threads=threads)
-                return kernel.matmul(a, packed, threads=threads)
+            def run(packed=packed, quantize=quantize) -> object:
+                return kernel.matmul(quantize(), packed, threads=threads)
 
             cases[label] = run
         # ORT's MatMulInteger takes activations already in uint8: the same GEMM without the
         # kernel's per-vector activation quantization, for a like-for-like kernel comparison.
-        a = kernel.quantize(x, 16, signed=False, threads=threads)
+        a = quantize()
         sparse = kernel.pack(quantize_weight(w * prune(w, 0.125), 16))
         cases["GEMM only d=1/8"] = lambda a=a, w=sparse: kernel.matmul(a, w, threads=threads)
         times = {label: [] for label in cases}

@@ -47,11 +47,11 @@ def test_matmul_is_bit_identical_to_the_reference(path: str, density: float) -> 
         reference = reference_matmul(
             quantize_activations(x, vector, signed=signed), quantize_weight(w, vector)
         )
-        a = kernel.quantize(x, vector, signed)
+        a = kernel.quantize(x, vector, signed, path=path)
         for sparse in (False, True):
             packed = kernel.pack(quantize_weight(w, vector), sparse=sparse)
             for threads in (1, 2, 3):
-                out = kernel.matmul(a, packed, path=path, threads=threads)
+                out = kernel.matmul(a, packed, threads=threads)
                 assert out.tobytes() == reference.tobytes(), (x.shape, w.shape, sparse, threads)
 
 
@@ -67,28 +67,46 @@ def test_bias_and_nchw_output_follow_the_reference_order(path: str) -> None:
     expected = reference.reshape(images, pixels, n).transpose(0, 2, 1)
     for sparse in (False, True):
         packed = kernel.pack(qw, bias, sparse=sparse)
-        out = kernel.matmul(kernel.quantize(x, 16), packed, pixels=pixels, path=path)
+        out = kernel.matmul(kernel.quantize(x, 16, path=path), packed, pixels=pixels)
         assert out.shape == (images, n, pixels)
         assert out.tobytes() == np.ascontiguousarray(expected).tobytes()
 
 
-def test_quantize_matches_numpy_values_scales_and_gammas() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_quantize_matches_numpy_values_scales_and_gammas(path: str) -> None:
     rng = np.random.default_rng(3)
     for _ in range(10):
         x, _, vector, signed = random_case(rng, 1.0)
         x[0] = 0.0  # an all-zero row: gamma 0, values 0
-        expected = kernel.from_reference(quantize_activations(x, vector, signed=signed))
-        got = kernel.quantize(x, vector, signed, threads=2)
-        assert np.array_equal(got.folded, expected.folded)
+        expected = kernel.from_reference(quantize_activations(x, vector, signed=signed), path)
+        got = kernel.quantize(x, vector, signed, path=path, threads=2)
+        assert np.array_equal(got.tiles, expected.tiles)  # padding rows and column zero too
         assert got.gamma.tobytes() == expected.gamma.tobytes()
 
 
-def test_quantize_with_octav_clip_scalars_matches_numpy() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_quantize_with_octav_clip_scalars_matches_numpy(path: str) -> None:
     x = np.random.default_rng(4).laplace(size=(40, 100)).astype(np.float32)
-    expected = kernel.from_reference(quantize_activations(x, 16, "octav"))
-    got = kernel.quantize(x, 16, clip=activation_clip_scalars(x, 16))
-    assert np.array_equal(got.folded, expected.folded)
+    expected = kernel.from_reference(quantize_activations(x, 16, "octav"), path)
+    got = kernel.quantize(x, 16, clip=activation_clip_scalars(x, 16), path=path)
+    assert np.array_equal(got.tiles, expected.tiles)
     assert got.gamma.tobytes() == expected.gamma.tobytes()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_quantize_rounds_ties_to_even_and_clamps_like_numpy(path: str) -> None:
+    # Row 0's step is exactly 1 (max 7), so its values sit on ties; row 1 spans 1e30.
+    x = np.array(
+        [
+            [7, 0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 6.5, -6.5, 3.49],
+            [1e30, -1e30, 3, 0, 0, 0, 0, 0, 0, 0],
+        ],
+        np.float32,
+    )
+    expected = kernel.from_reference(quantize_activations(x, 16), path)
+    got = kernel.quantize(x, 16, path=path)
+    assert got.folded()[0, :10].tolist() == [105, 0, 30, 30, 0, -30, -30, 90, -90, 45]  # q * 15
+    assert np.array_equal(got.tiles, expected.tiles)
 
 
 def numpy_im2col(x, kernel_size, strides, pads, dilations) -> np.ndarray:
@@ -118,6 +136,27 @@ def test_im2col_matches_numpy(geometry) -> None:
     x = np.random.default_rng(5).standard_normal((2, 5, 11, 9)).astype(np.float32)
     expected = numpy_im2col(x, *geometry)
     assert np.array_equal(kernel.im2col(x, *geometry, threads=2), expected)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    ("shape", "geometry", "vector"),
+    [
+        ((2, 5, 11, 9), ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), 16),  # vectors span taps
+        ((3, 3, 23, 19), ((7, 7), (2, 2), (3, 3, 3, 3), (1, 1)), 16),  # the ResNet stem
+        ((2, 64, 12, 12), ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), 32),
+        ((1, 48, 16, 16), ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), 16),  # contiguous row groups
+        ((2, 5, 11, 9), ((3, 2), (2, 1), (0, 1, 2, 0), (2, 1)), 64),
+    ],
+)
+def test_quantize_conv_is_quantize_of_im2col(path: str, shape, geometry, vector: int) -> None:
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    x[0, :, :2] = 0.0  # rows whose windows hold only zeros and padding
+    expected = kernel.from_reference(quantize_activations(numpy_im2col(x, *geometry), vector), path)
+    for threads in (1, 3):
+        got = kernel.quantize_conv(x, *geometry, vector, path=path, threads=threads)
+        assert np.array_equal(got.tiles, expected.tiles)
+        assert got.gamma.tobytes() == expected.gamma.tobytes()
 
 
 def test_sparse_layout_pairs_kept_weights_within_blocks() -> None:

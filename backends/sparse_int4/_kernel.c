@@ -92,16 +92,97 @@ static void split(int64_t total, int part, int parts, int64_t *lo, int64_t *hi) 
     *hi = total * (part + 1) / parts;
 }
 
-/* ---------------------------------------------------------------- quantization */
+/* ---------------------------------------------------------------- conv geometry */
+
+/* A convolution's input and windows; rows [M][K] are the 1 x 1 convolution of M images of
+ * K channels and one pixel. */
+typedef struct {
+    int64_t b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
+} conv_t;
+
+static int parse_conv(PyObject *geometry, conv_t *g) {
+    long long v[14];
+    if (!PyArg_ParseTuple(geometry, "LLLLLLLLLLLLLL", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                          &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13]))
+        return 0;
+    *g = (conv_t){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]};
+    for (int i = 0; i < 14; i++)
+        if (v[i] < (i == 8 || i == 9 ? 0 : 1)) { /* pads may be 0, the rest at least 1 */
+            PyErr_SetString(PyExc_ValueError, "conv geometry: sizes must be positive, pads >= 0");
+            return 0;
+        }
+    return 1;
+}
 
 typedef struct {
-    const float *x;     /* [m][k] */
-    const float *clip;  /* [m][nv] clipping scalars, or NULL for max |x| */
-    int16_t *out;       /* [m][kp] folded q * sq, zero beyond k */
-    float *gamma;       /* [m] */
-    int64_t m, k, kp;
-    int vector, level, lowest, sq_max;
-    int avx2; /* the CPU runs AVX2: the per-value loops take 8 values at a time */
+    const float *x; /* [b][c][h][w] */
+    float *out;     /* [b*oh*ow][kh*kw*c], K order (kh, kw, c) */
+    conv_t g;
+} im2col_t;
+
+static void im2col_part(void *ctx, int part, int parts) {
+    const im2col_t *t = ctx;
+    const conv_t *g = &t->g;
+    const int64_t k = g->kh * g->kw * g->c, hw = g->h * g->w;
+    int64_t lo, hi;
+    split(g->b * g->oh, part, parts, &lo, &hi);
+    for (int64_t bo = lo; bo < hi; bo++) {
+        const int64_t b = bo / g->oh, oy = bo % g->oh;
+        const float *img = t->x + b * g->c * hw;
+        for (int64_t ox = 0; ox < g->ow; ox++) {
+            float *row = t->out + (bo * g->ow + ox) * k;
+            for (int64_t ky = 0; ky < g->kh; ky++) {
+                const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
+                for (int64_t kx = 0; kx < g->kw; kx++) {
+                    const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
+                    float *dst = row + (ky * g->kw + kx) * g->c;
+                    if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) {
+                        memset(dst, 0, (size_t)g->c * sizeof(float));
+                        continue;
+                    }
+                    const float *src = img + iy * g->w + ix;
+                    for (int64_t ch = 0; ch < g->c; ch++) dst[ch] = src[ch * hw];
+                }
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- row tiles */
+
+/* The kernels read activations in row tiles of TILE_M rows, one K column after another
+ * (at[k][position[r]], int16), so one vector load holds 16 (or 32) rows of one column.
+ * Unpacking two columns puts int16 positions 8c..8c+3 of each 128-bit lane c in the low register
+ * and 8c+4..8c+7 in the high one; rows are placed in the columns so that the accumulators come
+ * out in row order: row r of a group of 2 * lanes sits at 8c + 4h + i, with h = r >= lanes,
+ * c = (r mod lanes) / 4, i = r mod 4 (lanes 0: the portable path, rows in order). Every path
+ * keeps runs of 4 rows together. */
+static void place_rows(uint8_t position[TILE_M], int lanes) {
+    for (int r = 0; r < TILE_M; r++) {
+        const int group = lanes ? 2 * lanes : TILE_M, i = r % group, q = lanes ? i % lanes : i;
+        position[r] = (uint8_t)(lanes ? r - i + 8 * (q / 4) + 4 * (i >= lanes) + q % 4 : r);
+    }
+}
+
+static int path_lanes(int path) {
+    return path == PATH_AVX512VNNI ? 16 : path == PATH_AVX2 ? 8 : 0;
+}
+
+/* ---------------------------------------------------------------- quantization */
+
+/* VS-Quant of conv rows straight from the NCHW input into row tiles, in the float32 order of
+ * vsquant.quantize_activations: per vector c = max |x| (or a given clipping scalar), s = c / level;
+ * per row gamma = max s / sq_max; sq = clamp(rint(s / gamma), 1, sq_max), step = gamma * sq;
+ * q = clamp(rint(x / step), lowest, level), stored folded as q * sq. */
+typedef struct {
+    const float *x;    /* conv input [b][c][h][w] */
+    const float *clip; /* [m][nv] clipping scalars, or NULL for max |x| */
+    int16_t *tiles;    /* [tiles][kp][TILE_M], zero beyond k and past the last row */
+    float *gamma;      /* [m] */
+    conv_t g;
+    int64_t m, k, kp, nv;
+    int vector, level, lowest, sq_max, simd;
+    uint8_t position[TILE_M];
 } quant_t;
 
 #ifdef SP_X86
@@ -110,141 +191,159 @@ typedef struct {
 #define VECTORIZED
 #endif
 
-static inline float clamp_rint(float v, float lo, float hi) {
-    v = rintf(v); /* half to even, as np.rint */
-    if (!(v >= lo)) v = lo; /* also maps NaN to lo */
-    if (v > hi) v = hi;
+/* 8-lane vectors pass only between always-inline helpers, never across a call, so the ABI note
+ * GCC gives for them without AVX does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float f8 __attribute__((vector_size(32)));
+typedef int32_t i8 __attribute__((vector_size(32)));
+typedef int16_t h8 __attribute__((vector_size(16)));
+#define ROUNDER 12582912.0f /* 1.5 * 2^23: (q + R) - R rounds q to an integer, half to even */
+
+/* The rows of one tile: where each row's window starts in the input. */
+typedef struct {
+    int count;                  /* rows holding data, rounded up to 8 (the rest are zeros) */
+    uint8_t live[TILE_M];       /* row < m */
+    int64_t image[TILE_M];      /* offset of the row's image */
+    int64_t iy[TILE_M], ix[TILE_M]; /* window origin, negative inside the top/left padding */
+} tile_rows_t;
+
+/* 8 rows' input offsets for one kernel tap (ky, kx), before the channel's offset. */
+typedef struct {
+    int64_t off[8];
+    int valid[8];
+    int contiguous; /* all valid and consecutive: one vector load */
+} window8;
+
+static void rows_of(const quant_t *t, int64_t m0, tile_rows_t *rows) {
+    const conv_t *g = &t->g;
+    const int64_t pixels = g->oh * g->ow, live = t->m - m0 < TILE_M ? t->m - m0 : TILE_M;
+    rows->count = (int)((live + 7) / 8 * 8);
+    for (int r = 0; r < TILE_M; r++) {
+        const int64_t m = m0 + r, pixel = m % pixels;
+        rows->live[r] = r < live;
+        rows->image[r] = m / pixels * g->c * g->h * g->w;
+        rows->iy[r] = pixel / g->ow * g->sh - g->pt;
+        rows->ix[r] = pixel % g->ow * g->sw - g->pl;
+    }
+}
+
+__attribute__((always_inline)) static inline void window_of(const conv_t *g, const tile_rows_t *rows,
+                                                            int r0, int64_t tap, window8 *win) {
+    const int64_t dy = tap / g->kw * g->dh, dx = tap % g->kw * g->dw;
+    win->contiguous = 1;
+    for (int i = 0; i < 8; i++) {
+        const int64_t iy = rows->iy[r0 + i] + dy, ix = rows->ix[r0 + i] + dx;
+        win->valid[i] = rows->live[r0 + i] && iy >= 0 && iy < g->h && ix >= 0 && ix < g->w;
+        win->off[i] = win->valid[i] ? rows->image[r0 + i] + iy * g->w + ix : 0;
+        win->contiguous &= win->valid[i] && win->off[i] == win->off[0] + i;
+    }
+}
+
+/* 8 rows of one K column: contiguous rows load as one vector, others (padding, row ends,
+ * strides) lane by lane, with zeros where the window leaves the image. */
+__attribute__((always_inline)) static inline f8 load8(const float *x, const window8 *win,
+                                                      int64_t offset) {
+    f8 v;
+    if (win->contiguous) {
+        memcpy(&v, x + win->off[0] + offset, sizeof v);
+        return v;
+    }
+    for (int i = 0; i < 8; i++) v[i] = win->valid[i] ? x[win->off[i] + offset] : 0.0f;
     return v;
 }
 
-#ifdef SP_X86
-/* AVX2 forms of the two per-value loops below, 8 values at a time; they return how many values
- * they did. IEEE vdivps / vroundps (nearest even) round exactly as divss / rintf, and max(v, lo)
- * takes lo for NaN as clamp_rint does; a maximum is exact in any order. */
-__attribute__((target("avx2"))) static int64_t max_abs_avx2(const float *x, int64_t n, float *c) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)), m);
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-    *c = _mm_cvtss_f32(h);
-    return i;
+/* Columns c..c+width-1 of 8 rows. When channels lie side by side (one-pixel images: plain rows
+ * [M][K]) a full block is 8 row loads transposed, so no load strides across rows. */
+__attribute__((always_inline)) static inline void load_columns(const float *x, const window8 *win,
+                                                               int64_t c, int64_t hw, int width,
+                                                               f8 columns[8]) {
+    if (hw > 1 || width < 8) {
+        for (int j = 0; j < width; j++) columns[j] = load8(x, win, (c + j) * hw);
+        return;
+    }
+    f8 r[8], u[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = (f8){0};
+        if (win->valid[i]) memcpy(&r[i], x + win->off[i] + c, sizeof r[i]);
+    }
+    for (int i = 0; i < 8; i += 2) { /* rows i, i+1 interleaved, per 128-bit half */
+        u[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        u[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int h = 0; h < 8; h += 4) /* r[h + j]: columns j and j + 4 of rows h..h+3 */
+        for (int i = 0; i < 2; i++) {
+            r[h + 2 * i] = __builtin_shufflevector(u[h + i], u[h + i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            r[h + 2 * i + 1] = __builtin_shufflevector(u[h + i], u[h + i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int j = 0; j < 4; j++) {
+        columns[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        columns[j + 4] = __builtin_shufflevector(r[j], r[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
 }
 
-__attribute__((target("avx2"))) static int64_t fold_avx2(const float *x, int16_t *out, int64_t n,
-                                                         float step, float lowest, float level,
-                                                         int sq) {
-    const __m256 vs = _mm256_set1_ps(step), lo = _mm256_set1_ps(lowest), hi = _mm256_set1_ps(level);
-    const __m256i vsq = _mm256_set1_epi32(sq);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 q = _mm256_div_ps(_mm256_loadu_ps(x + i), vs);
-        q = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);
-        const __m256i v = _mm256_mullo_epi32(_mm256_cvtps_epi32(q), vsq);
-        const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        _mm_storeu_si128((__m128i *)(void *)(out + i), packed);
-    }
-    return i;
+__attribute__((always_inline)) static inline f8 select8(i8 mask, f8 a, f8 b) {
+    return (f8)((mask & (i8)a) | (~mask & (i8)b));
 }
-#endif
 
-/* One row, in the float32 order vsquant.quantize_activations documents. */
-static void quantize_row(const quant_t *t, int64_t r, float *s) {
-    const float *x = t->x + r * t->k;
-    int16_t *out = t->out + r * t->kp;
-    const int64_t nv = (t->k + t->vector - 1) / t->vector;
-    const float level = (float)t->level;
-    float s_max = 0.0f;
-    for (int64_t v = 0; v < nv; v++) {
-        const int64_t start = v * t->vector, end = start + t->vector < t->k ? start + t->vector : t->k;
-        float c = 0.0f;
-        if (t->clip) {
-            c = t->clip[r * nv + v];
-        } else {
-            int64_t i = start;
-#ifdef SP_X86
-            if (t->avx2) i += max_abs_avx2(x + start, end - start, &c);
-#endif
-            for (; i < end; i++) {
-                const float a = fabsf(x[i]);
-                if (a > c) c = a;
-            }
-        }
-        s[v] = c / level;
-        if (s[v] > s_max) s_max = s[v];
-    }
-    const float gamma = s_max / (float)t->sq_max;
-    t->gamma[r] = gamma;
-    memset(out, 0, (size_t)t->kp * sizeof(int16_t));
-    if (gamma == 0.0f) return;
-    for (int64_t v = 0; v < nv; v++) {
-        const float sq = clamp_rint(s[v] / gamma, 1.0f, (float)t->sq_max);
-        const float step = gamma * sq;
-        const int64_t start = v * t->vector, end = start + t->vector < t->k ? start + t->vector : t->k;
-        int64_t i = start;
-#ifdef SP_X86
-        if (t->avx2) i += fold_avx2(x + start, out + start, end - start, step, (float)t->lowest, level, (int)sq);
-#endif
-        for (; i < end; i++) {
-            const float q = clamp_rint(x[i] / step, (float)t->lowest, level);
-            out[i] = (int16_t)((int)q * (int)sq);
-        }
-    }
+/* 8 rows' folded values of one column to their positions, in runs of 4 (see place_rows). */
+__attribute__((always_inline)) static inline void store_rows(int16_t *column, const uint8_t *position,
+                                                             i8 folded) {
+    const h8 v = __builtin_convertvector(folded, h8);
+    memcpy(column + position[0], &v, 4 * sizeof(int16_t));
+    memcpy(column + position[4], (const int16_t *)&v + 4, 4 * sizeof(int16_t));
 }
+
+/* The end of the run of channels from c0 that stays within one vector along K. */
+static inline int64_t vector_end(const quant_t *t, int64_t tap, int64_t c0) {
+    const int64_t k = tap * t->g.c + c0, end = c0 + t->vector - k % t->vector;
+    return end < t->g.c ? end : t->g.c;
+}
+
+#define SIMD(name) name##_portable
+#define FN static
+#include "_quantize_tile.h" /* undefines the parameters above */
+#ifdef SP_X86
+#define SIMD(name) name##_avx2
+#define FN __attribute__((target("avx2"))) static
+#include "_quantize_tile.h"
+#endif
 
 static void quantize_part(void *ctx, int part, int parts) {
     const quant_t *t = ctx;
     int64_t lo, hi;
-    split(t->m, part, parts, &lo, &hi);
-    float *s = malloc(sizeof(float) * (size_t)((t->k + t->vector - 1) / t->vector));
-    if (!s) return; /* the caller pre-checks memory; see py_quantize */
-    for (int64_t r = lo; r < hi; r++) quantize_row(t, r, s);
-    free(s);
-}
-
-/* ---------------------------------------------------------------- im2col (NCHW -> rows) */
-
-typedef struct {
-    const float *x; /* [b][c][h][w] */
-    float *out;     /* [b*oh*ow][kh*kw*c], K order (kh, kw, c) */
-    int64_t b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
-} im2col_t;
-
-static void im2col_part(void *ctx, int part, int parts) {
-    const im2col_t *t = ctx;
-    const int64_t k = t->kh * t->kw * t->c, hw = t->h * t->w;
-    int64_t lo, hi;
-    split(t->b * t->oh, part, parts, &lo, &hi);
-    for (int64_t bo = lo; bo < hi; bo++) {
-        const int64_t b = bo / t->oh, oy = bo % t->oh;
-        const float *img = t->x + b * t->c * hw;
-        for (int64_t ox = 0; ox < t->ow; ox++) {
-            float *row = t->out + (bo * t->ow + ox) * k;
-            for (int64_t ky = 0; ky < t->kh; ky++) {
-                const int64_t iy = oy * t->sh - t->pt + ky * t->dh;
-                for (int64_t kx = 0; kx < t->kw; kx++) {
-                    const int64_t ix = ox * t->sw - t->pl + kx * t->dw;
-                    float *dst = row + (ky * t->kw + kx) * t->c;
-                    if (iy < 0 || iy >= t->h || ix < 0 || ix >= t->w) {
-                        memset(dst, 0, (size_t)t->c * sizeof(float));
-                        continue;
-                    }
-                    const float *src = img + iy * t->w + ix;
-                    for (int64_t ch = 0; ch < t->c; ch++) dst[ch] = src[ch * hw];
-                }
-            }
+    split((t->m + TILE_M - 1) / TILE_M, part, parts, &lo, &hi);
+    float *work = malloc(sizeof(float) * 3 * TILE_M * (size_t)t->nv);
+    if (!work) return; /* the caller pre-checks memory; see py_quantize */
+    float *smax = work, *step = work + TILE_M * t->nv, *sq = step + TILE_M * t->nv;
+    tile_rows_t rows;
+    for (int64_t tile = lo; tile < hi; tile++) {
+        int16_t *at = t->tiles + tile * t->kp * TILE_M;
+        rows_of(t, tile * TILE_M, &rows);
+        memset(smax, 0, sizeof(float) * TILE_M * (size_t)t->nv);
+#ifdef SP_X86
+        if (t->simd) {
+            if (!t->clip) tile_max_avx2(t, &rows, smax);
+            tile_scales_avx2(t, tile * TILE_M, &rows, smax, step, sq);
+            tile_fold_avx2(t, &rows, step, sq, at);
+        } else
+#endif
+        {
+            if (!t->clip) tile_max_portable(t, &rows, smax);
+            tile_scales_portable(t, tile * TILE_M, &rows, smax, step, sq);
+            tile_fold_portable(t, &rows, step, sq, at);
         }
+        /* rows without data and the padding column are zeros */
+        for (int64_t k = 0; k < t->k; k++)
+            for (int r = rows.count; r < TILE_M; r += 4) memset(at + k * TILE_M + t->position[r], 0, 8);
+        if (t->kp > t->k) memset(at + t->k * TILE_M, 0, sizeof(int16_t) * TILE_M);
     }
+    free(work);
 }
 
 /* ---------------------------------------------------------------- GEMM */
 
 typedef struct {
-    const int16_t *a;  /* [m][kp] folded activations */
-    int16_t *at;       /* row tiles, each [kp][TILE_M] int16: one K column of the tile's rows */
+    const int16_t *at; /* row tiles of folded activations, each [kp][TILE_M] (see place_rows) */
     int32_t *acc;      /* one TILE_N x TILE_M accumulator tile per thread */
     const float *ga, *gw, *bias;
     const int32_t *dense;  /* [n][j] (w[2j], w[2j+1]) pairs, or NULL */
@@ -256,7 +355,6 @@ typedef struct {
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS]; /* each thread's channels */
     int64_t m_lo[MAX_THREADS], m_hi[MAX_THREADS]; /* and rows (multiples of TILE_M) */
     int path;
-    uint8_t position[TILE_M]; /* where each row of a tile sits in its columns (see place_rows) */
 } gemm_t;
 
 static inline const int16_t *act_tile(const gemm_t *g, int64_t m0) {
@@ -275,33 +373,6 @@ static inline int64_t run_of(const gemm_t *g, int64_t n, int64_t b) {
 static inline int tile_rows(const gemm_t *g, int64_t m0, int group) {
     const int64_t rows = g->m - m0 < TILE_M ? g->m - m0 : TILE_M;
     return (int)((rows + group - 1) / group * group);
-}
-
-static void tiles_part(void *ctx, int part, int parts) {
-    const gemm_t *g = ctx;
-    int64_t lo, hi;
-    split((g->m + TILE_M - 1) / TILE_M, part, parts, &lo, &hi);
-    for (int64_t t = lo; t < hi; t++) {
-        int16_t *tile = g->at + t * g->kp * TILE_M;
-        for (int64_t k0 = 0; k0 < g->kp; k0 += 16) /* 16 columns at a time: reads stay in lines */
-            for (int r = 0; r < TILE_M; r++) {
-                const int64_t m = t * TILE_M + r, k1 = k0 + 16 < g->kp ? k0 + 16 : g->kp;
-                const int16_t *src = m < g->m ? g->a + m * g->kp : NULL; /* NULL: padding row */
-                int16_t *dst = tile + g->position[r];
-                for (int64_t k = k0; k < k1; k++) dst[k * TILE_M] = src ? src[k] : 0;
-            }
-    }
-}
-
-/* Unpacking two columns puts int16 positions 8c..8c+3 of each 128-bit lane c in the low register
- * and 8c+4..8c+7 in the high one; rows are placed in the columns so that the accumulators come
- * out in row order: row r of a group of 2 * lanes sits at 8c + 4h + i, with h = r >= lanes,
- * c = (r mod lanes) / 4, i = r mod 4 (lanes 0: the portable path, rows in order). */
-static void place_rows(gemm_t *g, int lanes) {
-    for (int r = 0; r < TILE_M; r++) {
-        const int group = lanes ? 2 * lanes : TILE_M, i = r % group, q = lanes ? i % lanes : i;
-        g->position[r] = (uint8_t)(lanes ? r - i + 8 * (q / 4) + 4 * (i >= lanes) + q % 4 : r);
-    }
 }
 
 /* acc [TILE_N][TILE_M] int32 for channels n0.., rows m0.. -> out, through the float epilogue,
@@ -440,19 +511,12 @@ static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int
 
 typedef void (*tile_fn)(const gemm_t *, int64_t, int, int64_t, int32_t *);
 
-/* The path's tile kernel and its register width in int32 lanes (0: plain C). */
-static tile_fn tile_kernel(int path, int sparse, int *lanes) {
+/* The path's tile kernel. */
+static tile_fn tile_kernel(int path, int sparse) {
 #ifdef SP_X86
-    if (path == PATH_AVX2) {
-        *lanes = 8;
-        return sparse ? sparse_tile_avx2 : dense_tile_avx2;
-    }
-    if (path == PATH_AVX512VNNI) {
-        *lanes = 16;
-        return sparse ? sparse_tile_vnni : dense_tile_vnni;
-    }
+    if (path == PATH_AVX2) return sparse ? sparse_tile_avx2 : dense_tile_avx2;
+    if (path == PATH_AVX512VNNI) return sparse ? sparse_tile_vnni : dense_tile_vnni;
 #endif
-    *lanes = 0;
     return sparse ? sparse_portable : dense_portable;
 }
 
@@ -461,8 +525,7 @@ static tile_fn tile_kernel(int path, int sparse, int *lanes) {
 static void gemm_part(void *ctx, int part, int parts) {
     (void)parts;
     const gemm_t *g = ctx;
-    int lanes;
-    const tile_fn kernel = tile_kernel(g->path, g->dense == NULL, &lanes);
+    const tile_fn kernel = tile_kernel(g->path, g->dense == NULL);
     int32_t *acc = g->acc + (int64_t)part * TILE_N * TILE_M;
     const int64_t lo = g->n_lo[part], hi = g->n_hi[part];
     for (int64_t m0 = g->m_lo[part]; m0 < g->m_hi[part]; m0 += TILE_M)
@@ -548,60 +611,86 @@ static PyObject *py_paths(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* quantize(x, clip_or_None, out, gamma, m, k, kp, vector, level, lowest, sq_max, threads) */
+/* quantize(x, geometry, clip_or_None, tiles, gamma, vector, level, lowest, sq_max, path,
+ *          threads) -- x: NCHW input; geometry (b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh,
+ *          ow); rows m = b*oh*ow of k = kh*kw*c, kp = k rounded up to even; tiles int16
+ *          [ceil(m / 64)][kp][64] laid out for the path; clip float32 [m][ceil(k / vector)]. */
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer x, out, gamma;
-    PyObject *clip_obj;
-    quant_t t;
+    Py_buffer x, tiles, gamma, clip = {0};
+    PyObject *geometry, *clip_obj;
+    quant_t t = {0};
+    const char *path_name;
     int threads;
-    long long m, k, kp;
-    if (!PyArg_ParseTuple(args, "y*Ow*w*LLLiiiii", &x, &clip_obj, &out, &gamma, &m, &k, &kp,
-                          &t.vector, &t.level, &t.lowest, &t.sq_max, &threads))
+    if (!PyArg_ParseTuple(args, "y*OOw*w*iiiisi", &x, &geometry, &clip_obj, &tiles, &gamma,
+                          &t.vector, &t.level, &t.lowest, &t.sq_max, &path_name, &threads))
         return NULL;
-    Py_buffer clip = {0};
-    int ok = clip_obj == Py_None || PyObject_GetBuffer(clip_obj, &clip, PyBUF_SIMPLE) == 0;
-    const int64_t nv = t.vector > 0 ? (k + t.vector - 1) / t.vector : 0;
-    ok = ok && t.vector > 0 && kp >= k && threads_ok(threads) && check_len(&x, m * k, 4, "x") &&
-         check_len(&out, m * kp, 2, "out") && check_len(&gamma, m, 4, "gamma") &&
-         (clip_obj == Py_None || check_len(&clip, m * nv, 4, "clip"));
+    const int path = parse_path(path_name);
+    int ok = path >= 0 && threads_ok(threads) && parse_conv(geometry, &t.g);
+    ok = ok && (clip_obj == Py_None || PyObject_GetBuffer(clip_obj, &clip, PyBUF_SIMPLE) == 0);
+    if (ok && t.vector < 1) {
+        PyErr_SetString(PyExc_ValueError, "quantize: the vector size must be positive");
+        ok = 0;
+    }
+    if (ok) {
+        t.m = t.g.b * t.g.oh * t.g.ow;
+        t.k = t.g.kh * t.g.kw * t.g.c;
+        t.kp = t.k + t.k % 2;
+        t.nv = (t.k + t.vector - 1) / t.vector;
+    }
+    const int64_t count = (t.m + TILE_M - 1) / TILE_M;
+    ok = ok && check_len(&x, t.g.b * t.g.c * t.g.h * t.g.w, 4, "x") &&
+         check_len(&tiles, count * t.kp * TILE_M, 2, "tiles") && check_len(&gamma, t.m, 4, "gamma") &&
+         (clip_obj == Py_None || check_len(&clip, t.m * t.nv, 4, "clip"));
+    float *probe = ok ? malloc(sizeof(float) * 3 * TILE_M * (size_t)t.nv) : NULL;
+    if (ok && !probe) { /* quantize_part's work space */
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    free(probe);
     if (ok) {
         t.x = x.buf;
         t.clip = clip_obj == Py_None ? NULL : clip.buf;
-        t.out = out.buf;
+        t.tiles = tiles.buf;
         t.gamma = gamma.buf;
-        t.m = m;
-        t.k = k;
-        t.avx2 = path_supported(PATH_AVX2);
-        t.kp = kp;
-        Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, threads);
+        t.simd = path != PATH_PORTABLE;
+        place_rows(t.position, path_lanes(path));
+        const int parts = threads < count ? threads : (int)count;
+        Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, parts);
         Py_END_ALLOW_THREADS
-    } else if (!PyErr_Occurred()) {
-        PyErr_SetString(PyExc_ValueError, "quantize: inconsistent sizes");
     }
-    if (clip_obj != Py_None && clip.obj) PyBuffer_Release(&clip);
+    if (clip.obj) PyBuffer_Release(&clip);
     PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
+    PyBuffer_Release(&tiles);
     PyBuffer_Release(&gamma);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
-/* im2col(x, out, (b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), threads) */
+/* positions(path) -> bytes: where each of a tile's TILE_M rows sits in its columns. */
+static PyObject *py_positions(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *path_name;
+    if (!PyArg_ParseTuple(args, "s", &path_name)) return NULL;
+    const int path = parse_path(path_name);
+    if (path < 0) return NULL;
+    uint8_t position[TILE_M];
+    place_rows(position, path_lanes(path));
+    return PyBytes_FromStringAndSize((const char *)position, TILE_M);
+}
+
+/* im2col(x, out, geometry, threads) */
 static PyObject *py_im2col(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer x, out;
+    PyObject *geometry;
     im2col_t t;
     int threads;
-    long long v[14];
-    if (!PyArg_ParseTuple(args, "y*w*(LLLLLLLLLLLLLL)i", &x, &out, &v[0], &v[1], &v[2], &v[3],
-                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13],
-                          &threads))
-        return NULL;
-    t.b = v[0], t.c = v[1], t.h = v[2], t.w = v[3], t.kh = v[4], t.kw = v[5], t.sh = v[6];
-    t.sw = v[7], t.pt = v[8], t.pl = v[9], t.dh = v[10], t.dw = v[11], t.oh = v[12], t.ow = v[13];
-    int ok = threads_ok(threads) && check_len(&x, t.b * t.c * t.h * t.w, 4, "x") &&
-             check_len(&out, t.b * t.oh * t.ow * t.kh * t.kw * t.c, 4, "out");
+    if (!PyArg_ParseTuple(args, "y*w*Oi", &x, &out, &geometry, &threads)) return NULL;
+    const conv_t *g = &t.g;
+    int ok = threads_ok(threads) && parse_conv(geometry, &t.g) &&
+             check_len(&x, g->b * g->c * g->h * g->w, 4, "x") &&
+             check_len(&out, g->b * g->oh * g->ow * g->kh * g->kw * g->c, 4, "out");
     if (ok) {
         t.x = x.buf;
         t.out = out.buf;
@@ -614,9 +703,10 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gemm(a, ga, dense_or_None, ptr, entries, gw, bias_or_None, out, m, kp, n, blocks, pixels,
- *      path, threads) -- dense: int32 [n][kp/2]; sparse: ptr int32 [n*blocks+1] into entries
- *      (uint32 [count][2]: columns, weights), runs in the order of run_of(). */
+/* gemm(tiles, ga, dense_or_None, ptr, entries, gw, bias_or_None, out, m, kp, n, blocks, pixels,
+ *      path, threads) -- tiles as quantize lays them out for the path; dense: int32 [n][kp/2];
+ *      sparse: ptr int32 [n*blocks+1] into entries (uint32 [count][2]: columns, weights), runs
+ *      in the order of run_of(). */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a, ga, ptr, ent, gw, out, dense = {0}, bias = {0};
@@ -643,7 +733,8 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         ok = 0;
     }
     const int64_t j = kp / 2;
-    ok = ok && check_len(&a, m * kp, 2, "a") && check_len(&ga, m, 4, "ga") &&
+    const int64_t tiles = (m + TILE_M - 1) / TILE_M;
+    ok = ok && check_len(&a, tiles * kp * TILE_M, 2, "tiles") && check_len(&ga, m, 4, "ga") &&
          check_len(&gw, n, 4, "gw") && check_len(&out, m * n, 4, "out") &&
          (!have_bias || check_len(&bias, n, 4, "bias")) &&
          (have_dense ? check_len(&dense, n * j, 4, "dense")
@@ -669,17 +760,15 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         if (!ok && !PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "gemm: sparse weight indices out of range");
     }
-    const int64_t tiles = (m + TILE_M - 1) / TILE_M;
     if (ok) {
-        g->at = malloc(sizeof(int16_t) * (size_t)(tiles * TILE_M * kp));
         g->acc = malloc(sizeof(int32_t) * TILE_N * TILE_M * (size_t)threads);
-        if (!g->at || !g->acc) {
+        if (!g->acc) {
             PyErr_NoMemory();
             ok = 0;
         }
     }
     if (ok) {
-        g->a = a.buf;
+        g->at = a.buf;
         g->ga = ga.buf;
         g->gw = gw.buf;
         g->bias = have_bias ? bias.buf : NULL;
@@ -692,19 +781,12 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->j = j;
         g->pixels = pixels;
         g->path = path;
-        int lanes;
-        tile_kernel(path, !have_dense, &lanes);
-        place_rows(g, lanes);
         const int parts = threads < n ? threads : (int)n;
         balance(g, parts);
-        Py_BEGIN_ALLOW_THREADS run_parts(tiles_part, g, threads < tiles ? threads : (int)tiles);
-        run_parts(gemm_part, g, parts);
+        Py_BEGIN_ALLOW_THREADS run_parts(gemm_part, g, parts);
         Py_END_ALLOW_THREADS
     }
-    if (g) {
-        free(g->at);
-        free(g->acc);
-    }
+    if (g) free(g->acc);
     free(g);
     if (have_dense) PyBuffer_Release(&dense);
     if (have_bias) PyBuffer_Release(&bias);
@@ -777,7 +859,8 @@ static PyObject *py_peak(PyObject *self, PyObject *args) {
 static PyMethodDef METHODS[] = {
     {"peak", py_peak, METH_VARARGS, "Register-only multiply-accumulate peak probe (AVX2)."},
     {"paths", py_paths, METH_NOARGS, "Kernel paths this CPU runs, best first."},
-    {"quantize", py_quantize, METH_VARARGS, "VS-Quant activation rows to folded int16."},
+    {"quantize", py_quantize, METH_VARARGS, "VS-Quant conv rows to folded int16 row tiles."},
+    {"positions", py_positions, METH_VARARGS, "Where a tile's rows sit in its columns, per path."},
     {"im2col", py_im2col, METH_VARARGS, "NCHW float32 to conv rows, K order (kh, kw, c)."},
     {"gemm", py_gemm, METH_VARARGS, "Folded int16 activations x packed weights -> float32."},
     {NULL, NULL, 0, NULL},

@@ -151,32 +151,32 @@ class GraphExecutor:
 
     def _run_layer(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
-        if layer.conv is not None:
-            geometry = layer.conv
-            rows = kernel.im2col(
-                x, geometry.kernel, geometry.strides, geometry.pads, geometry.dilations,
-                threads=self.threads,
+        a = self._quantized_input(layer, x)
+        if layer.conv is None:
+            out = kernel.matmul(a, layer.weight, threads=self.threads)
+            return out.reshape(*x.shape[:-1], layer.weight.n)
+        pixels = len(a.gamma) // x.shape[0]
+        out = kernel.matmul(a, layer.weight, pixels=pixels, threads=self.threads)
+        g = layer.conv
+        side = kernel.conv_output_side(x.shape[2:], g.kernel, g.strides, g.pads, g.dilations)
+        return out.reshape(x.shape[0], layer.weight.n, *side)
+
+    def _quantized_input(self, layer: Layer, x: np.ndarray) -> kernel.Activations:
+        """The layer's input rows, quantized for the kernel: a convolution's straight from its
+        NCHW input, unless Octav's clipping scalars need the float rows."""
+        vector, signed, g = layer.weight.vector_size, layer.signed, layer.conv
+        octav = self.options.act_clip == "octav"
+        if g is not None and not octav:
+            return kernel.quantize_conv(
+                x, g.kernel, g.strides, g.pads, g.dilations, vector, signed,
+                path=self.path, threads=self.threads,
             )  # fmt: skip
-            pixels = rows.shape[0] // x.shape[0]
-            lead: tuple[int, ...] = ()
+        if g is not None:
+            rows = kernel.im2col(x, g.kernel, g.strides, g.pads, g.dilations, threads=self.threads)
         else:
-            lead = x.shape[:-1]
             rows = x.reshape(-1, x.shape[-1])
-            pixels = 1
-        clip = (
-            vsquant.activation_clip_scalars(rows, layer.weight.vector_size, layer.signed)
-            if self.options.act_clip == "octav"
-            else None
-        )
-        a = kernel.quantize(
-            rows, layer.weight.vector_size, layer.signed, clip, threads=self.threads
-        )
-        out = kernel.matmul(a, layer.weight, pixels=pixels, path=self.path, threads=self.threads)
-        if layer.conv is not None:
-            g = layer.conv
-            side = kernel.conv_output_side(x.shape[2:], g.kernel, g.strides, g.pads, g.dilations)
-            return out.reshape(x.shape[0], layer.weight.n, *side)
-        return out.reshape(*lead, layer.weight.n)
+        clip = vsquant.activation_clip_scalars(rows, vector, signed) if octav else None
+        return kernel.quantize(rows, vector, signed, clip, path=self.path, threads=self.threads)
 
 
 # ------------------------------------------------------------------------------ planning

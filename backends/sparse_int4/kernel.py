@@ -1,5 +1,6 @@
-"""The compiled kernel behind numpy-shaped calls: quantize activation rows, im2col, and the
-integer GEMM against a packed 4-bit weight, bit for bit ``vsquant.reference_matmul``.
+"""The compiled kernel behind numpy-shaped calls: quantize activation rows (or a convolution's
+rows straight from its NCHW input), im2col, and the integer GEMM against a packed 4-bit weight,
+bit for bit ``vsquant.reference_matmul``.
 
 A packed weight holds each value already multiplied by its vector scale (q · sq, an int16). Dense,
 it is K pairs per output channel; pruned below ``SPARSE_BELOW``, it is only the kept weights,
@@ -29,6 +30,7 @@ BLOCK = _kernel.KBLOCK  # K columns per block: both weights of a sparse entry li
 GROUP = _kernel.SPARSE_GROUP  # channels whose sparse entries interleave block by block
 SPARSE_BELOW = 0.6  # entries per dense pair under which the sparse loop beats the dense one
 MAX_K = 65536  # sparse entries hold K columns in 16 bits
+TILE = 64  # rows per activation tile
 
 
 def default_threads() -> int:
@@ -67,13 +69,20 @@ class PackedWeight:
 
 @dataclass(frozen=True)
 class Activations:
-    """Activation rows quantized for the kernel: folded q · sq int16 [M, K rounded up to even]
-    and gamma float32 [M]."""
+    """Activation rows quantized for the kernel: folded q · sq int16 in row tiles laid out for
+    one kernel path ([ceil(M / TILE), K rounded up to even, TILE], rows at the path's
+    positions), and gamma float32 [M]."""
 
-    folded: np.ndarray
+    tiles: np.ndarray
     gamma: np.ndarray
     k: int
     vector_size: int
+    path: str
+
+    def folded(self) -> np.ndarray:
+        """int16 [M, K rounded up to even]: the folded values row by row."""
+        rows = self.tiles[:, :, _positions(self.path)].transpose(0, 2, 1)
+        return rows.reshape(-1, self.tiles.shape[1])[: len(self.gamma)]
 
 
 def pack(
@@ -139,31 +148,47 @@ def quantize(
     clip: np.ndarray | None = None,
     *,
     scale_bits: int = SCALE_BITS,
+    path: str | None = None,
     threads: int | None = None,
 ) -> Activations:
     """Quantize float32 rows [M, K] as ``vsquant.quantize_activations`` does (clip="max"), or
-    with given clipping scalars [M, ceil(K / V)] (e.g. Octav's); returns folded int16 values."""
+    with given clipping scalars [M, ceil(K / V)] (e.g. Octav's), for the kernel ``path``."""
     x = np.ascontiguousarray(x, np.float32)
     m, k = x.shape
-    kp = _even(k)
-    folded = np.empty((m, kp), np.int16)
-    gamma = np.empty(m, np.float32)
-    if clip is not None:
-        clip = np.ascontiguousarray(clip, np.float32)
-    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
-    _kernel.quantize(
-        x, clip, folded, gamma, m, k, kp, vector_size, level, -level if signed else 0,
-        2**scale_bits - 1, _threads(threads),
-    )  # fmt: skip
-    return Activations(folded, gamma, k, vector_size)
+    rows_as_conv = (m, k, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1)  # M one-pixel images, 1x1 kernel
+    return _quantize(x, rows_as_conv, vector_size, signed, clip, scale_bits, path, threads)
 
 
-def from_reference(a: QuantizedActivation) -> Activations:
+def quantize_conv(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    vector_size: int = 16,
+    signed: bool = True,
+    *,
+    scale_bits: int = SCALE_BITS,
+    path: str | None = None,
+    threads: int | None = None,
+) -> Activations:
+    """``quantize(im2col(x, ...))`` without the float rows: a convolution's rows quantized
+    straight from its NCHW float32 input."""
+    x = np.ascontiguousarray(x, np.float32)
+    geometry = _conv_geometry(x, kernel, strides, pads, dilations)
+    return _quantize(x, geometry, vector_size, signed, None, scale_bits, path, threads)
+
+
+def from_reference(a: QuantizedActivation, path: str | None = None) -> Activations:
     """The kernel's form of numpy-quantized activations (for tests and the reference path)."""
-    folded = np.zeros((a.q.shape[0], _even(a.k)), np.int16)
+    m, kp = a.q.shape[0], _even(a.k)
+    folded = np.zeros((-(-m // TILE) * TILE, kp), np.int16)
     sq = np.repeat(a.sq.astype(np.int16), a.vector_size, axis=1)[:, : a.k]
-    folded[:, : a.k] = a.q.astype(np.int16) * sq
-    return Activations(folded, a.gamma.astype(np.float32), a.k, a.vector_size)
+    folded[:m, : a.k] = a.q.astype(np.int16) * sq
+    path = path or PATHS[0]
+    tiles = np.empty((len(folded) // TILE, kp, TILE), np.int16)
+    tiles[:, :, _positions(path)] = folded.reshape(-1, TILE, kp).transpose(0, 2, 1)
+    return Activations(tiles, a.gamma.astype(np.float32), a.k, a.vector_size, path)
 
 
 def matmul(
@@ -171,24 +196,23 @@ def matmul(
     w: PackedWeight,
     *,
     pixels: int = 1,
-    path: str | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """float32 output of the integer GEMM: [M, N], or for ``pixels`` > 1 (conv rows ordered
-    image, pixel) [M / pixels, N, pixels], i.e. NCHW."""
+    """float32 output of the integer GEMM on the path the activations were laid out for: [M, N],
+    or for ``pixels`` > 1 (conv rows ordered image, pixel) [M / pixels, N, pixels], i.e. NCHW."""
     if a.k != w.k or a.vector_size != w.vector_size:
         raise UserError(
             f"activations (K = {a.k}, vectors of {a.vector_size}) do not fit the weight "
             f"(K = {w.k}, vectors of {w.vector_size})"
         )
-    m = a.folded.shape[0]
+    m, kp = len(a.gamma), a.tiles.shape[1]
     if m % pixels:
         raise UserError(f"{m} rows are not whole images of {pixels} pixels")
     shape = (m, w.n) if pixels == 1 else (m // pixels, w.n, pixels)
     out = np.empty(shape, np.float32)
     _kernel.gemm(
-        a.folded, a.gamma, w.dense, w.ptr, w.entries, w.gamma, w.bias, out,
-        m, a.folded.shape[1], w.n, w.blocks, pixels, path or PATHS[0], _threads(threads),
+        a.tiles, a.gamma, w.dense, w.ptr, w.entries, w.gamma, w.bias, out,
+        m, kp, w.n, w.blocks, pixels, a.path, _threads(threads),
     )  # fmt: skip
     return out
 
@@ -205,13 +229,9 @@ def im2col(
     """Conv rows of an NCHW float32 batch: [B · OH · OW, KH · KW · C], K ordered (kh, kw, c);
     ``pads`` as ONNX (top, left, bottom, right)."""
     x = np.ascontiguousarray(x, np.float32)
-    b, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    oh, ow = conv_output_side((h, w), kernel, strides, pads, dilations)
-    if oh < 1 or ow < 1:
-        raise UserError(f"a {kh}x{kw} window does not fit a {h}x{w} input")
+    geometry = _conv_geometry(x, kernel, strides, pads, dilations)
+    b, c, _, _, kh, kw, *_, oh, ow = geometry
     out = np.empty((b * oh * ow, kh * kw * c), np.float32)
-    geometry = (b, c, h, w, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
     _kernel.im2col(x, out, geometry, _threads(threads))
     return out
 
@@ -230,6 +250,53 @@ def conv_output_side(
         for a in range(2)
     ]
     return out[0], out[1]
+
+
+def _conv_geometry(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, ...]:
+    """The kernel's conv geometry of an NCHW input: (B, C, H, W, KH, KW, SH, SW, pad top, pad
+    left, DH, DW, OH, OW)."""
+    b, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    oh, ow = conv_output_side((h, w), kernel, strides, pads, dilations)
+    if oh < 1 or ow < 1:
+        raise UserError(f"a {kh}x{kw} window does not fit a {h}x{w} input")
+    return (b, c, h, w, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
+
+
+def _quantize(
+    x: np.ndarray,
+    geometry: tuple[int, ...],
+    vector_size: int,
+    signed: bool,
+    clip: np.ndarray | None,
+    scale_bits: int,
+    path: str | None,
+    threads: int | None,
+) -> Activations:
+    b, c, _, _, kh, kw, *_, oh, ow = geometry
+    m, k = b * oh * ow, kh * kw * c
+    path = path or PATHS[0]
+    tiles = np.empty((-(-m // TILE), _even(k), TILE), np.int16)
+    gamma = np.empty(m, np.float32)
+    if clip is not None:
+        clip = np.ascontiguousarray(clip, np.float32)
+    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
+    _kernel.quantize(
+        x, geometry, clip, tiles, gamma, vector_size, level, -level if signed else 0,
+        2**scale_bits - 1, path, _threads(threads),
+    )  # fmt: skip
+    return Activations(tiles, gamma, k, vector_size, path)
+
+
+def _positions(path: str) -> np.ndarray:
+    """Where each of a tile's rows sits in its columns on ``path``."""
+    return np.frombuffer(_kernel.positions(path), np.uint8)
 
 
 def _folded_weight(w: QuantizedWeight) -> np.ndarray:
