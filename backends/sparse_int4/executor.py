@@ -280,6 +280,9 @@ def _segment(
     session_options.intra_op_num_threads = threads
     session_options.inter_op_num_threads = 1
     session_options.log_severity_level = 3
+    # ORT's workers spin for a while after each run; on a machine with as many threads as cores
+    # they would take the kernel's cores from it in the layer that follows.
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         sub_model.SerializeToString(), session_options, providers=["CPUExecutionProvider"]
     )
