@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.sparse_int4.executor import GraphExecutor
+from backends.sparse_int4.executor import GraphExecutor, Segment
 from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.vsquant import quantize_activations, quantize_weight, reference_matmul
 from harness.errors import UserError
@@ -114,6 +114,18 @@ def test_transformer_block_tracks_float_and_reports_workload() -> None:
     pruned = GraphExecutor(block, SparsityOptions(density=0.25)).layers[1]
     assert pruned.effective_macs == pytest.approx(up.dense_macs / 4, rel=0.02)
     assert pruned.weight_bytes < 0.6 * up.weight_bytes  # positions and scales cost extra
+
+
+def test_onnx_runtime_segments_leave_the_cores_to_the_kernel() -> None:
+    segments = [
+        step
+        for step in GraphExecutor(transformer_block(), SparsityOptions()).plan.steps
+        if isinstance(step, Segment)
+    ]
+    assert len(segments) >= 2
+    for segment in segments:  # a spinning ORT worker would compete with the next kernel layer
+        options = segment.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_pre_pruned_zeros_are_the_sparsity() -> None:
