@@ -211,7 +211,7 @@ typedef struct {
 typedef struct {
     int64_t off[8];
     int valid[8];
-    int contiguous; /* all valid and consecutive: one vector load */
+    int step;       /* all valid, 1 or 2 apart: loaded in whole vectors; else 0 */
 } window8;
 
 static void rows_of(const quant_t *t, int64_t m0, tile_rows_t *rows) {
@@ -230,23 +230,28 @@ static void rows_of(const quant_t *t, int64_t m0, tile_rows_t *rows) {
 __attribute__((always_inline)) static inline void window_of(const conv_t *g, const tile_rows_t *rows,
                                                             int r0, int64_t tap, window8 *win) {
     const int64_t dy = tap / g->kw * g->dh, dx = tap % g->kw * g->dw;
-    win->contiguous = 1;
+    int step1 = 1, step2 = 1;
     for (int i = 0; i < 8; i++) {
         const int64_t iy = rows->iy[r0 + i] + dy, ix = rows->ix[r0 + i] + dx;
         win->valid[i] = rows->live[r0 + i] && iy >= 0 && iy < g->h && ix >= 0 && ix < g->w;
         win->off[i] = win->valid[i] ? rows->image[r0 + i] + iy * g->w + ix : 0;
-        win->contiguous &= win->valid[i] && win->off[i] == win->off[0] + i;
+        step1 &= win->valid[i] && win->off[i] == win->off[0] + i;
+        step2 &= win->valid[i] && win->off[i] == win->off[0] + 2 * i;
     }
+    win->step = step1 ? 1 : step2 ? 2 : 0;
 }
 
-/* 8 rows of one K column: contiguous rows load as one vector, others (padding, row ends,
- * strides) lane by lane, with zeros where the window leaves the image. */
+/* 8 rows of one K column: consecutive rows load as one vector, rows 2 apart (stride 2) as two
+ * (elements 0..7 and 7..14, so nothing past the last row is read), others (padding, row ends)
+ * lane by lane, with zeros where the window leaves the image. */
 __attribute__((always_inline)) static inline f8 load8(const float *x, const window8 *win,
                                                       int64_t offset) {
-    f8 v;
-    if (win->contiguous) {
+    f8 v, w;
+    if (win->step) {
         memcpy(&v, x + win->off[0] + offset, sizeof v);
-        return v;
+        if (win->step == 1) return v;
+        memcpy(&w, x + win->off[0] + offset + 7, sizeof w);
+        return __builtin_shufflevector(v, w, 0, 2, 4, 6, 9, 11, 13, 15);
     }
     for (int i = 0; i < 8; i++) v[i] = win->valid[i] ? x[win->off[i] + offset] : 0.0f;
     return v;
