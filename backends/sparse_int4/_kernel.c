@@ -6,8 +6,10 @@
  * of the folded int16 values. The GEMM is then int16 x int16 -> int32, two K steps per
  * instruction (vpmaddwd on AVX2, vpdpwssd on AVX-512 VNNI), exact in any order.
  *
- * Layouts: activations are copied into row tiles of TILE_M rows, one K column after another
- * (at[k][r], int16), so one vector load holds 16 (or 32) rows of one column. Unpacking two columns
+ * Layouts: activations are quantized straight into row tiles of TILE_M rows, one K column after
+ * another (at[k][r], int16), so one vector load holds 16 (or 32) rows of one column; a
+ * convolution's rows come straight from its NCHW input, with no float im2col matrix (the
+ * input's rows as 1 x 1 "images" when there is no convolution). Unpacking two columns
  * k1, k2 interleaves them into (x[k1], x[k2]) pairs for vpmaddwd. Dense weights are pairs
  * (w[2j], w[2j+1]) per channel. Pruned weights are entries per channel and K block: each pairs two
  * kept weights of the block (k1, k2 and their values), so the two int16 halves of a multiply-add
@@ -21,7 +23,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,6 +31,9 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SP_X86 1
 #include <immintrin.h>
+#define VECTORIZED __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTORIZED
 #endif
 
 #define MAX_THREADS 64
@@ -184,12 +188,6 @@ typedef struct {
     int vector, level, lowest, sq_max, simd;
     uint8_t position[TILE_M];
 } quant_t;
-
-#ifdef SP_X86
-#define VECTORIZED __attribute__((target_clones("avx2", "default")))
-#else
-#define VECTORIZED
-#endif
 
 /* 8-lane vectors pass only between always-inline helpers, never across a call, so the ABI note
  * GCC gives for them without AVX does not apply. */
@@ -660,7 +658,7 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         t.gamma = gamma.buf;
         t.simd = path != PATH_PORTABLE;
         place_rows(t.position, path_lanes(path));
-        const int parts = threads < count ? threads : (int)count;
+        const int parts = threads < count ? threads : (int)count; /* count >= 1: sizes >= 1 */
         Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, parts);
         Py_END_ALLOW_THREADS
     }
@@ -876,7 +874,8 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, 
 PyMODINIT_FUNC PyInit__kernel(void) {
     PyObject *module = PyModule_Create(&MODULE);
     if (module && (PyModule_AddIntConstant(module, "KBLOCK", KBLOCK) < 0 ||
-                   PyModule_AddIntConstant(module, "SPARSE_GROUP", SPARSE_GROUP) < 0))
+                   PyModule_AddIntConstant(module, "SPARSE_GROUP", SPARSE_GROUP) < 0 ||
+                   PyModule_AddIntConstant(module, "TILE_M", TILE_M) < 0))
         Py_CLEAR(module);
     return module;
 }

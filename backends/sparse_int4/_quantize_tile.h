@@ -97,7 +97,7 @@ FN void SIMD(tile_fold)(const quant_t *t, const tile_rows_t *rows, const float *
                     for (int j = 0; j < width; j++) {
                         f8 q = columns[j] / stv;
                         q = (q + ROUNDER) - ROUNDER; /* rint, half to even, for |q| < 2^22 */
-                        q = select8(q >= lowest, q, lowest); /* NaN -> lowest, as clamp_rint */
+                        q = select8(q >= lowest, q, lowest); /* NaN -> lowest */
                         q = select8(q > level, level, q);
                         store_rows(column + j * TILE_M, t->position + 8 * i,
                                    __builtin_convertvector(q * sv, i8)); /* |q sq| <= 225 */

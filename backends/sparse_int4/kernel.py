@@ -30,7 +30,7 @@ BLOCK = _kernel.KBLOCK  # K columns per block: both weights of a sparse entry li
 GROUP = _kernel.SPARSE_GROUP  # channels whose sparse entries interleave block by block
 SPARSE_BELOW = 0.6  # entries per dense pair under which the sparse loop beats the dense one
 MAX_K = 65536  # sparse entries hold K columns in 16 bits
-TILE = 64  # rows per activation tile
+TILE = _kernel.TILE_M  # rows per activation tile
 
 
 def default_threads() -> int:
