@@ -183,6 +183,7 @@ typedef struct {
     const float *clip; /* [m][nv] clipping scalars, or NULL for max |x| */
     int16_t *tiles;    /* [tiles][kp][TILE_M], zero beyond k and past the last row */
     float *gamma;      /* [m] */
+    float *work;       /* per part: smax, step, sq, each [nv][TILE_M] */
     conv_t g;
     int64_t m, k, kp, nv;
     int vector, level, lowest, sq_max, simd;
@@ -315,9 +316,8 @@ static void quantize_part(void *ctx, int part, int parts) {
     const quant_t *t = ctx;
     int64_t lo, hi;
     split((t->m + TILE_M - 1) / TILE_M, part, parts, &lo, &hi);
-    float *work = malloc(sizeof(float) * 3 * TILE_M * (size_t)t->nv);
-    if (!work) return; /* the caller pre-checks memory; see py_quantize */
-    float *smax = work, *step = work + TILE_M * t->nv, *sq = step + TILE_M * t->nv;
+    float *smax = t->work + (size_t)part * 3 * TILE_M * (size_t)t->nv;
+    float *step = smax + TILE_M * t->nv, *sq = step + TILE_M * t->nv;
     tile_rows_t rows;
     for (int64_t tile = lo; tile < hi; tile++) {
         int16_t *at = t->tiles + tile * t->kp * TILE_M;
@@ -340,7 +340,6 @@ static void quantize_part(void *ctx, int part, int parts) {
             for (int r = rows.count; r < TILE_M; r += 4) memset(at + k * TILE_M + t->position[r], 0, 8);
         if (t->kp > t->k) memset(at + t->k * TILE_M, 0, sizeof(int16_t) * TILE_M);
     }
-    free(work);
 }
 
 /* ---------------------------------------------------------------- GEMM */
@@ -645,12 +644,12 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     ok = ok && check_len(&x, t.g.b * t.g.c * t.g.h * t.g.w, 4, "x") &&
          check_len(&tiles, count * t.kp * TILE_M, 2, "tiles") && check_len(&gamma, t.m, 4, "gamma") &&
          (clip_obj == Py_None || check_len(&clip, t.m * t.nv, 4, "clip"));
-    float *probe = ok ? malloc(sizeof(float) * 3 * TILE_M * (size_t)t.nv) : NULL;
-    if (ok && !probe) { /* quantize_part's work space */
+    const int parts = ok ? (threads < count ? threads : (int)count) : 0; /* sizes >= 1 */
+    t.work = ok ? malloc(sizeof(float) * 3 * TILE_M * (size_t)t.nv * (size_t)parts) : NULL;
+    if (ok && !t.work) {
         PyErr_NoMemory();
         ok = 0;
     }
-    free(probe);
     if (ok) {
         t.x = x.buf;
         t.clip = clip_obj == Py_None ? NULL : clip.buf;
@@ -658,10 +657,10 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         t.gamma = gamma.buf;
         t.simd = path != PATH_PORTABLE;
         place_rows(t.position, path_lanes(path));
-        const int parts = threads < count ? threads : (int)count; /* count >= 1: sizes >= 1 */
         Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, parts);
         Py_END_ALLOW_THREADS
     }
+    free(t.work);
     if (clip.obj) PyBuffer_Release(&clip);
     PyBuffer_Release(&x);
     PyBuffer_Release(&tiles);

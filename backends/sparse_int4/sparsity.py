@@ -237,10 +237,8 @@ def _smallest_positions(keep_t: np.ndarray) -> tuple[str, int, np.ndarray, np.nd
 
 def _kept_vectors(keep_t: np.ndarray, vector_size: int) -> np.ndarray:
     """bool [N, ceil(K / V)]: the vectors along K that keep at least one weight."""
-    n, k = keep_t.shape
-    padded = np.zeros((n, -(-k // vector_size) * vector_size), bool)
-    padded[:, :k] = keep_t
-    return padded.reshape(n, -1, vector_size).any(axis=2)
+    counts, _ = _group_counts(keep_t, vector_size)
+    return counts.reshape(keep_t.shape[0], -1) > 0
 
 
 def _group_counts(keep_t: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
