@@ -204,6 +204,7 @@ typedef struct {
     uint8_t live[TILE_M];       /* row < m */
     int64_t image[TILE_M];      /* offset of the row's image */
     int64_t iy[TILE_M], ix[TILE_M]; /* window origin, negative inside the top/left padding */
+    uint8_t line[TILE_M / 8];   /* the 8 rows from 8 * i: live, one image, one output line */
 } tile_rows_t;
 
 /* 8 rows' input offsets for one kernel tap (ky, kx), before the channel's offset. */
@@ -224,11 +225,26 @@ static void rows_of(const quant_t *t, int64_t m0, tile_rows_t *rows) {
         rows->iy[r] = pixel / g->ow * g->sh - g->pt;
         rows->ix[r] = pixel % g->ow * g->sw - g->pl;
     }
+    for (int i = 0; i < TILE_M / 8; i++) {
+        const int64_t pixel = (m0 + 8 * i) % pixels;
+        rows->line[i] = 8 * i + 8 <= live && pixel % g->ow + 8 <= g->ow;
+    }
 }
 
 __attribute__((always_inline)) static inline void window_of(const conv_t *g, const tile_rows_t *rows,
                                                             int r0, int64_t tap, window8 *win) {
     const int64_t dy = tap / g->kw * g->dh, dx = tap % g->kw * g->dw;
+    if (rows->line[r0 / 8] && g->sw <= 2) { /* one output line, all 8 windows inside: no lane checks */
+        const int64_t iy = rows->iy[r0] + dy, ix = rows->ix[r0] + dx;
+        if (iy >= 0 && iy < g->h && ix >= 0 && ix + 7 * g->sw < g->w) {
+            for (int i = 0; i < 8; i++) {
+                win->valid[i] = 1;
+                win->off[i] = rows->image[r0] + iy * g->w + ix + i * g->sw;
+            }
+            win->step = (int)g->sw;
+            return;
+        }
+    }
     int step1 = 1, step2 = 1;
     for (int i = 0; i < 8; i++) {
         const int64_t iy = rows->iy[r0 + i] + dy, ix = rows->ix[r0 + i] + dx;
