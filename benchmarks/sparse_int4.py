@@ -8,8 +8,9 @@
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
   densities 1 and 1/8 (unstructured and 1:8) on BERT-Large's FFN shape and ResNet-50 conv shapes
   (batch 8, rows quantized straight from the NCHW input), activation quantization included
-  (and once without it, as ORT's MatMulInteger takes uint8 input), measured interleaved and
-  the median kept; with peak, density 1 as a share of the int8 peak.
+  (and once without it, as ORT's MatMulInteger takes uint8 input), measured interleaved, each
+  case after a short busy wait (see settle), and the median kept; with peak, density 1 as a
+  share of the int8 peak.
 - resnet50 / bert: end-to-end batches of the built-in models, onnxruntime int8 (static QDQ,
   dynamic for BERT) against sparse-int4 at the chosen density, with the sparse-int4 time split
   between kernel layers and ONNX Runtime segments.
@@ -45,6 +46,7 @@ GEMM_SHAPES = {  # name: (NCHW input of a stride-1 "same" convolution, kernel si
 
 
 def median_time(function: Callable[[], object], repeats: int) -> float:
+    settle()
     function()
     times = []
     for _ in range(repeats):
@@ -52,6 +54,16 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def settle(seconds: float = 0.1) -> None:
+    """Busy-waits before a case is timed. ONNX Runtime's workers spin for some 50 ms after each
+    run; on 2 cores that took a core from whatever ran next (the kernel right after ORT's
+    MatMulInteger ran 1.7-2x slower). Sleeping instead would let the cores idle down, which
+    slows the next case as well."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
 def session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:

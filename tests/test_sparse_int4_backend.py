@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from backends.sparse_int4 import kernel
 from backends.sparse_int4.executor import GraphExecutor, Segment
 from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.vsquant import quantize_activations, quantize_weight, reference_matmul
@@ -114,6 +115,29 @@ def test_transformer_block_tracks_float_and_reports_workload() -> None:
     pruned = GraphExecutor(block, SparsityOptions(density=0.25)).layers[1]
     assert pruned.effective_macs == pytest.approx(up.dense_macs / 4, rel=0.02)
     assert pruned.weight_bytes < 0.6 * up.weight_bytes  # positions and scales cost extra
+
+
+def test_layers_reading_one_value_share_its_quantization(monkeypatch) -> None:
+    weights = {name: RNG.standard_normal((32, 16)).astype(np.float32) for name in "qkv"}
+    projections = model(
+        [helper.make_node("MatMul", ["x", f"w{n}"], [n], name=n) for n in weights],
+        [tensor("x", ["batch", 5, 32])],
+        [tensor(n, ["batch", 5, 16]) for n in weights],
+        [numpy_helper.from_array(w, f"w{n}") for n, w in weights.items()],
+    )
+    executor = GraphExecutor(projections, SparsityOptions(weight_clip="max"))
+    calls = []
+    quantize = kernel.quantize
+    monkeypatch.setattr(kernel, "quantize", lambda *a, **k: calls.append(1) or quantize(*a, **k))
+    x = RNG.standard_normal((2, 5, 32)).astype(np.float32)
+    for _ in range(2):  # and again in the next run, from that run's input
+        got = executor.run({"x": x})
+        for name, w in weights.items():
+            expected = reference_matmul(quantize_activations(x.reshape(10, 32), 16),
+                                        quantize_weight(w, 16))  # fmt: skip
+            assert got[name].tobytes() == expected.reshape(2, 5, 16).tobytes()
+        x = x + 1
+    assert len(calls) == 2
 
 
 def test_onnx_runtime_segments_leave_the_cores_to_the_kernel() -> None:

@@ -133,15 +133,17 @@ class GraphExecutor:
         """Outputs for one batch; ``timings`` (if given) accumulates seconds spent in kernel
         layers and in ONNX Runtime segments, for time splits."""
         values = dict(feeds)
+        quantized: dict[tuple, kernel.Activations] = {}  # this step's inputs, quantized
         for step, dead in zip(self.plan.steps, self.plan.release, strict=True):
             start = time.perf_counter()
             if isinstance(step, Segment):
+                quantized.clear()  # the layers after a segment read its new values
                 results = step.session.run(
                     step.outputs, {name: values[name] for name in step.inputs}
                 )
                 values.update(zip(step.outputs, results, strict=True))
             else:
-                values[step.output] = self._run_layer(step, values[step.input])
+                values[step.output] = self._run_layer(step, values[step.input], quantized)
             if timings is not None:
                 part = "segments" if isinstance(step, Segment) else "kernel layers"
                 timings[part] = timings.get(part, 0.0) + time.perf_counter() - start
@@ -149,9 +151,16 @@ class GraphExecutor:
                 values.pop(name, None)
         return {name: values[name] for name in self.plan.outputs}
 
-    def _run_layer(self, layer: Layer, x: np.ndarray) -> np.ndarray:
+    def _run_layer(
+        self, layer: Layer, x: np.ndarray, quantized: dict[tuple, kernel.Activations]
+    ) -> np.ndarray:
+        """The layer's output; layers reading one value alike (a transformer's query, key and
+        value projections) share its quantization through ``quantized``."""
         x = np.asarray(x, np.float32)
-        a = self._quantized_input(layer, x)
+        key = (layer.input, layer.weight.vector_size, layer.signed, layer.conv)
+        a = quantized.get(key)
+        if a is None:
+            a = quantized[key] = self._quantized_input(layer, x)
         if layer.conv is None:
             out = kernel.matmul(a, layer.weight, threads=self.threads)
             return out.reshape(*x.shape[:-1], layer.weight.n)
