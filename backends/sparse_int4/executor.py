@@ -133,7 +133,7 @@ class GraphExecutor:
         """Outputs for one batch; ``timings`` (if given) accumulates seconds spent in kernel
         layers and in ONNX Runtime segments, for time splits."""
         values = dict(feeds)
-        quantized: dict[tuple, kernel.Activations] = {}  # this step's inputs, quantized
+        quantized: dict[tuple, kernel.Activations] = {}  # layer inputs since the last segment
         for step, dead in zip(self.plan.steps, self.plan.release, strict=True):
             start = time.perf_counter()
             if isinstance(step, Segment):
