@@ -1,109 +1,127 @@
-/* The GEMM tile kernels for one SIMD width, included by _kernel.c once per path (this file
- * undefines its parameters at the end) with:
- *   SIMD(name)  the path's function name        FN, INLINE  function attributes (target)
- *   VEC, LANES  register type, int32 lanes       V_LOAD, V_STORE, V_SET1
- *   V_UNPACKLO/HI(a, b)  interleave the int16 of two registers within each 128-bit lane
- *   V_MADD(s, a, b)      s + (a0 * b0 + a1 * b1) per int32 lane, from int16 pairs
+/* The GEMM tiles and the epilogue for one kernel path, included by _kernel.c once per path (this
+ * file undefines its parameters at the end) with:
+ *   SIMD(name)   the path's function names          FN, INLINE   function attributes (target)
+ *   LANES        rows per row vector                ROWS         rows of a sparse tile
+ *   DENSE_ROWS, DENSE_CHANNELS  rows and channels of a dense tile (its accumulators)
+ *   ACC          a row vector's accumulator type    WV           a broadcast 4-byte weight
+ *   ACC_ZERO(), W_SET1(w), ACC_DP(acc, p, w)   acc += u8x4 at p (LANES rows) . s8x4 w, per row
+ *   ACC_STORE(dst, acc)   the LANES int32 row sums of acc, in row order
  *
- * A register pair covers GROUP = 2 * LANES rows: two K columns of GROUP int16 rows unpack into
- * (lo, hi) registers of (x[k1], x[k2]) pairs; place_rows puts the rows in the columns so that lo
- * holds the group's first LANES rows and hi the rest, in order. */
+ * Activations are u8 planes of 4 channels: row r of the 4 K values of plane k4 sits at
+ * a + table[k4] + 4 r, so one row vector is LANES * 4 consecutive bytes and a convolution's taps
+ * are shifted planes (implicit GEMM). */
 
-#define GROUP (2 * LANES)
-#define GROUPS (TILE_M / GROUP)
+typedef int32_t SIMD(iv) __attribute__((vector_size(4 * LANES)));
+typedef float SIMD(fv) __attribute__((vector_size(4 * LANES)));
 
-/* ch channels x one group of rows over pairs j0..j1 of a dense weight; ch is a constant after
- * inlining, so the accumulators stay in registers. */
-INLINE void SIMD(dense_block)(const gemm_t *g, const int16_t *at, int64_t n, int ch, int64_t j0,
-                              int64_t j1, int32_t *acc) {
-    VEC lo[DENSE_CHANNELS], hi[DENSE_CHANNELS];
-    for (int c = 0; c < ch; c++) {
-        lo[c] = V_LOAD(acc + c * TILE_M);
-        hi[c] = V_LOAD(acc + c * TILE_M + LANES);
-    }
-    const int32_t *w = g->dense + n * g->j;
-    for (int64_t j = j0; j < j1; j++) {
-        const VEC x1 = V_LOAD(at + 2 * j * TILE_M), x2 = V_LOAD(at + (2 * j + 1) * TILE_M);
-        const VEC pl = V_UNPACKLO(x1, x2), ph = V_UNPACKHI(x1, x2);
-        for (int c = 0; c < ch; c++) {
-            const VEC b = V_SET1(w[c * g->j + j]);
-            lo[c] = V_MADD(lo[c], pl, b);
-            hi[c] = V_MADD(hi[c], ph, b);
-        }
-    }
-    for (int c = 0; c < ch; c++) {
-        V_STORE(acc + c * TILE_M, lo[c]);
-        V_STORE(acc + c * TILE_M + LANES, hi[c]);
-    }
-}
-
-/* Dense: K blocks outer, so a block of the tile's activations stays in L1 while every channel
- * of the tile passes over it. */
-FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int16_t *at = act_tile(g, m0);
-    const int rows = tile_rows(g, m0, GROUP);
-    memset(acc, 0, sizeof(int32_t) * TILE_N * TILE_M);
-    for (int64_t j0 = 0; j0 < g->j; j0 += KBLOCK / 2) {
-        const int64_t j1 = j0 + KBLOCK / 2 < g->j ? j0 + KBLOCK / 2 : g->j;
-        int c = 0;
-        for (; c + DENSE_CHANNELS <= cn; c += DENSE_CHANNELS)
-            for (int r = 0; r < rows; r += GROUP)
-                SIMD(dense_block)(g, at + r, n0 + c, DENSE_CHANNELS, j0, j1, acc + c * TILE_M + r);
-        for (; c < cn; c++)
-            for (int r = 0; r < rows; r += GROUP)
-                SIMD(dense_block)(g, at + r, n0 + c, 1, j0, j1, acc + c * TILE_M + r);
-    }
-}
-
-/* One channel's entries [p, end) in one K block over ng groups of rows: each entry broadcasts
- * its two weights against the two K columns it names, so only kept weights are multiplied. */
-INLINE void SIMD(sparse_block)(const gemm_t *g, const int16_t *at, int32_t p, int32_t end, int ng,
-                               int32_t *acc) {
-    VEC s[2 * GROUPS];
-    for (int i = 0; i < 2 * ng; i++) s[i] = V_LOAD(acc + LANES * i);
-    for (; p < end; p++) {
-        const uint32_t cols = g->ent[2 * p];
-        const int16_t *x1 = at + (int64_t)(cols & 0xffff) * TILE_M;
-        const int16_t *x2 = at + (int64_t)(cols >> 16) * TILE_M;
-        const VEC b = V_SET1((int32_t)g->ent[2 * p + 1]);
-        for (int i = 0; i < ng; i++) {
-            const VEC a1 = V_LOAD(x1 + GROUP * i), a2 = V_LOAD(x2 + GROUP * i);
-            s[2 * i] = V_MADD(s[2 * i], V_UNPACKLO(a1, a2), b);
-            s[2 * i + 1] = V_MADD(s[2 * i + 1], V_UNPACKHI(a1, a2), b);
-        }
-    }
-    for (int i = 0; i < 2 * ng; i++) V_STORE(acc + LANES * i, s[i]);
-}
-
-/* Sparse: SPARSE_GROUP channels take turns on each K block, so the block and their accumulators
- * stay in L1; a full tile runs all its row groups per entry, a short one group at a time. */
-FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int16_t *at = act_tile(g, m0);
-    const int rows = tile_rows(g, m0, GROUP);
-    memset(acc, 0, sizeof(int32_t) * TILE_N * TILE_M);
-    for (int c0 = 0; c0 < cn; c0 += SPARSE_GROUP)
-        for (int64_t b = 0; b < g->nb; b++)
-            for (int c = c0; c < cn && c < c0 + SPARSE_GROUP; c++) {
-                const int32_t *p = g->ptr + run_of(g, n0 + c, b);
-                if (rows == TILE_M) {
-                    SIMD(sparse_block)(g, at, p[0], p[1], GROUPS, acc + c * TILE_M);
-                    continue;
+/* acc [channels][ROWS] int32 of channels n0.. and rows r0.. -> out, in the reference's float32
+ * order: (float)(acc - corr) * (ga * gw) + bias + residual, then max(., 0). Virtual rows map to
+ * output rows through dense_of (-1: a row that is no output, e.g. beyond an image's width). */
+FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int channels, int64_t r0,
+                       int rows) {
+    if (rows > (int)(g->rows - r0)) rows = (int)(g->rows - r0);
+    for (int c = 0; c < channels; c++) {
+        const int64_t n = n0 + c;
+        const int32_t corr = g->corr ? g->corr[n] : 0;
+        const float gw = g->gw[n], bias = g->bias ? g->bias[n] : 0.0f;
+        float *out = g->out + n * g->m;
+        const float *res = g->residual ? g->residual + n * g->m : NULL;
+        for (int r = 0; r < rows; r += LANES) {
+            SIMD(iv) a;
+            SIMD(fv) ga, f;
+            memcpy(&a, acc + c * ROWS + r, sizeof a);
+            memcpy(&ga, g->ga + r0 + r, sizeof ga);
+            f = __builtin_convertvector(a - corr, SIMD(fv)) * (ga * gw);
+            if (g->bias) f = f + bias;
+            const int64_t first = g->dense_of ? g->dense_of[r0 + r] : r0 + r;
+            const int whole = r + LANES <= rows &&
+                              (!g->dense_of || (first >= 0 && g->dense_of[r0 + r + LANES - 1] == first + LANES - 1));
+            if (whole) {
+                if (res) {
+                    SIMD(fv) add;
+                    memcpy(&add, res + first, sizeof add);
+                    f = f + add;
                 }
-                for (int r = 0; r < rows; r += GROUP)
-                    SIMD(sparse_block)(g, at + r, p[0], p[1], 1, acc + c * TILE_M + r);
+                if (g->relu) f = (SIMD(fv))((SIMD(iv))f & (f > 0.0f)); /* +0 unless positive */
+                memcpy(out + first, &f, sizeof f);
+                continue;
             }
+            for (int i = 0; i < LANES && r + i < rows; i++) { /* partial: lane by lane */
+                const int64_t o = g->dense_of ? g->dense_of[r0 + r + i] : r0 + r + i;
+                if (o < 0) continue;
+                float v = f[i];
+                if (res) v = v + res[o];
+                if (g->relu) v = v > 0.0f ? v : 0.0f;
+                out[o] = v;
+            }
+        }
+    }
 }
 
-#undef GROUP
-#undef GROUPS
+/* One channel of a pruned weight over ROWS rows: each kept block broadcasts its 4 weights
+ * against the 4 K values of its plane, so only kept blocks are multiplied. */
+INLINE void SIMD(sparse_channel)(const gemm_t *g, const uint8_t *a, int64_t n, int32_t *acc) {
+    ACC s[ROWS / LANES];
+    for (int i = 0; i < ROWS / LANES; i++) s[i] = ACC_ZERO();
+    for (int32_t p = g->ptr[n]; p < g->ptr[n + 1]; p++) {
+        const uint8_t *x = a + g->table[g->idx[p]];
+        const WV w = W_SET1(g->wv[p]);
+        for (int i = 0; i < ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
+    }
+    for (int i = 0; i < ROWS / LANES; i++) ACC_STORE(acc + LANES * i, s[i]);
+}
+
+FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc) {
+    const uint8_t *a = g->a + 4 * r0;
+    for (int64_t n = n0; n < n1; n++) {
+        SIMD(sparse_channel)(g, a, n, acc);
+        SIMD(epilogue)(g, acc, n, 1, r0, ROWS);
+    }
+}
+
+/* DENSE_CHANNELS channels of a dense weight over DENSE_ROWS rows, every plane of K. */
+INLINE void SIMD(dense_block)(const gemm_t *g, const uint8_t *a, int64_t n, int channels,
+                              int32_t *acc) {
+    ACC s[DENSE_CHANNELS][DENSE_ROWS / LANES];
+    for (int c = 0; c < DENSE_CHANNELS; c++)
+        for (int i = 0; i < DENSE_ROWS / LANES; i++) s[c][i] = ACC_ZERO();
+    const int32_t *w = g->wd + n * g->k4;
+    for (int64_t k = 0; k < g->k4; k++) {
+        const uint8_t *x = a + g->table[k];
+        for (int c = 0; c < channels; c++) {
+            const WV b = W_SET1(w[c * g->k4 + k]);
+            for (int i = 0; i < DENSE_ROWS / LANES; i++) ACC_DP(s[c][i], x + 4 * LANES * i, b);
+        }
+    }
+    for (int c = 0; c < channels; c++)
+        for (int i = 0; i < DENSE_ROWS / LANES; i++) ACC_STORE(acc + c * ROWS + LANES * i, s[c][i]);
+}
+
+FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc) {
+    for (int64_t r = r0; r < r0 + ROWS && r < g->rows; r += DENSE_ROWS) {
+        const uint8_t *a = g->a + 4 * r;
+        int64_t n = n0;
+        for (; n + DENSE_CHANNELS <= n1; n += DENSE_CHANNELS) {
+            SIMD(dense_block)(g, a, n, DENSE_CHANNELS, acc);
+            SIMD(epilogue)(g, acc, n, DENSE_CHANNELS, r, DENSE_ROWS);
+        }
+        for (; n < n1; n++) {
+            SIMD(dense_block)(g, a, n, 1, acc);
+            SIMD(epilogue)(g, acc, n, 1, r, DENSE_ROWS);
+        }
+    }
+}
+
 #undef SIMD
 #undef FN
 #undef INLINE
-#undef VEC
 #undef LANES
-#undef V_LOAD
-#undef V_STORE
-#undef V_SET1
-#undef V_UNPACKLO
-#undef V_UNPACKHI
-#undef V_MADD
+#undef ROWS
+#undef DENSE_ROWS
+#undef DENSE_CHANNELS
+#undef ACC
+#undef WV
+#undef ACC_ZERO
+#undef W_SET1
+#undef ACC_DP
+#undef ACC_STORE

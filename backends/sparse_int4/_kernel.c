@@ -1,25 +1,29 @@
 /* The sparse-int4 CPU kernel: VS-Quant activation quantization and the integer GEMM against
- * dense or pruned 4-bit weights, bit for bit the arithmetic of vsquant.reference_matmul.
+ * dense or pruned 4-bit weights, bit for bit the arithmetic of vsquant.reference_matmul and
+ * vsquant.reference_conv.
  *
- * Folding: a 4-bit value times its 4-bit vector scale (q · sq) is a small integer (|.| <= 225), so
- * the per-vector sum  sum_v sq_a sq_w sum_{k in v} q_a q_w  equals the plain integer dot product
- * of the folded int16 values. The GEMM is then int16 x int16 -> int32, two K steps per
- * instruction (vpmaddwd on AVX2, vpdpwssd on AVX-512 VNNI), exact in any order.
+ * Folding: a 4-bit value times its 4-bit vector scale (q * sq) fits a byte: 0..225 for unsigned
+ * (post-ReLU) activations, -105..105 for weights and signed activations, which are stored
+ * shifted by +128. The per-vector sum  sum_v sq_a sq_w sum_{k in v} q_a q_w  is then the plain
+ * u8 x s8 dot product of the folded values, less 128 * (sum of the channel's folded weights) for
+ * signed activations: exact in int32 in any order, four K values per 32-bit lane
+ * (vpdpbusd on AVX-512 VNNI and AVX-VNNI; zero-extended int16 pairs, vpmaddwd, on AVX2).
  *
- * Layouts: activations are quantized straight into row tiles of TILE_M rows, one K column after
- * another (at[k][r], int16), so one vector load holds 16 (or 32) rows of one column; a
- * convolution's rows come straight from its NCHW input, with no float im2col matrix (the
- * input's rows as 1 x 1 "images" when there is no convolution). Unpacking two columns
- * k1, k2 interleaves them into (x[k1], x[k2]) pairs for vpmaddwd. Dense weights are pairs
- * (w[2j], w[2j+1]) per channel. Pruned weights are entries per channel and K block: each pairs two
- * kept weights of the block (k1, k2 and their values), so the two int16 halves of a multiply-add
- * both do useful work and the sparse loop's cost follows the kept weights, not K.
+ * Layouts: an activation tensor is quantized once into u8 planes of 4 channels ([c4][rows][4]),
+ * rows being its pixels (or tokens) in order, with the zero padding of the convolution that reads
+ * it laid out around each image. Row vectors of LANES rows are then LANES * 4 consecutive bytes,
+ * and a stride-1 convolution's taps are the same planes shifted by whole rows (implicit GEMM: no
+ * im2col copy); the GEMM computes every padded position and keeps the ones that are outputs.
+ * Strided convolutions copy their windows once into planes of their own (pack_windows). Weights
+ * are 4 folded s8 per plane: dense [n][k4], or pruned into kept blocks of 4 (channel by channel,
+ * each block's plane index and its 4 weights), and the kernel's work follows the kept blocks.
  *
- * Epilogue: out = (float)acc * (ga[m] * gw[n]) [+ bias[n]] in float32, each operation rounded,
- * built with -ffp-contract=off so no compiler fuses a multiply and an add.
+ * Epilogue: out = (float)(acc - corr) * (ga[r] * gw[n]) [+ bias[n]] [+ residual] [max 0] in
+ * float32, each operation rounded, built with -ffp-contract=off so no compiler fuses a multiply
+ * and an add. Output is channel-major ([n][m]), the layout the next quantization reads.
  *
- * Paths: "portable" (plain C), "avx2" and "avx512vnni", compiled with target attributes and
- * chosen at run time by what the CPU reports; every path produces the same bits.
+ * Paths: "portable" (plain C), "avx2", "avxvnni" and "avx512vnni", compiled with target
+ * attributes and chosen at run time by what the CPU reports; every path produces the same bits.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -31,25 +35,26 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SP_X86 1
 #include <immintrin.h>
-#define VECTORIZED __attribute__((target_clones("avx2", "default")))
+#define CPU_RELAX() _mm_pause()
 #else
-#define VECTORIZED
+#define CPU_RELAX() ((void)0)
 #endif
 
 #define MAX_THREADS 64
-#define TILE_N 64   /* output channels per tile */
-#define TILE_M 64   /* rows per tile */
-#define KBLOCK 128  /* K columns per block: a tile's block of activations (16 KiB) stays in L1 */
-#define SPARSE_GROUP 32 /* channels sharing a K block: their accumulators (8 KiB) fit beside it */
+#define TILE_ROWS 128   /* rows of a GEMM tile; activation buffers hold whole tiles */
+#define SPIN_ROUNDS 4000 /* pauses a waiting thread spins before it sleeps (some 50 us) */
+#define ROUNDER 12582912.0f /* 1.5 * 2^23: (q + R) - R rounds q to an integer, half to even */
+#define LANES_MAX 16 /* the widest row vector: parts split rows at multiples of it */
 
-enum { PATH_PORTABLE, PATH_AVX2, PATH_AVX512VNNI, PATH_COUNT };
-static const char *const PATH_NAMES[PATH_COUNT] = {"portable", "avx2", "avx512vnni"};
+enum { PATH_PORTABLE, PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI, PATH_COUNT };
+static const char *const PATH_NAMES[PATH_COUNT] = {"portable", "avx2", "avxvnni", "avx512vnni"};
 
 static int path_supported(int path) {
     if (path == PATH_PORTABLE) return 1;
 #ifdef SP_X86
     __builtin_cpu_init();
     if (path == PATH_AVX2) return __builtin_cpu_supports("avx2");
+    if (path == PATH_AVXVNNI) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
     if (path == PATH_AVX512VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
@@ -59,7 +64,61 @@ static int path_supported(int path) {
 
 /* ---------------------------------------------------------------- threads */
 
+/* A persistent pool: workers spin briefly after a job, then sleep, so a layer's parts start in
+ * microseconds and idle workers leave the cores to others (ONNX Runtime, Python). One job at a
+ * time; a caller that finds the pool busy (several Python threads predicting at once) runs its
+ * parts on threads of its own. */
 typedef void (*part_fn)(void *ctx, int part, int parts);
+
+static struct {
+    pthread_mutex_t busy, mu;
+    pthread_cond_t wake, done;
+    int workers, sleepers, waiting;
+    uint64_t generation, started_at[MAX_THREADS]; /* the generation each worker starts after */
+    int pending;
+    part_fn fn;
+    void *ctx;
+    int parts;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, {0}, 0, NULL, NULL, 0};
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+
+static void *worker_main(void *arg) {
+    const int id = (int)(intptr_t)arg;
+    uint64_t seen = pool.started_at[id];
+    for (;;) {
+        uint64_t now = LOAD(pool.generation);
+        for (int spin = 0; now == seen && spin < SPIN_ROUNDS; spin++) {
+            CPU_RELAX();
+            now = LOAD(pool.generation);
+        }
+        if (now == seen) {
+            pthread_mutex_lock(&pool.mu);
+            __atomic_add_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            while ((now = LOAD(pool.generation)) == seen) pthread_cond_wait(&pool.wake, &pool.mu);
+            __atomic_sub_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = now;
+        if (id < pool.parts) pool.fn(pool.ctx, id, pool.parts);
+        if (__atomic_sub_fetch(&pool.pending, 1, __ATOMIC_SEQ_CST) == 0 && LOAD(pool.waiting)) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
+    return NULL;
+}
+
+static void pool_reset_after_fork(void) { /* the child has none of the parent's workers */
+    pthread_mutex_init(&pool.busy, NULL);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.workers = pool.sleepers = pool.waiting = pool.pending = 0;
+}
+
 typedef struct {
     part_fn fn;
     void *ctx;
@@ -72,9 +131,9 @@ static void *part_main(void *p) {
     return NULL;
 }
 
-/* Runs fn on parts 0..parts-1, part 0 on the calling thread; a thread that cannot be started
- * has its part run inline, so the result never depends on how many threads started. */
-static void run_parts(part_fn fn, void *ctx, int parts) {
+/* Parts on threads started for this call only; a thread that cannot be started has its part
+ * run inline, so the result never depends on how many threads started. */
+static void run_parts_fresh(part_fn fn, void *ctx, int parts) {
     pthread_t tid[MAX_THREADS];
     part_arg args[MAX_THREADS];
     int started[MAX_THREADS] = {0};
@@ -91,492 +150,364 @@ static void run_parts(part_fn fn, void *ctx, int parts) {
     }
 }
 
+/* Runs fn on parts 0..parts-1, part 0 on the calling thread. */
+static void run_parts(part_fn fn, void *ctx, int parts) {
+    if (parts <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    if (pthread_mutex_trylock(&pool.busy) != 0) {
+        run_parts_fresh(fn, ctx, parts);
+        return;
+    }
+    while (pool.workers < parts - 1) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pool.started_at[pool.workers + 1] = pool.generation;
+        const int ok = pthread_create(&tid, &attr, worker_main, (void *)(intptr_t)(pool.workers + 1)) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) break;
+        pool.workers++;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.parts = parts;
+    __atomic_store_n(&pool.pending, pool.workers, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&pool.generation, 1, __ATOMIC_SEQ_CST);
+    if (LOAD(pool.sleepers)) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    fn(ctx, 0, parts);
+    for (int spin = 0; LOAD(pool.pending) && spin < SPIN_ROUNDS; spin++) CPU_RELAX();
+    if (LOAD(pool.pending)) {
+        pthread_mutex_lock(&pool.mu);
+        __atomic_store_n(&pool.waiting, 1, __ATOMIC_SEQ_CST);
+        while (LOAD(pool.pending)) pthread_cond_wait(&pool.done, &pool.mu);
+        __atomic_store_n(&pool.waiting, 0, __ATOMIC_SEQ_CST);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    for (int i = pool.workers + 1; i < parts; i++) fn(ctx, i, parts); /* workers not started */
+    pthread_mutex_unlock(&pool.busy);
+}
+
 static void split(int64_t total, int part, int parts, int64_t *lo, int64_t *hi) {
     *lo = total * part / parts;
     *hi = total * (part + 1) / parts;
 }
 
-/* ---------------------------------------------------------------- conv geometry */
-
-/* A convolution's input and windows; rows [M][K] are the 1 x 1 convolution of M images of
- * K channels and one pixel. */
-typedef struct {
-    int64_t b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
-} conv_t;
-
-static int parse_conv(PyObject *geometry, conv_t *g) {
-    long long v[14];
-    if (!PyArg_ParseTuple(geometry, "LLLLLLLLLLLLLL", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
-                          &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13]))
-        return 0;
-    *g = (conv_t){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[12], v[13]};
-    for (int i = 0; i < 14; i++)
-        if (v[i] < (i == 8 || i == 9 ? 0 : 1)) { /* pads may be 0, the rest at least 1 */
-            PyErr_SetString(PyExc_ValueError, "conv geometry: sizes must be positive, pads >= 0");
-            return 0;
-        }
-    return 1;
-}
-
-typedef struct {
-    const float *x; /* [b][c][h][w] */
-    float *out;     /* [b*oh*ow][kh*kw*c], K order (kh, kw, c) */
-    conv_t g;
-} im2col_t;
-
-static void im2col_part(void *ctx, int part, int parts) {
-    const im2col_t *t = ctx;
-    const conv_t *g = &t->g;
-    const int64_t k = g->kh * g->kw * g->c, hw = g->h * g->w;
-    int64_t lo, hi;
-    split(g->b * g->oh, part, parts, &lo, &hi);
-    for (int64_t bo = lo; bo < hi; bo++) {
-        const int64_t b = bo / g->oh, oy = bo % g->oh;
-        const float *img = t->x + b * g->c * hw;
-        for (int64_t ox = 0; ox < g->ow; ox++) {
-            float *row = t->out + (bo * g->ow + ox) * k;
-            for (int64_t ky = 0; ky < g->kh; ky++) {
-                const int64_t iy = oy * g->sh - g->pt + ky * g->dh;
-                for (int64_t kx = 0; kx < g->kw; kx++) {
-                    const int64_t ix = ox * g->sw - g->pl + kx * g->dw;
-                    float *dst = row + (ky * g->kw + kx) * g->c;
-                    if (iy < 0 || iy >= g->h || ix < 0 || ix >= g->w) {
-                        memset(dst, 0, (size_t)g->c * sizeof(float));
-                        continue;
-                    }
-                    const float *src = img + iy * g->w + ix;
-                    for (int64_t ch = 0; ch < g->c; ch++) dst[ch] = src[ch * hw];
-                }
-            }
-        }
-    }
-}
-
-/* ---------------------------------------------------------------- row tiles */
-
-/* The kernels read activations in row tiles of TILE_M rows, one K column after another
- * (at[k][position[r]], int16), so one vector load holds 16 (or 32) rows of one column.
- * Unpacking two columns puts int16 positions 8c..8c+3 of each 128-bit lane c in the low register
- * and 8c+4..8c+7 in the high one; rows are placed in the columns so that the accumulators come
- * out in row order: row r of a group of 2 * lanes sits at 8c + 4h + i, with h = r >= lanes,
- * c = (r mod lanes) / 4, i = r mod 4 (lanes 0: the portable path, rows in order). Every path
- * keeps runs of 4 rows together. */
-static void place_rows(uint8_t position[TILE_M], int lanes) {
-    for (int r = 0; r < TILE_M; r++) {
-        const int group = lanes ? 2 * lanes : TILE_M, i = r % group, q = lanes ? i % lanes : i;
-        position[r] = (uint8_t)(lanes ? r - i + 8 * (q / 4) + 4 * (i >= lanes) + q % 4 : r);
-    }
-}
-
-static int path_lanes(int path) {
-    return path == PATH_AVX512VNNI ? 16 : path == PATH_AVX2 ? 8 : 0;
-}
-
 /* ---------------------------------------------------------------- quantization */
 
-/* VS-Quant of conv rows straight from the NCHW input into row tiles, in the float32 order of
- * vsquant.quantize_activations: per vector c = max |x| (or a given clipping scalar), s = c / level;
- * per row gamma = max s / sq_max; sq = clamp(rint(s / gamma), 1, sq_max), step = gamma * sq;
- * q = clamp(rint(x / step), lowest, level), stored folded as q * sq. */
+/* VS-Quant of a channel-major tensor x [c][m] (m = b * h * w rows, (image, y, x)), in the float32
+ * order of vsquant.quantize_activations: per vector of `vector` channels at one row c = max |x|
+ * (or a given clipping scalar), s = c / level; per group of group_rows rows gamma = max s /
+ * sq_max; sq = clamp(rint(s / gamma), 1, sq_max), step = gamma * sq; q = clamp(rint(x / step),
+ * lowest, level), stored folded as q * sq + offset in planes [c4][rows][4] laid out with the
+ * padding (pt, pl, pb, pr) around each image, padding and rows past the images at `offset`. */
 typedef struct {
-    const float *x;    /* conv input [b][c][h][w] */
-    const float *clip; /* [m][nv] clipping scalars, or NULL for max |x| */
-    int16_t *tiles;    /* [tiles][kp][TILE_M], zero beyond k and past the last row */
-    float *gamma;      /* [m] */
-    float *work;       /* per part: smax, step, sq, each [nv][TILE_M] */
-    conv_t g;
-    int64_t m, k, kp, nv;
-    int vector, level, lowest, sq_max, simd;
-    uint8_t position[TILE_M];
+    const float *x;    /* [c][m] */
+    const float *clip; /* [nv][m] clipping scalars, or NULL for max |x| */
+    uint8_t *out;      /* [c4][rows][4] */
+    float *gamma;      /* [groups] */
+    float *s;          /* work [nv][m]: each vector's step before gamma */
+    float *rg;         /* work [m]: each row's gamma */
+    int64_t c, c4, m, b, h, w, pt, pl, pb, pr, rows, group_rows, nv;
+    int vector, level, lowest, sq_max, offset, path, padded;
 } quant_t;
 
-/* 8-lane vectors pass only between always-inline helpers, never across a call, so the ABI note
- * GCC gives for them without AVX does not apply. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-typedef float f8 __attribute__((vector_size(32)));
-typedef int32_t i8 __attribute__((vector_size(32)));
-typedef int16_t h8 __attribute__((vector_size(16)));
-#define ROUNDER 12582912.0f /* 1.5 * 2^23: (q + R) - R rounds q to an integer, half to even */
-
-/* The rows of one tile: where each row's window starts in the input. */
-typedef struct {
-    int count;                  /* rows holding data, rounded up to 8 (the rest are zeros) */
-    uint8_t live[TILE_M];       /* row < m */
-    int64_t image[TILE_M];      /* offset of the row's image */
-    int64_t iy[TILE_M], ix[TILE_M]; /* window origin, negative inside the top/left padding */
-    uint8_t line[TILE_M / 8];   /* the 8 rows from 8 * i: live, one image, one output line */
-} tile_rows_t;
-
-/* 8 rows' input offsets for one kernel tap (ky, kx), before the channel's offset. */
-typedef struct {
-    int64_t off[8];
-    int valid[8];
-    int step;       /* all valid, 1 or 2 apart: loaded in whole vectors; else 0 */
-} window8;
-
-static void rows_of(const quant_t *t, int64_t m0, tile_rows_t *rows) {
-    const conv_t *g = &t->g;
-    const int64_t pixels = g->oh * g->ow, live = t->m - m0 < TILE_M ? t->m - m0 : TILE_M;
-    rows->count = (int)((live + 7) / 8 * 8);
-    for (int r = 0; r < TILE_M; r++) {
-        const int64_t m = m0 + r, pixel = m % pixels;
-        rows->live[r] = r < live;
-        rows->image[r] = m / pixels * g->c * g->h * g->w;
-        rows->iy[r] = pixel / g->ow * g->sh - g->pt;
-        rows->ix[r] = pixel % g->ow * g->sw - g->pl;
-    }
-    for (int i = 0; i < TILE_M / 8; i++) {
-        const int64_t pixel = (m0 + 8 * i) % pixels;
-        rows->line[i] = 8 * i + 8 <= live && pixel % g->ow + 8 <= g->ow;
-    }
-}
-
-__attribute__((always_inline)) static inline void window_of(const conv_t *g, const tile_rows_t *rows,
-                                                            int r0, int64_t tap, window8 *win) {
-    const int64_t dy = tap / g->kw * g->dh, dx = tap % g->kw * g->dw;
-    if (rows->line[r0 / 8] && g->sw <= 2) { /* one output line, all 8 windows inside: no lane checks */
-        const int64_t iy = rows->iy[r0] + dy, ix = rows->ix[r0] + dx;
-        if (iy >= 0 && iy < g->h && ix >= 0 && ix + 7 * g->sw < g->w) {
-            for (int i = 0; i < 8; i++) {
-                win->valid[i] = 1;
-                win->off[i] = rows->image[r0] + iy * g->w + ix + i * g->sw;
-            }
-            win->step = (int)g->sw;
-            return;
-        }
-    }
-    int step1 = 1, step2 = 1;
-    for (int i = 0; i < 8; i++) {
-        const int64_t iy = rows->iy[r0 + i] + dy, ix = rows->ix[r0 + i] + dx;
-        win->valid[i] = rows->live[r0 + i] && iy >= 0 && iy < g->h && ix >= 0 && ix < g->w;
-        win->off[i] = win->valid[i] ? rows->image[r0 + i] + iy * g->w + ix : 0;
-        step1 &= win->valid[i] && win->off[i] == win->off[0] + i;
-        step2 &= win->valid[i] && win->off[i] == win->off[0] + 2 * i;
-    }
-    win->step = step1 ? 1 : step2 ? 2 : 0;
-}
-
-/* 8 rows of one K column: consecutive rows load as one vector, rows 2 apart (stride 2) as two
- * (elements 0..7 and 7..14, so nothing past the last row is read), others (padding, row ends)
- * lane by lane, with zeros where the window leaves the image. */
-__attribute__((always_inline)) static inline f8 load8(const float *x, const window8 *win,
-                                                      int64_t offset) {
-    f8 v, w;
-    if (win->step) {
-        memcpy(&v, x + win->off[0] + offset, sizeof v);
-        if (win->step == 1) return v;
-        memcpy(&w, x + win->off[0] + offset + 7, sizeof w);
-        return __builtin_shufflevector(v, w, 0, 2, 4, 6, 9, 11, 13, 15);
-    }
-    for (int i = 0; i < 8; i++) v[i] = win->valid[i] ? x[win->off[i] + offset] : 0.0f;
-    return v;
-}
-
-/* Columns c..c+width-1 of 8 rows. When channels lie side by side (one-pixel images: plain rows
- * [M][K]) a full block is 8 row loads transposed, so no load strides across rows. */
-__attribute__((always_inline)) static inline void load_columns(const float *x, const window8 *win,
-                                                               int64_t c, int64_t hw, int width,
-                                                               f8 columns[8]) {
-    if (hw > 1 || width < 8) {
-        for (int j = 0; j < width; j++) columns[j] = load8(x, win, (c + j) * hw);
-        return;
-    }
-    f8 r[8], u[8];
-    for (int i = 0; i < 8; i++) {
-        r[i] = (f8){0};
-        if (win->valid[i]) memcpy(&r[i], x + win->off[i] + c, sizeof r[i]);
-    }
-    for (int i = 0; i < 8; i += 2) { /* rows i, i+1 interleaved, per 128-bit half */
-        u[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        u[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int h = 0; h < 8; h += 4) /* r[h + j]: columns j and j + 4 of rows h..h+3 */
-        for (int i = 0; i < 2; i++) {
-            r[h + 2 * i] = __builtin_shufflevector(u[h + i], u[h + i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-            r[h + 2 * i + 1] = __builtin_shufflevector(u[h + i], u[h + i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-    for (int j = 0; j < 4; j++) {
-        columns[j] = __builtin_shufflevector(r[j], r[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        columns[j + 4] = __builtin_shufflevector(r[j], r[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    }
-}
-
-__attribute__((always_inline)) static inline f8 select8(i8 mask, f8 a, f8 b) {
-    return (f8)((mask & (i8)a) | (~mask & (i8)b));
-}
-
-/* 8 rows' folded values of one column to their positions, in runs of 4 (see place_rows). */
-__attribute__((always_inline)) static inline void store_rows(int16_t *column, const uint8_t *position,
-                                                             i8 folded) {
-    const h8 v = __builtin_convertvector(folded, h8);
-    memcpy(column + position[0], &v, 4 * sizeof(int16_t));
-    memcpy(column + position[4], (const int16_t *)&v + 4, 4 * sizeof(int16_t));
-}
-
-/* The end of the run of channels from c0 that stays within one vector along K. */
-static inline int64_t vector_end(const quant_t *t, int64_t tap, int64_t c0) {
-    const int64_t k = tap * t->g.c + c0, end = c0 + t->vector - k % t->vector;
-    return end < t->g.c ? end : t->g.c;
-}
+#pragma GCC diagnostic ignored "-Wpsabi" /* vectors pass only between always-inline helpers */
 
 #define SIMD(name) name##_portable
 #define FN static
-#include "_quantize_tile.h" /* undefines the parameters above */
+#define INLINE __attribute__((always_inline)) static inline
+#define LANES 8
+#include "_quantize_simd.h"
 #ifdef SP_X86
 #define SIMD(name) name##_avx2
 #define FN __attribute__((target("avx2"))) static
-#include "_quantize_tile.h"
+#define INLINE __attribute__((target("avx2"), always_inline)) static inline
+#define LANES 8
+#include "_quantize_simd.h"
+#define SIMD(name) name##_avx512
+#define FN __attribute__((target("avx512f,avx512bw"))) static
+#define INLINE __attribute__((target("avx512f,avx512bw"), always_inline)) static inline
+#define LANES 16
+#include "_quantize_simd.h"
 #endif
 
-static void quantize_part(void *ctx, int part, int parts) {
+static void vector_steps(const quant_t *t, int64_t lo, int64_t hi) {
+#ifdef SP_X86
+    if (t->path == PATH_AVX512VNNI) return vector_steps_avx512(t, lo, hi);
+    if (t->path != PATH_PORTABLE) return vector_steps_avx2(t, lo, hi);
+#endif
+    vector_steps_portable(t, lo, hi);
+}
+
+static void fold_line(const quant_t *t, int64_t m0, int64_t count, int64_t row) {
+#ifdef SP_X86
+    if (t->path == PATH_AVX512VNNI) return fold_line_avx512(t, m0, count, row);
+    if (t->path != PATH_PORTABLE) return fold_line_avx2(t, m0, count, row);
+#endif
+    fold_line_portable(t, m0, count, row);
+}
+
+static void steps_part(void *ctx, int part, int parts) {
     const quant_t *t = ctx;
     int64_t lo, hi;
-    split((t->m + TILE_M - 1) / TILE_M, part, parts, &lo, &hi);
-    float *smax = t->work + (size_t)part * 3 * TILE_M * (size_t)t->nv;
-    float *step = smax + TILE_M * t->nv, *sq = step + TILE_M * t->nv;
-    tile_rows_t rows;
-    for (int64_t tile = lo; tile < hi; tile++) {
-        int16_t *at = t->tiles + tile * t->kp * TILE_M;
-        rows_of(t, tile * TILE_M, &rows);
-        memset(smax, 0, sizeof(float) * TILE_M * (size_t)t->nv);
-#ifdef SP_X86
-        if (t->simd) {
-            if (!t->clip) tile_max_avx2(t, &rows, smax);
-            tile_scales_avx2(t, tile * TILE_M, &rows, smax, step, sq);
-            tile_fold_avx2(t, &rows, step, sq, at);
-        } else
-#endif
-        {
-            if (!t->clip) tile_max_portable(t, &rows, smax);
-            tile_scales_portable(t, tile * TILE_M, &rows, smax, step, sq);
-            tile_fold_portable(t, &rows, step, sq, at);
+    split(t->m / LANES_MAX, part, parts, &lo, &hi); /* whole row vectors, the last takes the tail */
+    vector_steps(t, lo * LANES_MAX, part + 1 == parts ? t->m : hi * LANES_MAX);
+}
+
+static void gammas_part(void *ctx, int part, int parts) {
+    const quant_t *t = ctx;
+    int64_t lo, hi;
+    split(t->m / t->group_rows, part, parts, &lo, &hi);
+    for (int64_t g = lo; g < hi; g++) {
+        float top = 0.0f;
+        for (int64_t j = 0; j < t->nv; j++) {
+            const float *s = t->s + j * t->m + g * t->group_rows;
+            for (int64_t r = 0; r < t->group_rows; r++) top = s[r] > top ? s[r] : top;
         }
-        /* rows without data and the padding column are zeros */
-        for (int64_t k = 0; k < t->k; k++)
-            for (int r = rows.count; r < TILE_M; r += 4) memset(at + k * TILE_M + t->position[r], 0, 8);
-        if (t->kp > t->k) memset(at + t->k * TILE_M, 0, sizeof(int16_t) * TILE_M);
+        t->gamma[g] = top / (float)t->sq_max;
+        for (int64_t r = 0; r < t->group_rows; r++) t->rg[g * t->group_rows + r] = t->gamma[g];
+    }
+}
+
+/* Unpadded, the rows are one line, split between the parts; padded, each image row is a line
+ * of its own with its left and right padding. */
+static void fold_part(void *ctx, int part, int parts) {
+    const quant_t *t = ctx;
+    int64_t lo, hi;
+    if (!t->padded) {
+        split(t->m / LANES_MAX, part, parts, &lo, &hi);
+        hi = part + 1 == parts ? t->m : hi * LANES_MAX;
+        fold_line(t, lo * LANES_MAX, hi - lo * LANES_MAX, lo * LANES_MAX);
+        return;
+    }
+    const int64_t hs = t->h + t->pt + t->pb, ws = t->w + t->pl + t->pr;
+    split(t->b * t->h, part, parts, &lo, &hi);
+    for (int64_t line = lo; line < hi; line++) {
+        const int64_t row = line / t->h * hs * ws + (line % t->h + t->pt) * ws + t->pl;
+        fold_line(t, line * t->w, t->w, row);
+        for (int64_t c4 = 0; c4 < t->c4; c4++) {
+            uint8_t *p = t->out + (c4 * t->rows + row) * 4;
+            memset(p - 4 * t->pl, t->offset, 4 * (size_t)t->pl);
+            memset(p + 4 * t->w, t->offset, 4 * (size_t)t->pr);
+        }
+    }
+}
+
+/* Padding rows above and below each image, and the rows past the last image. */
+static void border_part(void *ctx, int part, int parts) {
+    const quant_t *t = ctx;
+    const int64_t hs = t->h + t->pt + t->pb, ws = t->w + t->pl + t->pr;
+    const int64_t used = t->padded ? t->b * hs * ws : t->m;
+    int64_t lo, hi;
+    split(t->c4, part, parts, &lo, &hi);
+    for (int64_t c4 = lo; c4 < hi; c4++) {
+        uint8_t *plane = t->out + c4 * t->rows * 4;
+        if (t->padded)
+            for (int64_t b = 0; b < t->b; b++) {
+                memset(plane + b * hs * ws * 4, t->offset, 4 * (size_t)(t->pt * ws));
+                memset(plane + (b * hs + t->pt + t->h) * ws * 4, t->offset, 4 * (size_t)(t->pb * ws));
+            }
+        memset(plane + used * 4, t->offset, 4 * (size_t)(t->rows - used));
+    }
+}
+
+/* ---------------------------------------------------------------- strided windows */
+
+/* The windows of a strided convolution, copied once from a quantized (padded) input into planes
+ * of their own: out[tap * c4 + c][r] = in[c][image + (oy * sh + ky * dh) * ws + ox * sw + kx * dw]
+ * for output rows r = (b, oy, ox); rows past the outputs read `offset`. */
+typedef struct {
+    const uint32_t *in;
+    uint32_t *out;
+    int64_t c4, rows_in, rows_out, b, hs, ws, kh, kw, sh, sw, dh, dw, oh, ow;
+    uint32_t fill;
+} windows_t;
+
+static void windows_part(void *ctx, int part, int parts) {
+    const windows_t *t = ctx;
+    const int64_t planes = t->kh * t->kw * t->c4, outputs = t->b * t->oh * t->ow;
+    int64_t lo, hi;
+    split(planes, part, parts, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        const int64_t tap = p / t->c4, c = p % t->c4, ky = tap / t->kw, kx = tap % t->kw;
+        const uint32_t *plane = t->in + c * t->rows_in + ky * t->dh * t->ws + kx * t->dw;
+        uint32_t *dst = t->out + p * t->rows_out;
+        for (int64_t b = 0; b < t->b; b++)
+            for (int64_t oy = 0; oy < t->oh; oy++) {
+                const uint32_t *src = plane + (b * t->hs + oy * t->sh) * t->ws;
+                for (int64_t ox = 0; ox < t->ow; ox++) *dst++ = src[ox * t->sw];
+            }
+        for (int64_t r = outputs; r < t->rows_out; r++) *dst++ = t->fill;
     }
 }
 
 /* ---------------------------------------------------------------- GEMM */
 
 typedef struct {
-    const int16_t *at; /* row tiles of folded activations, each [kp][TILE_M] (see place_rows) */
-    int32_t *acc;      /* one TILE_N x TILE_M accumulator tile per thread */
-    const float *ga, *gw, *bias;
-    const int32_t *dense;  /* [n][j] (w[2j], w[2j+1]) pairs, or NULL */
-    const int32_t *ptr;    /* sparse: entries of channel n in K block b: [ptr[q], ptr[q+1]), q = run_of(n, b) */
-    const uint32_t *ent;   /* entries: K columns k1 | k2 << 16 (both in the block), then weights
-                            * w[k1] | w[k2] << 16 as int16 (w[k2] = 0 when unpaired) */
-    float *out;
-    int64_t m, kp, j, n, nb, pixels;
-    int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS]; /* each thread's channels */
-    int64_t m_lo[MAX_THREADS], m_hi[MAX_THREADS]; /* and rows (multiples of TILE_M) */
-    int path;
+    const uint8_t *a;        /* activation planes: row r of plane k4 at a + table[k4] + 4 r */
+    const int64_t *table;    /* [k4] byte offset of each plane (a convolution tap's shift included) */
+    const float *ga;         /* [rows rounded up to TILE_ROWS] gamma of each virtual row */
+    const int64_t *dense_of; /* [rows] output row of each virtual row (-1: none), or NULL: itself */
+    int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
+    const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
+    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) */
+    const uint16_t *idx;     /* sparse: each kept block's plane */
+    const int32_t *wv;       /* sparse: each kept block's 4 s8 */
+    const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
+    const float *gw, *bias;  /* [n]; bias may be NULL */
+    const float *residual;   /* [n][m] added before the ReLU, or NULL */
+    float *out;              /* [n][m] */
+    int relu, path;
+    int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
+    int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
 } gemm_t;
 
-static inline const int16_t *act_tile(const gemm_t *g, int64_t m0) {
-    return g->at + m0 / TILE_M * g->kp * TILE_M;
-}
+#define MAX_CHANNELS 8 /* channels of a dense tile, at most */
 
-/* Sparse entries are stored in the order the tiles read them: channel groups of SPARSE_GROUP,
- * then K blocks, then the group's channels, so a tile streams them front to back. */
-static inline int64_t run_of(const gemm_t *g, int64_t n, int64_t b) {
-    const int64_t first = n / SPARSE_GROUP * SPARSE_GROUP;
-    const int64_t size = g->n - first < SPARSE_GROUP ? g->n - first : SPARSE_GROUP;
-    return first * g->nb + b * size + n - first;
-}
-
-/* Rows of the tile at m0 that hold data, rounded up to whole groups (the rest are zeros). */
-static inline int tile_rows(const gemm_t *g, int64_t m0, int group) {
-    const int64_t rows = g->m - m0 < TILE_M ? g->m - m0 : TILE_M;
-    return (int)((rows + group - 1) / group * group);
-}
-
-/* acc [TILE_N][TILE_M] int32 for channels n0.., rows m0.. -> out, through the float epilogue,
- * converted in place a channel at a time (vectorized), then copied out: a row of channels at a
- * time for row-major output ([M, N], through 8 x 8 transposes where AVX2 runs), a channel's run
- * of pixels at a time for NCHW ([B, N, P]). */
-VECTORIZED static void scale_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_t m0) {
-    float ga[TILE_M];
-    for (int r = 0; r < TILE_M; r++) ga[r] = m0 + r < g->m ? g->ga[m0 + r] : 0.0f;
-    float *f = (float *)acc;
-    for (int c = 0; c < cn; c++) {
-        const float gw = g->gw[n0 + c], b = g->bias ? g->bias[n0 + c] : 0.0f;
-        const int32_t *in = acc + c * TILE_M;
-        float *o = f + c * TILE_M;
-        for (int r = 0; r < TILE_M; r++) o[r] = (float)in[r] * (ga[r] * gw);
-        if (g->bias)
-            for (int r = 0; r < TILE_M; r++) o[r] = o[r] + b;
-    }
-}
+/* Portable: plain C, one row at a time. */
+#define SIMD(name) name##_portable
+#define FN static
+#define INLINE __attribute__((always_inline)) static inline
+#define LANES 8
+#define ROWS TILE_ROWS
+#define DENSE_ROWS 32
+#define DENSE_CHANNELS 4
+typedef struct {
+    int32_t v[8];
+} acc_portable;
+#define ACC acc_portable
+#define WV int32_t
+#define ACC_ZERO() ((acc_portable){{0}})
+#define W_SET1(w) (w)
+#define ACC_DP(s, p, w)                                                                         \
+    do {                                                                                        \
+        const uint8_t *p_ = (p);                                                                \
+        const int32_t w0_ = (int8_t)((w) & 0xff), w1_ = (int8_t)(((w) >> 8) & 0xff);            \
+        const int32_t w2_ = (int8_t)(((w) >> 16) & 0xff), w3_ = (int8_t)((uint32_t)(w) >> 24);  \
+        for (int l_ = 0; l_ < 8; l_++)                                                          \
+            (s).v[l_] += p_[4 * l_] * w0_ + p_[4 * l_ + 1] * w1_ + p_[4 * l_ + 2] * w2_ +       \
+                         p_[4 * l_ + 3] * w3_;                                                  \
+    } while (0)
+#define ACC_STORE(dst, s) memcpy((dst), (s).v, sizeof(int32_t) * 8)
+#include "_gemm_simd.h"
 
 #ifdef SP_X86
-/* Rows r0..r0+7 x channels c0..c0+7 of the float tile into the row-major output. */
-__attribute__((target("avx2"))) static void transpose8(const gemm_t *g, const float *f, int64_t n0,
-                                                        int c0, int64_t m0, int r0) {
-    __m256 v[8], t[8], s[8];
-    for (int i = 0; i < 8; i++) v[i] = _mm256_loadu_ps(f + (c0 + i) * TILE_M + r0);
-    for (int i = 0; i < 8; i += 2) { /* t[i]: rows 0,1 | 4,5 of channels i, i+1; t[i+1]: 2,3 | 6,7 */
-        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
-    }
-    for (int h = 0; h < 8; h += 4) /* s[h + r]: rows r | r + 4 of channels h..h+3 */
-        for (int i = 0; i < 2; i++) {
-            s[h + 2 * i] = _mm256_shuffle_ps(t[h + i], t[h + i + 2], 0x44);
-            s[h + 2 * i + 1] = _mm256_shuffle_ps(t[h + i], t[h + i + 2], 0xEE);
-        }
-    for (int r = 0; r < 4; r++) {
-        float *dst = g->out + (m0 + r0 + r) * g->n + n0 + c0;
-        _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s[r], s[r + 4], 0x20));
-        _mm256_storeu_ps(dst + 4 * g->n, _mm256_permute2f128_ps(s[r], s[r + 4], 0x31));
-    }
-}
-#endif
-
-static void store_tile(const gemm_t *g, int32_t *acc, int64_t n0, int cn, int64_t m0) {
-    scale_tile(g, acc, n0, cn, m0);
-    const float *f = (const float *)acc;
-    const int64_t n = g->n, p = g->pixels;
-    const int rows = (int)(g->m - m0 < TILE_M ? g->m - m0 : TILE_M);
-    if (p == 1) {
-        int r0 = 0;
-#ifdef SP_X86
-        if (g->path != PATH_PORTABLE) /* the SIMD paths; portable keeps to plain C */
-            for (; r0 + 8 <= rows; r0 += 8)
-                for (int c0 = 0; c0 + 8 <= cn; c0 += 8) transpose8(g, f, n0, c0, m0, r0);
-#endif
-        for (int r = 0; r < rows; r++) {
-            float *dst = g->out + (m0 + r) * n + n0;
-            for (int c = r < r0 ? cn / 8 * 8 : 0; c < cn; c++) dst[c] = f[c * TILE_M + r];
-        }
-        return;
-    }
-    for (int r = 0; r < rows;) { /* runs of rows within one image */
-        const int64_t m = m0 + r, image = m / p, pixel = m % p;
-        const int run = (int)(p - pixel < rows - r ? p - pixel : rows - r);
-        float *dst = g->out + image * n * p + n0 * p + pixel;
-        for (int c = 0; c < cn; c++) memcpy(dst + c * p, f + c * TILE_M + r, sizeof(float) * (size_t)run);
-        r += run;
-    }
-}
-
-/* Portable path: the same tiles in plain C, rows in order. */
-static void dense_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int16_t *at = act_tile(g, m0);
-    const int rows = tile_rows(g, m0, 1);
-    for (int c = 0; c < cn; c++) {
-        const int32_t *w = g->dense + (n0 + c) * g->j;
-        int32_t *dst = acc + c * TILE_M;
-        for (int r = 0; r < TILE_M; r++) dst[r] = 0;
-        for (int64_t j = 0; j < g->j; j++) {
-            const int32_t w0 = (int16_t)(w[j] & 0xffff), w1 = (int16_t)((uint32_t)w[j] >> 16);
-            const int16_t *x1 = at + 2 * j * TILE_M, *x2 = x1 + TILE_M;
-            for (int r = 0; r < rows; r++) dst[r] += x1[r] * w0 + x2[r] * w1;
-        }
-    }
-}
-
-static void sparse_portable(const gemm_t *g, int64_t n0, int cn, int64_t m0, int32_t *acc) {
-    const int16_t *at = act_tile(g, m0);
-    const int rows = tile_rows(g, m0, 1);
-    for (int c = 0; c < cn; c++) {
-        int32_t *dst = acc + c * TILE_M;
-        for (int r = 0; r < TILE_M; r++) dst[r] = 0;
-        for (int64_t b = 0; b < g->nb; b++) {
-            const int64_t q = run_of(g, n0 + c, b);
-            for (int32_t p = g->ptr[q]; p < g->ptr[q + 1]; p++) {
-                const uint32_t cols = g->ent[2 * p], w = g->ent[2 * p + 1];
-                const int32_t w0 = (int16_t)(w & 0xffff), w1 = (int16_t)(w >> 16);
-                const int16_t *x1 = at + (int64_t)(cols & 0xffff) * TILE_M;
-                const int16_t *x2 = at + (int64_t)(cols >> 16) * TILE_M;
-                for (int r = 0; r < rows; r++) dst[r] += x1[r] * w0 + x2[r] * w1;
-            }
-        }
-    }
-}
-
-#ifdef SP_X86
-#define DENSE_CHANNELS 4 /* channels sharing each unpacked activation pair */
-
+/* AVX2: no exact 4-product instruction (vpmaddubsw saturates int16), so each 4 bytes of a row
+ * are zero-extended to int16 and multiplied as two pairs (vpmaddwd): a row vector of 8 rows is
+ * two registers of (row, pair) sums, added pairwise when stored. */
 #define SIMD(name) name##_avx2
 #define FN __attribute__((target("avx2"))) static
 #define INLINE __attribute__((target("avx2"), always_inline)) static inline
-#define VEC __m256i
 #define LANES 8
-#define V_LOAD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
-#define V_STORE(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
-#define V_SET1(x) _mm256_set1_epi32(x)
-#define V_UNPACKLO(a, b) _mm256_unpacklo_epi16(a, b)
-#define V_UNPACKHI(a, b) _mm256_unpackhi_epi16(a, b)
-#define V_MADD(s, a, b) _mm256_add_epi32(s, _mm256_madd_epi16(a, b))
-#include "_gemm_simd.h" /* undefines the parameters above */
+#define ROWS TILE_ROWS
+#define DENSE_ROWS 16
+#define DENSE_CHANNELS 3
+typedef struct {
+    __m256i lo, hi;
+} acc_avx2;
+#define ACC acc_avx2
+#define WV __m256i
+#define ACC_ZERO() ((acc_avx2){_mm256_setzero_si256(), _mm256_setzero_si256()})
+#define W_SET1(w) _mm256_cvtepi8_epi16(_mm_set1_epi32(w))
+#define ACC_DP(s, p, w)                                                                           \
+    do {                                                                                          \
+        const __m128i *p_ = (const __m128i *)(const void *)(p);                                   \
+        (s).lo = _mm256_add_epi32((s).lo, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(p_)), w)); \
+        (s).hi = _mm256_add_epi32((s).hi, _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(p_ + 1)), w)); \
+    } while (0)
+#define ACC_STORE(dst, s) /* hadd: rows 0,1 | 4,5 | 2,3 | 6,7 per 128-bit lane, then in order */ \
+    _mm256_storeu_si256((__m256i *)(void *)(dst),                                               \
+                        _mm256_permute4x64_epi64(_mm256_hadd_epi32((s).lo, (s).hi), 0xD8))
+#include "_gemm_simd.h"
 
-/* AVX-512 VNNI: 16 lanes, and vpdpwssd fuses the multiply-add with the accumulate. */
+/* AVX-VNNI: vpdpbusd on 8 rows (VEX encoding). */
+#define SIMD(name) name##_avxvnni
+#define FN __attribute__((target("avx2,avxvnni"))) static
+#define INLINE __attribute__((target("avx2,avxvnni"), always_inline)) static inline
+#define LANES 8
+#define ROWS TILE_ROWS
+#define DENSE_ROWS 16
+#define DENSE_CHANNELS 6
+#define ACC __m256i
+#define WV __m256i
+#define ACC_ZERO() _mm256_setzero_si256()
+#define W_SET1(w) _mm256_set1_epi32(w)
+#define ACC_DP(s, p, w) ((s) = _mm256_dpbusd_avx_epi32((s), _mm256_loadu_si256((const __m256i *)(const void *)(p)), (w)))
+#define ACC_STORE(dst, s) _mm256_storeu_si256((__m256i *)(void *)(dst), (s))
+#include "_gemm_simd.h"
+
+/* AVX-512 VNNI: vpdpbusd on 16 rows. */
 #define SIMD(name) name##_vnni
 #define FN __attribute__((target("avx512f,avx512bw,avx512vnni"))) static
 #define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
-#define VEC __m512i
 #define LANES 16
-#define V_LOAD(p) _mm512_loadu_si512((const void *)(p))
-#define V_STORE(p, v) _mm512_storeu_si512((void *)(p), v)
-#define V_SET1(x) _mm512_set1_epi32(x)
-#define V_UNPACKLO(a, b) _mm512_unpacklo_epi16(a, b)
-#define V_UNPACKHI(a, b) _mm512_unpackhi_epi16(a, b)
-#define V_MADD(s, a, b) _mm512_dpwssd_epi32(s, a, b)
-#include "_gemm_simd.h" /* undefines the parameters above */
+#define ROWS TILE_ROWS
+#define DENSE_ROWS 64
+#define DENSE_CHANNELS 6
+#define ACC __m512i
+#define WV __m512i
+#define ACC_ZERO() _mm512_setzero_si512()
+#define W_SET1(w) _mm512_set1_epi32(w)
+#define ACC_DP(s, p, w) ((s) = _mm512_dpbusd_epi32((s), _mm512_loadu_si512((const void *)(p)), (w)))
+#define ACC_STORE(dst, s) _mm512_storeu_si512((void *)(dst), (s))
+#include "_gemm_simd.h"
 #endif
 
-typedef void (*tile_fn)(const gemm_t *, int64_t, int, int64_t, int32_t *);
+typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *);
 
-/* The path's tile kernel. */
 static tile_fn tile_kernel(int path, int sparse) {
 #ifdef SP_X86
     if (path == PATH_AVX2) return sparse ? sparse_tile_avx2 : dense_tile_avx2;
+    if (path == PATH_AVXVNNI) return sparse ? sparse_tile_avxvnni : dense_tile_avxvnni;
     if (path == PATH_AVX512VNNI) return sparse ? sparse_tile_vnni : dense_tile_vnni;
 #endif
-    return sparse ? sparse_portable : dense_portable;
+    return sparse ? sparse_tile_portable : dense_tile_portable;
 }
 
-/* Each thread owns a range of rows or of output channels (see balance). Row tiles are the outer
- * loop: a tile's activations (TILE_M rows x K) stay in cache while the weights stream past. */
+/* Each part owns a range of row tiles or of channels (see balance). Row tiles are the outer loop:
+ * a tile's activations stay in cache while the weights stream past. */
 static void gemm_part(void *ctx, int part, int parts) {
     (void)parts;
     const gemm_t *g = ctx;
-    const tile_fn kernel = tile_kernel(g->path, g->dense == NULL);
-    int32_t *acc = g->acc + (int64_t)part * TILE_N * TILE_M;
-    const int64_t lo = g->n_lo[part], hi = g->n_hi[part];
-    for (int64_t m0 = g->m_lo[part]; m0 < g->m_hi[part]; m0 += TILE_M)
-        for (int64_t n0 = lo; n0 < hi; n0 += TILE_N) {
-            const int cn = (int)(hi - n0 < TILE_N ? hi - n0 : TILE_N);
-            kernel(g, n0, cn, m0, acc);
-            store_tile(g, acc, n0, cn, m0);
-        }
+    const tile_fn kernel = tile_kernel(g->path, g->wd == NULL);
+    int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
+    for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
+        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc);
 }
 
-/* Threads split the row tiles when there are enough to share evenly, else the channels, in
- * ranges of equal work (entries when sparse) made of whole channel groups. */
-static void balance(gemm_t *g, int parts) {
-    const int64_t tiles = (g->m + TILE_M - 1) / TILE_M;
-    const int64_t total = g->dense ? g->n : g->ptr[g->n * g->nb], step = SPARSE_GROUP;
-    const int by_rows = tiles % parts == 0 || tiles >= 4 * parts;
-    int64_t n = 0;
-    for (int i = 0; i < parts; i++) {
-        if (by_rows) {
-            g->m_lo[i] = tiles * i / parts * TILE_M;
-            g->m_hi[i] = tiles * (i + 1) / parts * TILE_M;
+/* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
+ * of equal work (kept blocks when sparse). */
+static int balance(gemm_t *g, int parts) {
+    const int64_t tiles = (g->rows + TILE_ROWS - 1) / TILE_ROWS;
+    if (tiles % parts == 0 || tiles >= 4 * parts) {
+        for (int i = 0; i < parts; i++) {
+            g->r_lo[i] = tiles * i / parts * TILE_ROWS;
+            g->r_hi[i] = tiles * (i + 1) / parts * TILE_ROWS;
             g->n_lo[i] = 0;
             g->n_hi[i] = g->n;
-            continue;
         }
-        g->m_lo[i] = 0;
-        g->m_hi[i] = tiles * TILE_M;
+        return parts;
+    }
+    if (parts > g->n) parts = (int)g->n;
+    const int64_t total = g->wd ? g->n : g->ptr[g->n];
+    int64_t n = 0;
+    for (int i = 0; i < parts; i++) {
+        g->r_lo[i] = 0;
+        g->r_hi[i] = tiles * TILE_ROWS;
         g->n_lo[i] = n;
         const int64_t target = total * (i + 1) / parts;
-        while (n < g->n && (g->dense ? n : g->ptr[n * g->nb]) < target) n += step;
-        g->n_hi[i] = i + 1 == parts || n > g->n ? g->n : n;
+        while (n < g->n && (g->wd ? n : g->ptr[n]) < target) n++;
+        g->n_hi[i] = i + 1 == parts ? g->n : n;
         n = g->n_hi[i];
     }
+    return parts;
 }
 
 /* ---------------------------------------------------------------- Python bindings */
@@ -595,7 +526,7 @@ static int parse_path(const char *name) {
 }
 
 static int check_len(const Py_buffer *b, int64_t count, size_t item, const char *what) {
-    if (b->len < (Py_ssize_t)(count * (int64_t)item)) {
+    if (count < 0 || b->len < (Py_ssize_t)(count * (int64_t)item)) {
         PyErr_Format(PyExc_ValueError, "%s buffer holds %zd bytes, needs %lld", what, b->len,
                      (long long)(count * (int64_t)item));
         return 0;
@@ -609,6 +540,10 @@ static int threads_ok(int threads) {
         return 0;
     }
     return 1;
+}
+
+static int parts_for(int threads, int64_t work) {
+    return work < threads ? (work < 1 ? 1 : (int)work) : threads;
 }
 
 static PyObject *py_paths(PyObject *self, PyObject *args) {
@@ -629,233 +564,261 @@ static PyObject *py_paths(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* quantize(x, geometry, clip_or_None, tiles, gamma, vector, level, lowest, sq_max, path,
- *          threads) -- x: NCHW input; geometry (b, c, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh,
- *          ow); rows m = b*oh*ow of k = kh*kw*c, kp = k rounded up to even; tiles int16
- *          [ceil(m / 64)][kp][64] laid out for the path; clip float32 [m][ceil(k / vector)]. */
+/* quantize(x, clip_or_None, out, gamma, s_work, rg_work, (c, b, h, w, pt, pl, pb, pr, rows,
+ *          group_rows), vector, level, lowest, sq_max, offset, path, threads)
+ *   x float32 [c][b*h*w]; out uint8 [ceil(c/4)][rows][4]; gamma float32 [b*h*w / group_rows];
+ *   clip float32 [ceil(c/vector)][m]; s_work float32 [ceil(c/vector)][m]; rg_work float32 [m]. */
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer x, tiles, gamma, clip = {0};
-    PyObject *geometry, *clip_obj;
+    Py_buffer x, out, gamma, s, rg, clip = {0};
+    PyObject *clip_obj;
     quant_t t = {0};
+    long long v[10];
     const char *path_name;
     int threads;
-    if (!PyArg_ParseTuple(args, "y*OOw*w*iiiisi", &x, &geometry, &clip_obj, &tiles, &gamma,
-                          &t.vector, &t.level, &t.lowest, &t.sq_max, &path_name, &threads))
+    if (!PyArg_ParseTuple(args, "y*Ow*w*w*w*(LLLLLLLLLL)iiiiisi", &x, &clip_obj, &out, &gamma, &s,
+                          &rg, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
+                          &t.vector, &t.level, &t.lowest, &t.sq_max, &t.offset, &path_name, &threads))
         return NULL;
-    const int path = parse_path(path_name);
-    int ok = path >= 0 && threads_ok(threads) && parse_conv(geometry, &t.g);
+    t.path = parse_path(path_name);
+    int ok = t.path >= 0 && threads_ok(threads);
     ok = ok && (clip_obj == Py_None || PyObject_GetBuffer(clip_obj, &clip, PyBUF_SIMPLE) == 0);
-    if (ok && t.vector < 1) {
-        PyErr_SetString(PyExc_ValueError, "quantize: the vector size must be positive");
+    t.c = v[0], t.b = v[1], t.h = v[2], t.w = v[3], t.pt = v[4], t.pl = v[5], t.pb = v[6], t.pr = v[7];
+    t.rows = v[8], t.group_rows = v[9];
+    t.m = t.b * t.h * t.w;
+    if (ok && (t.c < 1 || t.b < 1 || t.h < 1 || t.w < 1 || t.pt < 0 || t.pl < 0 || t.pb < 0 ||
+               t.pr < 0 || t.vector < 4 || t.vector % 4 || t.group_rows < 1 || t.m % t.group_rows)) {
+        PyErr_SetString(PyExc_ValueError, "quantize: sizes must be positive, pads >= 0, vectors "
+                                          "of 4k channels, rows whole groups");
         ok = 0;
     }
-    if (ok) {
-        t.m = t.g.b * t.g.oh * t.g.ow;
-        t.k = t.g.kh * t.g.kw * t.g.c;
-        t.kp = t.k + t.k % 2;
-        t.nv = (t.k + t.vector - 1) / t.vector;
-    }
-    const int64_t count = (t.m + TILE_M - 1) / TILE_M;
-    ok = ok && check_len(&x, t.g.b * t.g.c * t.g.h * t.g.w, 4, "x") &&
-         check_len(&tiles, count * t.kp * TILE_M, 2, "tiles") && check_len(&gamma, t.m, 4, "gamma") &&
-         (clip_obj == Py_None || check_len(&clip, t.m * t.nv, 4, "clip"));
-    const int parts = ok ? (threads < count ? threads : (int)count) : 0; /* sizes >= 1 */
-    t.work = ok ? malloc(sizeof(float) * 3 * TILE_M * (size_t)t.nv * (size_t)parts) : NULL;
-    if (ok && !t.work) {
-        PyErr_NoMemory();
+    t.padded = t.pt || t.pl || t.pb || t.pr;
+    const int64_t used = t.padded ? t.b * (t.h + t.pt + t.pb) * (t.w + t.pl + t.pr) : t.m;
+    t.c4 = (t.c + 3) / 4;
+    t.nv = (t.c + t.vector - 1) / t.vector;
+    if (ok && t.rows < used) {
+        PyErr_SetString(PyExc_ValueError, "quantize: rows do not hold the padded images");
         ok = 0;
     }
+    ok = ok && check_len(&x, t.c * t.m, 4, "x") && check_len(&out, t.c4 * t.rows * 4, 1, "out") &&
+         check_len(&gamma, t.m / t.group_rows, 4, "gamma") && check_len(&s, t.nv * t.m, 4, "s") &&
+         check_len(&rg, t.m, 4, "rg") && (clip_obj == Py_None || check_len(&clip, t.nv * t.m, 4, "clip"));
     if (ok) {
         t.x = x.buf;
         t.clip = clip_obj == Py_None ? NULL : clip.buf;
-        t.tiles = tiles.buf;
+        t.out = out.buf;
         t.gamma = gamma.buf;
-        t.simd = path != PATH_PORTABLE;
-        place_rows(t.position, path_lanes(path));
-        Py_BEGIN_ALLOW_THREADS run_parts(quantize_part, &t, parts);
+        t.s = s.buf;
+        t.rg = rg.buf;
+        const int64_t vectors = t.m / LANES_MAX + 1, lines = t.padded ? t.b * t.h : vectors;
+        Py_BEGIN_ALLOW_THREADS run_parts(steps_part, &t, parts_for(threads, vectors));
+        run_parts(gammas_part, &t, parts_for(threads, t.m / t.group_rows));
+        run_parts(fold_part, &t, parts_for(threads, lines));
+        run_parts(border_part, &t, parts_for(threads, t.c4));
         Py_END_ALLOW_THREADS
     }
-    free(t.work);
     if (clip.obj) PyBuffer_Release(&clip);
     PyBuffer_Release(&x);
-    PyBuffer_Release(&tiles);
+    PyBuffer_Release(&out);
     PyBuffer_Release(&gamma);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&rg);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
-/* positions(path) -> bytes: where each of a tile's TILE_M rows sits in its columns. */
-static PyObject *py_positions(PyObject *self, PyObject *args) {
+/* pack_windows(in, out, (c4, rows_in, rows_out, b, hs, ws, kh, kw, sh, sw, dh, dw, oh, ow), fill,
+ *              threads) -- in uint8 [c4][rows_in][4]; out uint8 [kh*kw*c4][rows_out][4]. */
+static PyObject *py_pack_windows(PyObject *self, PyObject *args) {
     (void)self;
-    const char *path_name;
-    if (!PyArg_ParseTuple(args, "s", &path_name)) return NULL;
-    const int path = parse_path(path_name);
-    if (path < 0) return NULL;
-    uint8_t position[TILE_M];
-    place_rows(position, path_lanes(path));
-    return PyBytes_FromStringAndSize((const char *)position, TILE_M);
-}
-
-/* im2col(x, out, geometry, threads) */
-static PyObject *py_im2col(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_buffer x, out;
-    PyObject *geometry;
-    im2col_t t;
+    Py_buffer in, out;
+    windows_t t;
+    long long v[14];
+    unsigned int fill;
     int threads;
-    if (!PyArg_ParseTuple(args, "y*w*Oi", &x, &out, &geometry, &threads)) return NULL;
-    const conv_t *g = &t.g;
-    int ok = threads_ok(threads) && parse_conv(geometry, &t.g) &&
-             check_len(&x, g->b * g->c * g->h * g->w, 4, "x") &&
-             check_len(&out, g->b * g->oh * g->ow * g->kh * g->kw * g->c, 4, "out");
+    if (!PyArg_ParseTuple(args, "y*w*(LLLLLLLLLLLLLL)Ii", &in, &out, &v[0], &v[1], &v[2], &v[3],
+                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &v[13],
+                          &fill, &threads))
+        return NULL;
+    t.c4 = v[0], t.rows_in = v[1], t.rows_out = v[2], t.b = v[3], t.hs = v[4], t.ws = v[5];
+    t.kh = v[6], t.kw = v[7], t.sh = v[8], t.sw = v[9], t.dh = v[10], t.dw = v[11], t.oh = v[12],
+    t.ow = v[13];
+    t.fill = fill;
+    int ok = threads_ok(threads);
+    for (int i = 0; ok && i < 14; i++)
+        if (v[i] < 1) {
+            PyErr_SetString(PyExc_ValueError, "pack_windows: sizes must be positive");
+            ok = 0;
+        }
+    if (ok && ((t.oh - 1) * t.sh + (t.kh - 1) * t.dh >= t.hs || (t.ow - 1) * t.sw + (t.kw - 1) * t.dw >= t.ws ||
+               t.b * t.hs * t.ws > t.rows_in || t.b * t.oh * t.ow > t.rows_out)) {
+        PyErr_SetString(PyExc_ValueError, "pack_windows: windows leave the padded input");
+        ok = 0;
+    }
+    ok = ok && check_len(&in, t.c4 * t.rows_in, 4, "in") &&
+         check_len(&out, t.kh * t.kw * t.c4 * t.rows_out, 4, "out");
     if (ok) {
-        t.x = x.buf;
+        t.in = in.buf;
         t.out = out.buf;
-        Py_BEGIN_ALLOW_THREADS run_parts(im2col_part, &t, threads);
+        Py_BEGIN_ALLOW_THREADS run_parts(windows_part, &t, parts_for(threads, t.kh * t.kw * t.c4));
         Py_END_ALLOW_THREADS
     }
-    PyBuffer_Release(&x);
+    PyBuffer_Release(&in);
     PyBuffer_Release(&out);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
-/* gemm(tiles, ga, dense_or_None, ptr, entries, gw, bias_or_None, out, m, kp, n, blocks, pixels,
- *      path, threads) -- tiles as quantize lays them out for the path; dense: int32 [n][kp/2];
- *      sparse: ptr int32 [n*blocks+1] into entries (uint32 [count][2]: columns, weights), runs
- *      in the order of run_of(). */
+/* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
+ *      gw, bias_or_None, residual_or_None, relu, out, path, threads)
+ *   a uint8 planes (the largest table offset + 4 * rows rounded up to TILE_ROWS, in bounds);
+ *   table int64 [k4]; ga float32 [rows rounded up to TILE_ROWS]; dense_of int64 [rows];
+ *   dense int32 [n][k4]; sparse: ptr int32 [n+1], idx uint16 [blocks], wv int32 [blocks];
+ *   corr int32 [n]; gw, bias float32 [n]; residual, out float32 [n][m]. */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer a, ga, ptr, ent, gw, out, dense = {0}, bias = {0};
-    PyObject *dense_obj, *bias_obj;
-    long long m, kp, n, blocks, pixels;
+    Py_buffer a, table, ga, ptr, idx, wv, gw, out;
+    Py_buffer dense_of = {0}, wd = {0}, corr = {0}, bias = {0}, residual = {0};
+    PyObject *dense_of_obj, *wd_obj, *corr_obj, *bias_obj, *residual_obj;
+    long long rows, m, n, k4;
     const char *path_name;
-    int threads;
-    if (!PyArg_ParseTuple(args, "y*y*Oy*y*y*Ow*LLLLLsi", &a, &ga, &dense_obj, &ptr, &ent, &gw,
-                          &bias_obj, &out, &m, &kp, &n, &blocks, &pixels, &path_name, &threads))
+    int relu, threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpw*si", &a, &table, &ga, &dense_of_obj,
+                          &rows, &m, &n, &k4, &wd_obj, &ptr, &idx, &wv, &corr_obj, &gw, &bias_obj,
+                          &residual_obj, &relu, &out, &path_name, &threads))
         return NULL;
     gemm_t *g = calloc(1, sizeof(gemm_t));
     int ok = g != NULL;
     if (!ok) PyErr_NoMemory();
-    int have_dense = 0, have_bias = 0;
-    if (ok && dense_obj != Py_None) ok = have_dense = PyObject_GetBuffer(dense_obj, &dense, PyBUF_SIMPLE) == 0;
-    if (ok && bias_obj != Py_None) ok = have_bias = PyObject_GetBuffer(bias_obj, &bias, PyBUF_SIMPLE) == 0;
-    int path = ok ? parse_path(path_name) : -1;
+    PyObject *objs[5] = {dense_of_obj, wd_obj, corr_obj, bias_obj, residual_obj};
+    Py_buffer *bufs[5] = {&dense_of, &wd, &corr, &bias, &residual};
+    for (int i = 0; ok && i < 5; i++)
+        if (objs[i] != Py_None) ok = PyObject_GetBuffer(objs[i], bufs[i], PyBUF_SIMPLE) == 0;
+    const int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
-    if (ok && (kp % 2 || kp > 65536 || m < 1 || n < 1 || pixels < 1 || m % pixels ||
-               blocks != (kp + KBLOCK - 1) / KBLOCK)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "gemm: kp must be even and at most 65536, m a multiple of pixels, "
-                        "blocks ceil(kp / KBLOCK)");
+    if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536)) {
+        PyErr_SetString(PyExc_ValueError, "gemm: sizes must be positive, at most 65536 planes");
         ok = 0;
     }
-    const int64_t j = kp / 2;
-    const int64_t tiles = (m + TILE_M - 1) / TILE_M;
-    ok = ok && check_len(&a, tiles * kp * TILE_M, 2, "tiles") && check_len(&ga, m, 4, "ga") &&
-         check_len(&gw, n, 4, "gw") && check_len(&out, m * n, 4, "out") &&
-         (!have_bias || check_len(&bias, n, 4, "bias")) &&
-         (have_dense ? check_len(&dense, n * j, 4, "dense")
-                     : check_len(&ptr, n * blocks + 1, 4, "ptr"));
-    if (ok) { /* run_of reads them while the entries are checked */
-        g->n = n;
-        g->nb = blocks;
+    const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
+         check_len(&gw, n, 4, "gw") && check_len(&out, n * m, 4, "out") &&
+         (!dense_of.obj || check_len(&dense_of, rows, 8, "dense_of")) &&
+         (!corr.obj || check_len(&corr, n, 4, "corr")) && (!bias.obj || check_len(&bias, n, 4, "bias")) &&
+         (!residual.obj || check_len(&residual, n * m, 4, "residual")) &&
+         (wd.obj ? check_len(&wd, n * k4, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
+    if (ok) { /* every plane a tile reads lies in the buffer; every output row is in range */
+        const int64_t *t = table.buf;
+        for (int64_t k = 0; ok && k < k4; k++)
+            ok = t[k] >= 0 && t[k] + 4 * tiled <= (int64_t)a.len;
+        if (ok && dense_of.obj) {
+            const int64_t *d = dense_of.buf;
+            for (int64_t r = 0; ok && r < rows; r++) ok = d[r] >= -1 && d[r] < m;
+        } else if (ok)
+            ok = rows <= m;
+        if (!ok) PyErr_SetString(PyExc_ValueError, "gemm: planes or rows out of range");
     }
-    if (ok && !have_dense) { /* every entry's columns must lie in its own block */
+    if (ok && !wd.obj) { /* every kept block's plane exists */
         const int32_t *p = ptr.buf;
-        const uint32_t *e = ent.buf;
-        ok = p[0] == 0 && check_len(&ent, p[n * blocks], 8, "entries");
-        for (int64_t i = 0; ok && i < n * blocks; i++) ok = p[i] <= p[i + 1];
-        for (int64_t c = 0; ok && c < n; c++)
-            for (int64_t b = 0; ok && b < blocks; b++) {
-                const int64_t q = run_of(g, c, b), lo = b * KBLOCK;
-                const int64_t hi = lo + KBLOCK < kp ? lo + KBLOCK : kp;
-                for (int32_t i = p[q]; ok && i < p[q + 1]; i++) {
-                    const int64_t k1 = e[2 * i] & 0xffff, k2 = e[2 * i] >> 16;
-                    ok = k1 >= lo && k1 < hi && k2 >= lo && k2 < hi;
-                }
-            }
-        if (!ok && !PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "gemm: sparse weight indices out of range");
+        const uint16_t *ix = idx.buf;
+        ok = p[0] == 0 && check_len(&idx, p[n], 2, "idx") && check_len(&wv, p[n], 4, "wv");
+        for (int64_t c = 0; ok && c < n; c++) ok = p[c] <= p[c + 1];
+        for (int64_t i = 0; ok && i < p[n]; i++) ok = ix[i] < k4;
+        if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "gemm: kept blocks out of range");
     }
     if (ok) {
-        g->acc = malloc(sizeof(int32_t) * TILE_N * TILE_M * (size_t)threads);
+        g->acc = malloc(sizeof(int32_t) * TILE_ROWS * MAX_CHANNELS * (size_t)threads);
         if (!g->acc) {
             PyErr_NoMemory();
             ok = 0;
         }
     }
     if (ok) {
-        g->at = a.buf;
+        g->a = a.buf;
+        g->table = table.buf;
         g->ga = ga.buf;
-        g->gw = gw.buf;
-        g->bias = have_bias ? bias.buf : NULL;
-        g->dense = have_dense ? dense.buf : NULL;
+        g->dense_of = dense_of.obj ? dense_of.buf : NULL;
+        g->rows = rows, g->m = m, g->n = n, g->k4 = k4;
+        g->wd = wd.obj ? wd.buf : NULL;
         g->ptr = ptr.buf;
-        g->ent = ent.buf;
+        g->idx = idx.buf;
+        g->wv = wv.buf;
+        g->corr = corr.obj ? corr.buf : NULL;
+        g->gw = gw.buf;
+        g->bias = bias.obj ? bias.buf : NULL;
+        g->residual = residual.obj ? residual.buf : NULL;
         g->out = out.buf;
-        g->m = m;
-        g->kp = kp;
-        g->j = j;
-        g->pixels = pixels;
+        g->relu = relu;
         g->path = path;
-        const int parts = threads < n ? threads : (int)n;
-        balance(g, parts);
+        const int parts = balance(g, threads);
         Py_BEGIN_ALLOW_THREADS run_parts(gemm_part, g, parts);
         Py_END_ALLOW_THREADS
     }
     if (g) free(g->acc);
     free(g);
-    if (have_dense) PyBuffer_Release(&dense);
-    if (have_bias) PyBuffer_Release(&bias);
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&ga);
-    PyBuffer_Release(&ptr);
-    PyBuffer_Release(&ent);
-    PyBuffer_Release(&gw);
-    PyBuffer_Release(&out);
+    for (int i = 0; i < 5; i++)
+        if (bufs[i]->obj) PyBuffer_Release(bufs[i]);
+    Py_buffer *always[8] = {&a, &table, &ga, &ptr, &idx, &wv, &gw, &out};
+    for (int i = 0; i < 8; i++) PyBuffer_Release(always[i]);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
 
 #ifdef SP_X86
 /* The machine's multiply-accumulate peak for the benchmark, on registers only (written in
- * assembly so no compiler can hoist or spill anything):
- *   kind 0, int16: vpmaddwd + vpaddd, the kernel's instruction pair, 16 MACs;
- *   kind 1, int8: vpmaddubsw + vpmaddwd (by ones) + vpaddd, 32 exact u8 x s8 MACs accumulated in
- *   int32, what one AVX-512 VNNI / AVX-VNNI vpdpbusd does and the int8 rate a GEMM can sustain. */
-#define PEAK_CHAINS 6 /* accumulators ymm2..7, products ymm8..13 */
-static const int PEAK_MACS[2] = {PEAK_CHAINS * 16, PEAK_CHAINS * 32};
+ * assembly so no compiler can hoist or spill anything), 12 independent accumulators:
+ *   kind 0: vpmaddwd + vpaddd on ymm, the AVX2 path's instructions, 16 MACs;
+ *   kind 1: vpdpbusd on ymm (AVX-VNNI, VEX), 32 MACs;
+ *   kind 2: vpdpbusd on zmm (AVX-512 VNNI), 64 MACs. */
+static const int PEAK_MACS[3] = {12 * 16, 12 * 32, 12 * 64};
+static const int PEAK_PATH[3] = {PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI};
 
-#define INT16_STEP(t, s) "vpmaddwd %%ymm0, %%ymm1, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
-#define INT8_STEP(t, s) "vpmaddubsw %%ymm0, %%ymm1, %%ymm" #t "\n\tvpmaddwd %%ymm15, %%ymm" #t ", %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
-#define PEAK_CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", \
-    "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm15"
+#define PAIR(t, s) "vpmaddwd %%ymm0, %%ymm1, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
+#define DP_Y(s) "%{vex%} vpdpbusd %%ymm0, %%ymm1, %%ymm" #s "\n\t"
+#define DP_Z(s) "vpdpbusd %%zmm0, %%zmm1, %%zmm" #s "\n\t"
+#define CLOBBER_Y "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", \
+    "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15"
 
 typedef struct {
     int64_t iterations;
     int kind;
 } peak_t;
 
+__attribute__((target("avx2"))) static void peak_pair(int64_t iterations) {
+    __asm__ volatile("vpcmpeqd %%ymm0, %%ymm0, %%ymm0\n\tvpabsw %%ymm0, %%ymm1" ::: CLOBBER_Y);
+    for (int64_t i = 0; i < iterations; i++) /* 6 pairs twice: 12 accumulators, ymm2..7 */
+        __asm__ volatile(PAIR(8, 2) PAIR(9, 3) PAIR(10, 4) PAIR(11, 5) PAIR(12, 6) PAIR(13, 7)
+                         PAIR(8, 2) PAIR(9, 3) PAIR(10, 4) PAIR(11, 5) PAIR(12, 6) PAIR(13, 7)::: CLOBBER_Y);
+    __asm__ volatile("vzeroupper" ::: CLOBBER_Y);
+}
+
+__attribute__((target("avx2,avxvnni"))) static void peak_vnni_ymm(int64_t iterations) {
+    __asm__ volatile("vpcmpeqd %%ymm0, %%ymm0, %%ymm0\n\tvpabsb %%ymm0, %%ymm1" ::: CLOBBER_Y);
+    for (int64_t i = 0; i < iterations; i++)
+        __asm__ volatile(DP_Y(2) DP_Y(3) DP_Y(4) DP_Y(5) DP_Y(6) DP_Y(7) DP_Y(8) DP_Y(9) DP_Y(10)
+                         DP_Y(11) DP_Y(12) DP_Y(13)::: CLOBBER_Y);
+    __asm__ volatile("vzeroupper" ::: CLOBBER_Y);
+}
+
+__attribute__((target("avx512f,avx512vnni"))) static void peak_vnni_zmm(int64_t iterations) {
+    __asm__ volatile("vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\tvpabsb %%zmm0, %%zmm1" ::: CLOBBER_Y);
+    for (int64_t i = 0; i < iterations; i++)
+        __asm__ volatile(DP_Z(2) DP_Z(3) DP_Z(4) DP_Z(5) DP_Z(6) DP_Z(7) DP_Z(8) DP_Z(9) DP_Z(10)
+                         DP_Z(11) DP_Z(12) DP_Z(13)::: CLOBBER_Y);
+    __asm__ volatile("vzeroupper" ::: CLOBBER_Y);
+}
+
 static void peak_part(void *ctx, int part, int parts) {
     (void)part;
     (void)parts;
     const peak_t *t = ctx;
-    __asm__ volatile("vpcmpeqd %%ymm0, %%ymm0, %%ymm0\n\tvpabsb %%ymm0, %%ymm1\n\t"
-                     "vpabsw %%ymm0, %%ymm15" ::: PEAK_CLOBBERS);
-    for (int64_t n = 0; n < t->iterations; n++) {
-        if (t->kind == 0)
-            __asm__ volatile(INT16_STEP(8, 2) INT16_STEP(9, 3) INT16_STEP(10, 4)
-                             INT16_STEP(11, 5) INT16_STEP(12, 6) INT16_STEP(13, 7)::: PEAK_CLOBBERS);
-        else
-            __asm__ volatile(INT8_STEP(8, 2) INT8_STEP(9, 3) INT8_STEP(10, 4)
-                             INT8_STEP(11, 5) INT8_STEP(12, 6) INT8_STEP(13, 7)::: PEAK_CLOBBERS);
-    }
-    __asm__ volatile("vzeroupper" ::: PEAK_CLOBBERS);
+    if (t->kind == 0) peak_pair(t->iterations);
+    if (t->kind == 1) peak_vnni_ymm(t->iterations);
+    if (t->kind == 2) peak_vnni_zmm(t->iterations);
 }
 #endif
 
-/* peak(kind, iterations, threads) -> multiply-accumulates done (kind 0: int16, 1: int8) */
+/* peak(kind, iterations, threads) -> multiply-accumulates done (kinds above) */
 static PyObject *py_peak(PyObject *self, PyObject *args) {
     (void)self;
     int kind, threads;
@@ -863,34 +826,34 @@ static PyObject *py_peak(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iLi", &kind, &iterations, &threads)) return NULL;
     if (!threads_ok(threads)) return NULL;
 #ifdef SP_X86
-    if (path_supported(PATH_AVX2) && (kind == 0 || kind == 1)) {
+    if (kind >= 0 && kind < 3 && path_supported(PEAK_PATH[kind])) {
         peak_t t = {iterations, kind};
-        Py_BEGIN_ALLOW_THREADS run_parts(peak_part, &t, threads);
+        Py_BEGIN_ALLOW_THREADS run_parts_fresh(peak_part, &t, threads);
         Py_END_ALLOW_THREADS
         return PyLong_FromLongLong(iterations * PEAK_MACS[kind] * threads);
     }
 #endif
-    PyErr_SetString(PyExc_ValueError, "peak needs AVX2 and kind 0 (int16) or 1 (int8)");
+    PyErr_Format(PyExc_ValueError, "peak kind %d does not run on this CPU", kind);
     return NULL;
 }
 
 static PyMethodDef METHODS[] = {
-    {"peak", py_peak, METH_VARARGS, "Register-only multiply-accumulate peak probe (AVX2)."},
+    {"peak", py_peak, METH_VARARGS, "Register-only multiply-accumulate peak probe."},
     {"paths", py_paths, METH_NOARGS, "Kernel paths this CPU runs, best first."},
-    {"quantize", py_quantize, METH_VARARGS, "VS-Quant conv rows to folded int16 row tiles."},
-    {"positions", py_positions, METH_VARARGS, "Where a tile's rows sit in its columns, per path."},
-    {"im2col", py_im2col, METH_VARARGS, "NCHW float32 to conv rows, K order (kh, kw, c)."},
-    {"gemm", py_gemm, METH_VARARGS, "Folded int16 activations x packed weights -> float32."},
+    {"quantize", py_quantize, METH_VARARGS, "VS-Quant a channel-major tensor into u8 planes."},
+    {"pack_windows", py_pack_windows, METH_VARARGS, "A strided convolution's windows as planes."},
+    {"gemm", py_gemm, METH_VARARGS, "u8 planes x packed 4-bit weights -> float32 [n][m]."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, METHODS};
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_kernel", NULL, -1, METHODS, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__kernel(void) {
+    static int forked_handler;
+    if (!forked_handler) forked_handler = pthread_atfork(NULL, NULL, pool_reset_after_fork) == 0;
     PyObject *module = PyModule_Create(&MODULE);
-    if (module && (PyModule_AddIntConstant(module, "KBLOCK", KBLOCK) < 0 ||
-                   PyModule_AddIntConstant(module, "SPARSE_GROUP", SPARSE_GROUP) < 0 ||
-                   PyModule_AddIntConstant(module, "TILE_M", TILE_M) < 0))
+    if (module && (PyModule_AddIntConstant(module, "TILE_ROWS", TILE_ROWS) < 0 ||
+                   PyModule_AddIntConstant(module, "MAX_PLANES", 65536) < 0))
         Py_CLEAR(module);
     return module;
 }

@@ -1,10 +1,13 @@
-"""The compiled kernel behind numpy-shaped calls: quantize activation rows (or a convolution's
-rows straight from its NCHW input), im2col, and the integer GEMM against a packed 4-bit weight,
-bit for bit ``vsquant.reference_matmul``.
+"""The compiled kernel behind numpy-shaped calls: quantize a channel-major activation tensor into
+u8 planes, and multiply them with a packed 4-bit weight (a MatMul, or a convolution read straight
+from the planes), bit for bit ``vsquant.reference_matmul`` / ``vsquant.reference_conv``.
 
-A packed weight holds each value already multiplied by its vector scale (q · sq, an int16). Dense,
-it is K pairs per output channel; pruned below ``SPARSE_BELOW``, it is only the kept weights,
-two to an entry within each K block of ``BLOCK`` columns, and the kernel's work follows them.
+Activations are channel-major: float32 [C, M], rows m = (image, y, x) or tokens, the layout the
+kernel writes its outputs in, so layer follows layer without a transpose. Quantized, they are
+planes of 4 channels (uint8 [ceil(C / 4), rows, 4]) holding each value folded with its vector
+scale (q · sq, + 128 when signed), laid out with the zero padding of the convolution that reads
+them around each image. A packed weight holds its folded values 4 input channels to an int32:
+dense [N, planes], or only the kept blocks of 4 when pruned below ``SPARSE_BELOW``.
 """
 
 from __future__ import annotations
@@ -19,18 +22,17 @@ from backends.sparse_int4.vsquant import (
     SCALE_BITS,
     SIGNED_LEVEL,
     UNSIGNED_LEVEL,
-    QuantizedActivation,
     QuantizedWeight,
+    conv_output_side,
 )
 from harness.errors import UserError
 
 PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best first
-ALL_PATHS = ("avx512vnni", "avx2", "portable")
-BLOCK = _kernel.KBLOCK  # K columns per block: both weights of a sparse entry lie in one block
-GROUP = _kernel.SPARSE_GROUP  # channels whose sparse entries interleave block by block
-SPARSE_BELOW = 0.6  # entries per dense pair under which the sparse loop beats the dense one
-MAX_K = 65536  # sparse entries hold K columns in 16 bits
-TILE = _kernel.TILE_M  # rows per activation tile
+ALL_PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
+TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
+MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
+SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
+SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
 
 
 def default_threads() -> int:
@@ -38,277 +40,278 @@ def default_threads() -> int:
 
 
 @dataclass(frozen=True)
-class PackedWeight:
-    """A quantized weight in the kernel's layout: dense pairs [N, K/2], or sparse entries per
-    output channel and K block (``ptr`` into ``entries`` [count, 2]: two K columns as
-    k1 | k2 << 16, their two weights as int16 halves), runs ordered as the kernel reads them
-    (channel groups of ``GROUP``, then K blocks, then channels); gamma, bias float32 [N]."""
+class ConvGeometry:
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # ONNX order: top, left, bottom, right
+    dilations: tuple[int, int] = (1, 1)
 
-    k: int
+    @property
+    def taps(self) -> int:
+        return self.kernel[0] * self.kernel[1]
+
+    @property
+    def implicit(self) -> bool:
+        """Stride 1: the taps are shifted rows of the padded planes, no window copy."""
+        return self.strides == (1, 1)
+
+    def output_side(self, side: tuple[int, int]) -> tuple[int, int]:
+        return conv_output_side(side, self.kernel, self.strides, self.pads, self.dilations)
+
+
+POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel images
+
+
+@dataclass(frozen=True)
+class PackedWeight:
+    """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
+    (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or per
+    channel n the kept blocks ptr[n]:ptr[n + 1] (each its plane and 4 weights); corr[n] = 128 ·
+    the channel's folded sum (what signed activations' +128 adds); gamma, bias float32 [N]."""
+
+    taps: int
+    channels: int
     n: int
     vector_size: int
     gamma: np.ndarray
     bias: np.ndarray | None
+    corr: np.ndarray
     dense: np.ndarray | None
     ptr: np.ndarray
-    entries: np.ndarray
+    idx: np.ndarray
+    wv: np.ndarray
 
     @property
-    def blocks(self) -> int:
-        return -(-_even(self.k) // BLOCK)
+    def planes(self) -> int:
+        return self.taps * -(-self.channels // 4)
 
     @property
-    def multiply_adds(self) -> int:
-        """Two-weight multiply-adds per row: dense pairs, or sparse entries."""
-        return self.n * (_even(self.k) // 2) if self.dense is not None else len(self.entries)
+    def k(self) -> int:
+        return self.taps * self.channels
 
     @property
     def sparse(self) -> bool:
         return self.dense is None
 
+    @property
+    def kept_blocks(self) -> int:
+        """Blocks of 4 the kernel multiplies per row: every plane when dense."""
+        return self.n * self.planes if self.dense is not None else len(self.wv)
+
 
 @dataclass(frozen=True)
 class Activations:
-    """Activation rows quantized for the kernel: folded q · sq int16 in row tiles laid out for
-    one kernel path ([ceil(M / TILE), K rounded up to even, TILE], rows at the path's
-    positions), and gamma float32 [M]."""
+    """A quantized activation tensor: planes uint8 [ceil(C / 4), rows, 4] (images of side
+    (H, W) with ``pads`` around each, then padding rows), one gamma per group of
+    ``group_rows`` rows (an image, or a token)."""
 
-    tiles: np.ndarray
+    planes: np.ndarray
     gamma: np.ndarray
-    k: int
+    channels: int
     vector_size: int
-    path: str
+    signed: bool
+    images: int
+    side: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    group_rows: int
 
-    def folded(self) -> np.ndarray:
-        """int16 [M, K rounded up to even]: the folded values row by row."""
-        rows = self.tiles[:, :, _positions(self.path)].transpose(0, 2, 1)
-        return rows.reshape(-1, self.tiles.shape[1])[: len(self.gamma)]
+    @property
+    def rows(self) -> int:
+        return self.planes.shape[1]
+
+    @property
+    def padded_side(self) -> tuple[int, int]:
+        h, w = self.side
+        return h + self.pads[0] + self.pads[2], w + self.pads[1] + self.pads[3]
+
+    @property
+    def used_rows(self) -> int:
+        """Rows holding the images and their padding."""
+        hs, ws = self.padded_side
+        return self.images * hs * ws
 
 
 def pack(
     w: QuantizedWeight, bias: np.ndarray | None = None, sparse: bool | None = None
 ) -> PackedWeight:
     """Pack a quantized weight (pruned or not); ``sparse=None`` picks the faster layout."""
-    folded = _folded_weight(w)  # int16 [N, Kp]
+    channels = w.channels or w.k
+    taps, c4 = w.k // channels, -(-channels // 4)
+    folded = np.zeros((w.n, taps, c4 * 4), np.int8)
+    folded[:, :, :channels] = w.folded().T.reshape(w.n, taps, channels)  # |q sq| <= 105
+    planes = folded.reshape(w.n, taps * c4, 4).view(np.int32)[:, :, 0]  # [N, planes]
+    if taps * c4 > MAX_PLANES:
+        raise UserError(f"K = {w.k} is too long for the kernel (at most {4 * MAX_PLANES})")
     gamma = np.ascontiguousarray(w.gamma, np.float32)
     if bias is not None:
         bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
         if bias.shape != (w.n,):
             raise UserError(f"bias has {bias.size} values but the weight has {w.n} channels")
+    corr = (SIGNED_OFFSET * folded.astype(np.int32).sum(axis=(1, 2))).astype(np.int32)
+    kept = planes != 0
     if sparse is None:
-        entries = int(((_block_counts(folded) + 1) // 2).sum())  # two kept weights per entry
-        sparse = entries < SPARSE_BELOW * folded.size / 2
+        sparse = kept.mean() < SPARSE_BELOW
+    empty = np.zeros(0, np.int32)
     if not sparse:
-        pairs = folded.view(np.int32)  # [N, Kp/2], little-endian (w[2j], w[2j+1])
-        empty = np.zeros(0, np.int32)
-        return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, pairs, empty, empty)
-    if folded.shape[1] > MAX_K:
-        raise UserError(f"K = {w.k} is too long for the sparse kernel (at most {MAX_K})")
-    return PackedWeight(w.k, w.n, w.vector_size, gamma, bias, None, *_entries(folded))
-
-
-def _block_counts(folded: np.ndarray) -> np.ndarray:
-    """int [N, blocks]: nonzero weights of each channel in each K block."""
-    n, kp = folded.shape
-    padded = np.zeros((n, -(-kp // BLOCK) * BLOCK), bool)
-    padded[:, :kp] = folded != 0
-    return np.count_nonzero(padded.reshape(n, -1, BLOCK), axis=2)
-
-
-def _entries(folded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ptr, entries) of the sparse layout: each channel's nonzero weights in K order, paired
-    within each K block (an odd one out is paired with a zero weight at its own column)."""
-    n, kp = folded.shape
-    blocks = -(-kp // BLOCK)
-    channel, column = np.nonzero(folded)  # channel-major, K ascending
-    first_of_group = channel // GROUP * GROUP
-    group_size = np.minimum(GROUP, n - first_of_group)
-    run = first_of_group * blocks + column // BLOCK * group_size + channel - first_of_group
-    order = np.argsort(run, kind="stable")  # the kernel's reading order, K ascending in a run
-    run, channel, column = run[order], channel[order], column[order]
-    counts = np.bincount(run, minlength=n * blocks)
-    starts = np.cumsum(counts) - counts
-    first = np.flatnonzero((np.arange(len(run)) - starts[run]) % 2 == 0)
-    after = np.minimum(first + 1, len(run) - 1)
-    paired = (first + 1 < len(run)) & (run[after] == run[first])
-    second = np.where(paired, after, first)
-    values = folded[channel, column].astype(np.uint16).astype(np.uint32)
-    entries = np.empty((len(first), 2), np.uint32)
-    entries[:, 0] = column[first].astype(np.uint32) | column[second].astype(np.uint32) << 16
-    entries[:, 1] = values[first] | np.where(paired, values[second], 0) << 16
-    ptr = np.zeros(n * blocks + 1, np.int32)
-    np.cumsum((counts + 1) // 2, out=ptr[1:])
-    return ptr, entries
+        common = (taps, channels, w.n, w.vector_size, gamma, bias, corr)
+        return PackedWeight(*common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty)
+    channel, plane = np.nonzero(kept)  # channel-major, planes ascending
+    ptr = np.zeros(w.n + 1, np.int32)
+    np.cumsum(np.bincount(channel, minlength=w.n), out=ptr[1:])
+    return PackedWeight(
+        taps, channels, w.n, w.vector_size, gamma, bias, corr, None, ptr,
+        plane.astype(np.uint16), np.ascontiguousarray(planes[channel, plane]),
+    )  # fmt: skip
 
 
 def quantize(
     x: np.ndarray,
     vector_size: int = 16,
     signed: bool = True,
-    clip: np.ndarray | None = None,
     *,
-    scale_bits: int = SCALE_BITS,
-    path: str | None = None,
-    threads: int | None = None,
-) -> Activations:
-    """Quantize float32 rows [M, K] as ``vsquant.quantize_activations`` does (clip="max"), or
-    with given clipping scalars [M, ceil(K / V)] (e.g. Octav's), for the kernel ``path``."""
-    x = np.ascontiguousarray(x, np.float32)
-    m, k = x.shape
-    rows_as_conv = (m, k, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1)  # M one-pixel images, 1x1 kernel
-    return _quantize(x, rows_as_conv, vector_size, signed, clip, scale_bits, path, threads)
-
-
-def quantize_conv(
-    x: np.ndarray,
-    kernel: tuple[int, int],
-    strides: tuple[int, int] = (1, 1),
+    images: int | None = None,
+    side: tuple[int, int] = (1, 1),
     pads: tuple[int, int, int, int] = (0, 0, 0, 0),
-    dilations: tuple[int, int] = (1, 1),
-    vector_size: int = 16,
-    signed: bool = True,
-    *,
+    reach: int = 0,
+    clip: np.ndarray | None = None,
     scale_bits: int = SCALE_BITS,
     path: str | None = None,
     threads: int | None = None,
 ) -> Activations:
-    """``quantize(im2col(x, ...))`` without the float rows: a convolution's rows quantized
-    straight from its NCHW float32 input."""
+    """Quantize a channel-major float32 tensor [C, M] as ``vsquant.quantize_activations`` does
+    (clip="max", or given clipping scalars [ceil(C / V), M], e.g. Octav's) on its rows [M, C]:
+    one gamma per image of ``side`` (M = images · H · W), or per row when ``images`` is None
+    (tokens). The planes are laid out with ``pads`` around each image and ``reach`` rows of
+    slack after them (how far the consumer's taps reach past a row; see ``conv_reach``)."""
     x = np.ascontiguousarray(x, np.float32)
-    geometry = _conv_geometry(x, kernel, strides, pads, dilations)
-    return _quantize(x, geometry, vector_size, signed, None, scale_bits, path, threads)
+    c, m = x.shape
+    if images is None:
+        images, side, group_rows = m, (1, 1), 1
+        if pads != (0, 0, 0, 0):
+            raise UserError("only images take padding")
+    else:
+        group_rows = side[0] * side[1]
+    if images * side[0] * side[1] != m:
+        raise UserError(f"{m} rows are not {images} images of {side[0]}x{side[1]}")
+    nv = -(-c // vector_size)
+    hs, ws = side[0] + pads[0] + pads[2], side[1] + pads[1] + pads[3]
+    used = images * hs * ws if any(pads) else m
+    rows = _tiled(used) + reach
+    planes = np.empty((-(-c // 4), rows, 4), np.uint8)
+    gamma = np.empty(m // group_rows, np.float32)
+    if clip is not None:
+        clip = np.ascontiguousarray(clip, np.float32)
+        if clip.shape != (nv, m):
+            raise UserError(f"clipping scalars must be [{nv}, {m}], not {list(clip.shape)}")
+    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
+    _kernel.quantize(
+        x, clip, planes, gamma, np.empty((nv, m), np.float32), np.empty(m, np.float32),
+        (c, images, *side, *pads, rows, group_rows), vector_size, level,
+        -level if signed else 0, 2**scale_bits - 1, SIGNED_OFFSET if signed else 0,
+        path or PATHS[0], _threads(threads),
+    )  # fmt: skip
+    return Activations(planes, gamma, c, vector_size, signed, images, side, pads, group_rows)
 
 
-def from_reference(a: QuantizedActivation, path: str | None = None) -> Activations:
-    """The kernel's form of numpy-quantized activations (for tests and the reference path)."""
-    m, kp = a.q.shape[0], _even(a.k)
-    folded = np.zeros((-(-m // TILE) * TILE, kp), np.int16)
-    sq = np.repeat(a.sq.astype(np.int16), a.vector_size, axis=1)[:, : a.k]
-    folded[:m, : a.k] = a.q.astype(np.int16) * sq
-    path = path or PATHS[0]
-    tiles = np.empty((len(folded) // TILE, kp, TILE), np.int16)
-    tiles[:, :, _positions(path)] = folded.reshape(-1, TILE, kp).transpose(0, 2, 1)
-    return Activations(tiles, a.gamma.astype(np.float32), a.k, a.vector_size, path)
+def conv_reach(geometry: ConvGeometry, side: tuple[int, int]) -> int:
+    """Rows a stride-1 convolution's last tap reaches past the first over an image of ``side``
+    laid out with the convolution's padding (the slack its input planes need)."""
+    if not geometry.implicit:
+        return 0
+    ws = side[1] + geometry.pads[1] + geometry.pads[3]
+    (kh, kw), (dh, dw) = geometry.kernel, geometry.dilations
+    return (kh - 1) * dh * ws + (kw - 1) * dw
 
 
 def matmul(
     a: Activations,
     w: PackedWeight,
     *,
-    pixels: int = 1,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
+    path: str | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """float32 output of the integer GEMM on the path the activations were laid out for: [M, N],
-    or for ``pixels`` > 1 (conv rows ordered image, pixel) [M / pixels, N, pixels], i.e. NCHW."""
-    if a.k != w.k or a.vector_size != w.vector_size:
-        raise UserError(
-            f"activations (K = {a.k}, vectors of {a.vector_size}) do not fit the weight "
-            f"(K = {w.k}, vectors of {w.vector_size})"
-        )
-    m, kp = len(a.gamma), a.tiles.shape[1]
-    if m % pixels:
-        raise UserError(f"{m} rows are not whole images of {pixels} pixels")
-    shape = (m, w.n) if pixels == 1 else (m // pixels, w.n, pixels)
-    out = np.empty(shape, np.float32)
-    _kernel.gemm(
-        a.tiles, a.gamma, w.dense, w.ptr, w.entries, w.gamma, w.bias, out,
-        m, kp, w.n, w.blocks, pixels, a.path, _threads(threads),
-    )  # fmt: skip
-    return out
+    """float32 [N, M]: the GEMM of quantized rows (tokens, or pixels of a 1x1 convolution)."""
+    return conv(a, w, POINTWISE, residual=residual, relu=relu, path=path, threads=threads)
 
 
-def im2col(
-    x: np.ndarray,
-    kernel: tuple[int, int],
-    strides: tuple[int, int] = (1, 1),
-    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
-    dilations: tuple[int, int] = (1, 1),
+def conv(
+    a: Activations,
+    w: PackedWeight,
+    geometry: ConvGeometry,
     *,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
+    path: str | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """Conv rows of an NCHW float32 batch: [B · OH · OW, KH · KW · C], K ordered (kh, kw, c);
-    ``pads`` as ONNX (top, left, bottom, right)."""
-    x = np.ascontiguousarray(x, np.float32)
-    geometry = _conv_geometry(x, kernel, strides, pads, dilations)
-    b, c, _, _, kh, kw, *_, oh, ow = geometry
-    out = np.empty((b * oh * ow, kh * kw * c), np.float32)
-    _kernel.im2col(x, out, geometry, _threads(threads))
+    """float32 [N, B · OH · OW]: the convolution of quantized images (laid out with the
+    convolution's padding) with a packed weight, + bias, + ``residual`` [N, B · OH · OW], then
+    ReLU if asked, each as the reference orders it."""
+    if a.channels != w.channels or a.vector_size != w.vector_size or geometry.taps != w.taps:
+        raise UserError(
+            f"activations ({a.channels} channels, vectors of {a.vector_size}) do not fit the "
+            f"weight ({w.channels} channels x {w.taps} taps, vectors of {w.vector_size})"
+        )
+    threads = _threads(threads)
+    b, (oh, ow), c4 = a.images, geometry.output_side(a.side), -(-a.channels // 4)
+    m = b * oh * ow
+    if a.pads != geometry.pads:
+        raise UserError(
+            f"activations padded {a.pads} cannot feed a convolution padded {geometry.pads}"
+        )
+    if geometry.implicit:
+        planes, rows, dense_of = a.planes, a.used_rows, _output_rows(a, oh, ow)
+        hs, ws = a.padded_side
+        (kh, kw), (dh, dw) = geometry.kernel, geometry.dilations
+        shifts = [ky * dh * ws + kx * dw for ky in range(kh) for kx in range(kw)]
+        group_of_row = np.arange(rows) // (hs * ws)
+    else:
+        hs, ws = a.padded_side
+        rows, dense_of, shifts = m, None, [0] * geometry.taps
+        planes = np.empty((geometry.taps * c4, _tiled(m), 4), np.uint8)
+        _kernel.pack_windows(
+            a.planes, planes, (c4, a.rows, planes.shape[1], b, hs, ws, *geometry.kernel,
+                               *geometry.strides, *geometry.dilations, oh, ow),
+            SIGNED_OFFSET * 0x01010101 if a.signed else 0, threads,
+        )  # fmt: skip
+        group_of_row = np.arange(rows) // (oh * ow)
+    stride = planes.shape[1] * 4
+    if geometry.implicit:
+        table = np.array([c * stride + 4 * s for s in shifts for c in range(c4)], np.int64)
+    else:
+        table = np.arange(geometry.taps * c4, dtype=np.int64) * stride
+    ga = np.zeros(_tiled(rows), np.float32)
+    ga[:rows] = a.gamma[group_of_row]
+    out = np.empty((w.n, m), np.float32)
+    if residual is not None:
+        residual = np.ascontiguousarray(residual, np.float32)
+        if residual.shape != out.shape:
+            raise UserError(f"the residual is {list(residual.shape)}, the output {list(out.shape)}")
+    _kernel.gemm(
+        planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr, w.idx, w.wv,
+        w.corr if a.signed else None, w.gamma, w.bias, residual, relu, out,
+        path or PATHS[0], threads,
+    )  # fmt: skip
     return out
 
 
-def conv_output_side(
-    side: tuple[int, int],
-    kernel: tuple[int, int],
-    strides: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    dilations: tuple[int, int],
-) -> tuple[int, int]:
-    """(OH, OW) of a convolution over an H x W input; ``pads`` as ONNX (top, left, bottom,
-    right)."""
-    out = [
-        (side[a] + pads[a] + pads[a + 2] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1
-        for a in range(2)
-    ]
-    return out[0], out[1]
+def _output_rows(a: Activations, oh: int, ow: int) -> np.ndarray | None:
+    """int64 [used rows]: the output row of each padded position (-1 where no window starts),
+    or None when every row is an output (no padding)."""
+    if not any(a.pads):
+        return None
+    hs, ws = a.padded_side
+    y, x = np.arange(hs)[:, None], np.arange(ws)[None, :]
+    inside = (y < oh) & (x < ow)
+    index = np.where(inside, y * ow + x, -1)
+    per_image = np.arange(a.images)[:, None, None] * (oh * ow)
+    return np.where(inside, index + per_image, -1).reshape(-1).astype(np.int64)
 
 
-def _conv_geometry(
-    x: np.ndarray,
-    kernel: tuple[int, int],
-    strides: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    dilations: tuple[int, int],
-) -> tuple[int, ...]:
-    """The kernel's conv geometry of an NCHW input: (B, C, H, W, KH, KW, SH, SW, pad top, pad
-    left, DH, DW, OH, OW)."""
-    b, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
-    oh, ow = conv_output_side((h, w), kernel, strides, pads, dilations)
-    if oh < 1 or ow < 1:
-        raise UserError(f"a {kh}x{kw} window does not fit a {h}x{w} input")
-    return (b, c, h, w, kh, kw, sh, sw, pads[0], pads[1], dh, dw, oh, ow)
-
-
-def _quantize(
-    x: np.ndarray,
-    geometry: tuple[int, ...],
-    vector_size: int,
-    signed: bool,
-    clip: np.ndarray | None,
-    scale_bits: int,
-    path: str | None,
-    threads: int | None,
-) -> Activations:
-    b, c, _, _, kh, kw, *_, oh, ow = geometry
-    m, k = b * oh * ow, kh * kw * c
-    path = path or PATHS[0]
-    tiles = np.empty((-(-m // TILE), _even(k), TILE), np.int16)
-    gamma = np.empty(m, np.float32)
-    if clip is not None:
-        clip = np.ascontiguousarray(clip, np.float32)
-    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
-    _kernel.quantize(
-        x, geometry, clip, tiles, gamma, vector_size, level, -level if signed else 0,
-        2**scale_bits - 1, path, _threads(threads),
-    )  # fmt: skip
-    return Activations(tiles, gamma, k, vector_size, path)
-
-
-def _positions(path: str) -> np.ndarray:
-    """Where each of a tile's rows sits in its columns on ``path``."""
-    return np.frombuffer(_kernel.positions(path), np.uint8)
-
-
-def _folded_weight(w: QuantizedWeight) -> np.ndarray:
-    """int16 [N, K rounded up to even]: q · sq per weight, channels as rows, zero padded."""
-    folded = np.zeros((w.n, _even(w.k)), np.int16)
-    sq = np.repeat(w.sq.astype(np.int16), w.vector_size, axis=0)[: w.k]
-    folded[:, : w.k] = (w.q.astype(np.int16) * sq).T
-    return folded
-
-
-def _even(k: int) -> int:
-    return k + k % 2
+def _tiled(rows: int) -> int:
+    return -(-rows // TILE_ROWS) * TILE_ROWS
 
 
 def _threads(threads: int | None) -> int:

@@ -2,25 +2,37 @@
 MLSys 2021).
 
 One scale per tensor or per channel lets a single outlier coarsen the 4-bit grid of thousands of
-values; VS-Quant gives every short vector (16, 32 or 64 values along the reduction dimension K) its
+values; VS-Quant gives every short vector (16, 32 or 64 values along the reduction dimension) its
 own scale. To keep the dot product in integers the per-vector scale is itself a small unsigned
-integer ``sq`` times one float ``gamma`` per weight output channel or per activation row:
+integer ``sq`` times one float ``gamma`` shared by a whole group of vectors:
 
     value ≈ gamma · sq · q,   q in -7..7 (or 0..15 for unsigned activations),  sq in 1..15
 
 so a dot product of two vectors is (integer dot product of the q) · (sq_a · sq_w), summed over the
-vectors in integers, times gamma_a · gamma_w once per output. ``reference_matmul`` is that
-arithmetic, bit for bit what the backend's kernel must produce.
+vectors in integers, times gamma_a · gamma_w once per output. ``reference_matmul`` and
+``reference_conv`` are that arithmetic, bit for bit what the backend's kernel must produce.
+
+Where the vectors and gammas lie:
+- Weights W [K, N]: vectors along K in each output channel, gamma per output channel. A
+  convolution's K is (kh, kw, c): its vectors run along the input channels c of one kernel tap
+  (``channels`` = C), so they line up with the activation vectors below.
+- Activations: vectors along the channels of one pixel (or one token), gamma per group of rows:
+  per sample (image) for a convolution's input, per row (token) for a MatMul's. An im2col row of a
+  3x3 convolution is then made of already-quantized vectors that share one gamma, so every input
+  value is quantized once, not once per window, and the layer that produces an activation can
+  quantize it as it writes it.
 
 Decisions:
 - Values are symmetric -7..7, not -8..7: the clipping scalar maps to ±7 on both sides, zero and
   negation stay exact, and |q_a · q_w| <= 49 leaves more headroom in the integer accumulator.
-- The largest vector scale of a channel (or row) maps to sq = 15 (2^scale_bits - 1); the others
-  round to the nearest sq, at least 1 (an all-zero vector gets 1; its values are 0 anyway).
-- Ragged K: the last vector is short (K mod V values) and its clipping scalar is computed from
-  those values only. Arrays are not padded: q is [K, N]; sq has ceil(K / V) vectors. A kernel may
-  zero-pad the short vector, since zeros add nothing to an integer dot product.
-- Rounding is half to even everywhere (np.rint; C's nearbyintf / the AVX-512 default).
+- Folded values q · sq fit a byte: 0..225 for unsigned activations, -105..105 for weights and
+  signed activations, so a kernel multiplies u8 x s8 (signed activations shifted by +128, with a
+  per-channel weight-sum correction), exactly, in int32.
+- The largest vector scale of a group maps to sq = 15 (2^scale_bits - 1); the others round to
+  the nearest sq, at least 1 (an all-zero vector gets 1; its values are 0 anyway).
+- Ragged vectors: the last vector of a run of channels is short (C mod V values) and its clipping
+  scalar is computed from those values only; a kernel may zero-pad it.
+- Rounding is half to even everywhere (np.rint; the kernel's (q + 1.5 · 2^23) - 1.5 · 2^23).
 """
 
 from __future__ import annotations
@@ -47,74 +59,120 @@ INT32_MAX = 2**31 - 1
 
 @dataclass(frozen=True)
 class QuantizedWeight:
-    """A weight W [K, N] as gamma[n] · sq[v, n] · q[k, n], v = k // vector_size."""
+    """A weight W [K, N] as gamma[n] · sq[v, n] · q[k, n], K = taps · channels, v the vector
+    of k (vectors of ``vector_size`` along the channels of each tap)."""
 
     q: np.ndarray  # int8 [K, N], values -7..7
-    sq: np.ndarray  # uint8 [ceil(K / V), N], per-vector integer scales 1..2^scale_bits - 1
+    sq: np.ndarray  # uint8 [taps · ceil(channels / V), N], integer scales 1..2^scale_bits - 1
     gamma: np.ndarray  # float32 [N], per-output-channel float scales
     vector_size: int
     k: int
     scale_bits: int = SCALE_BITS
+    channels: int = 0  # channels per tap; 0: one tap of K channels (a MatMul weight)
 
     @property
     def n(self) -> int:
         return self.q.shape[1]
 
+    @property
+    def vector_of(self) -> np.ndarray:
+        """int [K]: the vector each k belongs to."""
+        return vector_index(self.k, self.channels or self.k, self.vector_size)
+
     def dequantize(self) -> np.ndarray:
         """float32 [K, N]: (gamma · sq) · q, each product rounded to float32."""
         step = self.gamma[None, :] * self.sq.astype(np.float32)
-        return _per_vector(step, self.vector_size, self.k, axis=0) * self.q.astype(np.float32)
+        return step[self.vector_of] * self.q.astype(np.float32)
+
+    def folded(self) -> np.ndarray:
+        """int16 [K, N]: q · sq per weight, the integers a kernel multiplies."""
+        return self.q.astype(np.int16) * self.sq.astype(np.int16)[self.vector_of]
 
     @property
     def bits_per_weight(self) -> float:
         """Stored bits per weight: 4-bit values, one scale_bits-wide sq per vector and one
         float32 gamma per output channel, over K · N weights (shape fields not counted).
-        V = 16, 4-bit sq: 4 + 4/16 + 32/K = 4.25 + 32/K when V divides K."""
+        V = 16, 4-bit sq: 4 + 4/16 + 32/K = 4.25 + 32/K when V divides the channels."""
         bits = self.q.size * VALUE_BITS + self.sq.size * self.scale_bits + self.n * GAMMA_BITS
         return bits / self.q.size
 
 
 @dataclass(frozen=True)
 class QuantizedActivation:
-    """Activations X [M, K] as gamma[m] · sq[m, v] · q[m, k], v = k // vector_size."""
+    """Activations X [R, C] (rows are pixels or tokens) as gamma[r // group_rows] · sq[r, v] ·
+    q[r, c], v = c // vector_size: one gamma per group of ``group_rows`` rows."""
 
-    q: np.ndarray  # int8 [M, K], values -7..7 (signed) or 0..15 (unsigned)
-    sq: np.ndarray  # uint8 [M, ceil(K / V)]
-    gamma: np.ndarray  # float32 [M], per-row float scales
+    q: np.ndarray  # int8 [R, C], values -7..7 (signed) or 0..15 (unsigned)
+    sq: np.ndarray  # uint8 [R, ceil(C / V)]
+    gamma: np.ndarray  # float32 [R / group_rows]
     vector_size: int
     signed: bool = True
     scale_bits: int = SCALE_BITS
+    group_rows: int = 1
 
     @property
     def k(self) -> int:
         return self.q.shape[1]
 
+    @property
+    def row_gamma(self) -> np.ndarray:
+        """float32 [R]: each row's gamma."""
+        return np.repeat(self.gamma, self.group_rows)
+
+    def folded(self) -> np.ndarray:
+        """int16 [R, C]: q · sq per value, the integers a kernel multiplies."""
+        return self.q.astype(np.int16) * self.sq.astype(np.int16)[:, self._vector_of]
+
     def dequantize(self) -> np.ndarray:
-        """float32 [M, K]: (gamma · sq) · q, each product rounded to float32."""
-        step = self.gamma[:, None] * self.sq.astype(np.float32)
-        return _per_vector(step, self.vector_size, self.k, axis=1) * self.q.astype(np.float32)
+        """float32 [R, C]: (gamma · sq) · q, each product rounded to float32."""
+        step = self.row_gamma[:, None] * self.sq.astype(np.float32)
+        return step[:, self._vector_of] * self.q.astype(np.float32)
+
+    @property
+    def _vector_of(self) -> np.ndarray:
+        return vector_index(self.k, self.k, self.vector_size)
+
+
+def vector_index(k: int, channels: int, vector_size: int) -> np.ndarray:
+    """int [K]: the vector of each k when K is taps of ``channels`` and vectors of
+    ``vector_size`` run along the channels of one tap (the last of a tap may be short)."""
+    if channels < 1 or k % channels:
+        raise UserError(f"K = {k} is not a whole number of taps of {channels} channels")
+    per_tap = -(-channels // vector_size)
+    position = np.arange(k)
+    return position // channels * per_tap + position % channels // vector_size
 
 
 def quantize_weight(
-    w: np.ndarray, vector_size: int = 16, clip: str = "max", *, scale_bits: int = SCALE_BITS
+    w: np.ndarray,
+    vector_size: int = 16,
+    clip: str = "max",
+    *,
+    scale_bits: int = SCALE_BITS,
+    channels: int | None = None,
 ) -> QuantizedWeight:
-    """Quantize a MatMul weight W [K, N] (y = x @ W, read as float32) offline: vectors along
-    K, gamma per output channel, the same float32 steps as ``quantize_activations``.
+    """Quantize a weight W [K, N] (y = x @ W, read as float32) offline: vectors along the
+    ``channels`` of each tap of K (default: all of K, one tap), gamma per output channel.
 
     ``clip`` picks each vector's clipping scalar: "max" (max |w|, nothing clipped) or "octav"
     (the MSE-optimal scalar for the -7..7 grid, which clips the rare large weights)."""
     data = _checked_matrix(w, "weight")
     _check_options(vector_size, clip, scale_bits)
-    q, sq, gamma = _quantize_rows(
-        data.T, vector_size, clip, SIGNED_LEVEL, scale_bits, OCTAV_WEIGHT_ITERATIONS
+    k, n = data.shape
+    c = channels or k
+    vector_index(k, c, vector_size)  # checks that K is whole taps
+    groups = data.T.reshape(n, k // c, c)  # [N, taps, channels]: one group per channel
+    q, sq, gamma = _quantize_groups(
+        groups, vector_size, clip, SIGNED_LEVEL, scale_bits, OCTAV_WEIGHT_ITERATIONS
     )
     return QuantizedWeight(
-        np.ascontiguousarray(q.T),
-        np.ascontiguousarray(sq.T),
+        np.ascontiguousarray(q.reshape(n, k).T),
+        np.ascontiguousarray(sq.reshape(n, -1).T),
         gamma,
         vector_size,
-        data.shape[0],
+        k,
         scale_bits,
+        0 if c == k else c,
     )
 
 
@@ -125,69 +183,181 @@ def quantize_activations(
     signed: bool = True,
     *,
     scale_bits: int = SCALE_BITS,
+    group_rows: int = 1,
 ) -> QuantizedActivation:
-    """Quantize activations X [M, K] at run time: vectors along K, gamma per row.
+    """Quantize activations X [R, C] at run time: vectors along C, one gamma per group of
+    ``group_rows`` consecutive rows (1: per row, as for a MatMul's tokens; the pixels of an
+    image for a convolution's input, rows ordered (image, y, x)).
 
     ``signed=False`` uses 0..15 for non-negative inputs (post-ReLU), one more bit of resolution.
     With clip="max" every step is a float32 operation in this order, so a kernel can repeat it
-    exactly: c = max |x| per vector; s = c / L (L = 7, or 15 unsigned); gamma = max_v s / sqmax;
-    sq = clip(rint(s / gamma), 1, sqmax); step = gamma · sq; q = clip(rint(x / step), -L, L)
-    (0..L unsigned). An all-zero row has gamma = 0, sq = 1, q = 0. clip="octav" computes c in
-    float64 by the fixed point (at most 8 steps) before that chain."""
+    exactly: c = max |x| per vector; s = c / L (L = 7, or 15 unsigned); gamma = max s over the
+    group / sqmax; sq = clip(rint(s / gamma), 1, sqmax); step = gamma · sq; q = clip(rint(x /
+    step), -L, L) (0..L unsigned). An all-zero group has gamma = 0, sq = 1, q = 0. clip="octav"
+    computes c in float64 by the fixed point (at most 8 steps) before that chain."""
     data = _checked_matrix(x, "activation")
     _check_options(vector_size, clip, scale_bits)
+    if group_rows < 1 or len(data) % group_rows:
+        raise UserError(f"{len(data)} rows are not whole groups of {group_rows}")
     if not signed and (data < 0).any():
         raise UserError("unsigned activations must be non-negative (post-ReLU); use signed=True")
     level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
-    q, sq, gamma = _quantize_rows(
-        data, vector_size, clip, level, scale_bits, OCTAV_RUNTIME_ITERATIONS, signed
+    groups = data.reshape(-1, group_rows, data.shape[1])
+    q, sq, gamma = _quantize_groups(
+        groups, vector_size, clip, level, scale_bits, OCTAV_RUNTIME_ITERATIONS, signed
     )
-    return QuantizedActivation(q, sq, gamma, vector_size, signed, scale_bits)
+    rows = len(data)
+    return QuantizedActivation(
+        q.reshape(rows, -1), sq.reshape(rows, -1), gamma, vector_size, signed, scale_bits,
+        group_rows,
+    )  # fmt: skip
 
 
 def activation_clip_scalars(
     x: np.ndarray, vector_size: int = 16, signed: bool = True
 ) -> np.ndarray:
-    """float32 [M, ceil(K / V)]: the run-time Octav clipping scalar of every activation vector,
+    """float32 [R, ceil(C / V)]: the run-time Octav clipping scalar of every activation vector,
     the ones ``quantize_activations(clip="octav")`` uses (a kernel takes them from here)."""
     data = _checked_matrix(x, "activation")
     level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
-    return _clip_scalars(data, vector_size, "octav", level, OCTAV_RUNTIME_ITERATIONS, signed)
+    scalars = _clip_scalars(
+        data[None], vector_size, "octav", level, OCTAV_RUNTIME_ITERATIONS, signed
+    )
+    return scalars[0]
 
 
 def integer_accumulators(a: QuantizedActivation, w: QuantizedWeight) -> np.ndarray:
-    """int32 [M, N]: for each output, the sum over vectors v of
-    (sum of q_a · q_w over the vector) · sq_a[m, v] · sq_w[v, n], as exact integers.
+    """int32 [R, N]: for each output, the sum over vectors v of
+    (sum of q_a · q_w over the vector) · sq_a[r, v] · sq_w[v, n], as exact integers.
 
     No overflow: every term q_a · q_w · sq_a · sq_w is at most L_a · 7 · sqmax_a · sqmax_w in
     magnitude (15 · 7 · 15 · 15 = 23,625 at the defaults with unsigned activations, 11,025
     signed), so |acc| <= K · 23,625, which is 96.8 M (4.5% of the int32 range) for K = 4096 and
     stays in int32 up to K = 90,899; longer K (or wider scales) is refused.
 
-    Computed as one float64 GEMM of q_a · sq_a and q_w · sq_w: every product and partial sum is
-    an integer below 2^31 < 2^53, hence exact in float64 in any summation order, so this equals
-    the int32 per-vector accumulation of the kernel, at BLAS speed.
+    Computed as one float64 GEMM of the folded values: every product and partial sum is an
+    integer below 2^31 < 2^53, hence exact in float64 in any summation order, so this equals the
+    kernel's int32 accumulation, at BLAS speed.
     """
     _check_pair(a, w)
-    a_scaled = a.q * _per_vector(a.sq.astype(np.float64), a.vector_size, a.k, axis=1)
-    w_scaled = w.q * _per_vector(w.sq.astype(np.float64), w.vector_size, w.k, axis=0)
-    return (a_scaled @ w_scaled).astype(np.int32)
+    if w.channels:
+        raise UserError("a convolution's weight takes reference_conv, not a matrix product")
+    return _exact_product(a.folded(), w.folded())
 
 
-def reference_matmul(a: QuantizedActivation, w: QuantizedWeight) -> np.ndarray:
-    """float32 [M, N]: the reference result the kernel must match bit for bit.
+def reference_matmul(
+    a: QuantizedActivation,
+    w: QuantizedWeight,
+    bias: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
+) -> np.ndarray:
+    """float32 [R, N]: the reference result the kernel must match bit for bit.
 
-    out[m, n] = float32(acc[m, n]) * (gamma_a[m] * gamma_w[n]), all in IEEE float32 with
+    out[r, n] = float32(acc[r, n]) * (gamma_a[r] * gamma_w[n]), all in IEEE float32 with
     round-to-nearest-even: the int32 accumulator converted to float32 (one rounding), the two
-    gammas multiplied in float32 (one rounding), then one float32 multiply. No FMA, no other
-    order (in C: ``(float)acc * (ga[m] * gw[n])`` without -ffast-math).
-    """
-    acc = integer_accumulators(a, w)
-    scale = a.gamma[:, None] * w.gamma[None, :]  # float32 * float32 -> float32
-    return acc.astype(np.float32) * scale
+    gammas multiplied in float32 (one rounding), then one float32 multiply; then, each one
+    float32 operation, + bias[n], + residual[r, n], and max(., 0). No FMA, no other order (in C:
+    ``(float)acc * (ga[r] * gw[n]) + bias[n] + residual`` without -ffast-math)."""
+    return epilogue(integer_accumulators(a, w), a.row_gamma, w.gamma, bias, residual, relu)
 
 
-def _quantize_rows(
+def reference_conv(
+    a: QuantizedActivation,
+    w: QuantizedWeight,
+    image: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int] = (1, 1),
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    dilations: tuple[int, int] = (1, 1),
+    bias: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
+) -> np.ndarray:
+    """float32 [B · OH · OW, N]: a convolution of quantized activations [B · H · W, C] (rows
+    (image, y, x), one gamma per image) with a quantized weight [KH · KW · C, N] (K ordered
+    (kh, kw, c)), as ``reference_matmul`` on the im2col rows of the folded values (zero where
+    the window leaves the image); ``pads`` as ONNX (top, left, bottom, right)."""
+    h, w_side = image
+    c = a.k
+    if a.group_rows != h * w_side:
+        raise UserError(f"a convolution's activations take one gamma per image of {h}x{w_side}")
+    if w.k != kernel[0] * kernel[1] * c or (w.channels or w.k) != c:
+        raise UserError(
+            f"the weight does not fit a {kernel[0]}x{kernel[1]} kernel over {c} channels"
+        )
+    _check_pair(a, w)
+    images = len(a.gamma)
+    folded = a.folded().reshape(images, h, w_side, c)
+    rows = _im2col(folded, kernel, strides, pads, dilations)
+    acc = _exact_product(rows, w.folded())
+    oh, ow = conv_output_side(image, kernel, strides, pads, dilations)
+    row_gamma = np.repeat(a.gamma, oh * ow)
+    return epilogue(acc, row_gamma, w.gamma, bias, residual, relu)
+
+
+def epilogue(
+    acc: np.ndarray,
+    row_gamma: np.ndarray,
+    weight_gamma: np.ndarray,
+    bias: np.ndarray | None = None,
+    residual: np.ndarray | None = None,
+    relu: bool = False,
+) -> np.ndarray:
+    """float32 [R, N] from int32 accumulators, in the kernel's float32 order."""
+    out = acc.astype(np.float32) * (row_gamma[:, None] * weight_gamma[None, :])
+    if bias is not None:
+        out = out + np.asarray(bias, np.float32)[None, :]
+    if residual is not None:
+        out = out + np.asarray(residual, np.float32)
+    return np.maximum(out, np.float32(0)) if relu else out
+
+
+def conv_output_side(
+    side: tuple[int, int],
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> tuple[int, int]:
+    """(OH, OW) of a convolution over an H x W input; ``pads`` as ONNX (top, left, bottom,
+    right)."""
+    out = [
+        (side[a] + pads[a] + pads[a + 2] - dilations[a] * (kernel[a] - 1) - 1) // strides[a] + 1
+        for a in range(2)
+    ]
+    if out[0] < 1 or out[1] < 1:
+        raise UserError(
+            f"a {kernel[0]}x{kernel[1]} window does not fit a {side[0]}x{side[1]} input"
+        )
+    return out[0], out[1]
+
+
+def _im2col(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+) -> np.ndarray:
+    """Conv rows of a [B, H, W, C] batch: [B · OH · OW, KH · KW · C], K ordered (kh, kw, c)."""
+    b, h, w, c = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilations
+    oh, ow = conv_output_side((h, w), kernel, strides, pads, dilations)
+    padded = np.pad(x, ((0, 0), (pads[0], pads[2]), (pads[1], pads[3]), (0, 0)))
+    rows = np.empty((b, oh, ow, kh, kw, c), x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = padded[:, ky * dh :, kx * dw :][:, : sh * oh : sh, : sw * ow : sw]
+            rows[:, :, :, ky, kx, :] = window
+    return rows.reshape(b * oh * ow, kh * kw * c)
+
+
+def _exact_product(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int32)
+
+
+def _quantize_groups(
     t: np.ndarray,
     vector_size: int,
     clip: str,
@@ -196,16 +366,16 @@ def _quantize_rows(
     iterations: int,
     signed: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-level quantization of float32 [R, K] with vectors along K and gamma per row:
-    (q int8 [R, K], sq uint8 [R, ceil(K / V)], gamma float32 [R])."""
+    """Two-level quantization of float32 [G, P, C] with vectors along C and one gamma per group:
+    (q int8 [G, P, C], sq uint8 [G, P, ceil(C / V)], gamma float32 [G])."""
     sq_max = 2**scale_bits - 1
     c = _clip_scalars(t, vector_size, clip, level, iterations, signed)
     s = c / np.float32(level)  # the float per-vector step
-    gamma = s.max(axis=1) / np.float32(sq_max)
-    zero_row = gamma == 0  # an all-zero row: gamma 0, sq 1, q 0
-    ratio = np.divide(s, gamma[:, None], out=np.ones_like(s), where=~zero_row[:, None])
+    gamma = s.reshape(len(s), -1).max(axis=1) / np.float32(sq_max)
+    zero = gamma == 0  # an all-zero group: gamma 0, sq 1, q 0
+    ratio = np.divide(s, gamma[:, None, None], out=np.ones_like(s), where=~zero[:, None, None])
     sq = np.clip(np.rint(ratio), 1, sq_max)
-    step = _per_vector(gamma[:, None] * sq, vector_size, t.shape[1], axis=1)
+    step = (gamma[:, None, None] * sq)[:, :, vector_index(t.shape[2], t.shape[2], vector_size)]
     scaled = np.divide(t, step, out=np.zeros_like(t), where=step > 0)
     q = np.clip(np.rint(scaled), -level if signed else 0, level)
     return q.astype(np.int8), sq.astype(np.uint8), gamma
@@ -214,33 +384,28 @@ def _quantize_rows(
 def _clip_scalars(
     t: np.ndarray, vector_size: int, clip: str, level: int, iterations: int, signed: bool
 ) -> np.ndarray:
-    """float32 [R, ceil(K / V)]: each vector's clipping scalar; a short last vector uses only
+    """float32 [G, P, ceil(C / V)]: each vector's clipping scalar; a short last vector uses only
     its own values (zero padding would pull Octav's statistics towards 0)."""
-    rows, k = t.shape
-    full = k // vector_size
+    g, p, c = t.shape
+    full = c // vector_size
     if clip == "max":
-        padded = np.zeros((rows, -(-k // vector_size) * vector_size), np.float32)
-        padded[:, :k] = np.abs(t)
-        return padded.reshape(rows, -1, vector_size).max(axis=2)
+        padded = np.zeros((g, p, -(-c // vector_size) * vector_size), np.float32)
+        padded[..., :c] = np.abs(t)
+        return padded.reshape(g, p, -1, vector_size).max(axis=3)
+    rows = t.reshape(g * p, c)
     parts = []
     if full:
-        vectors = t[:, : full * vector_size].reshape(rows * full, vector_size)
-        parts.append(_octav(vectors, level, iterations, signed).reshape(rows, full))
-    if k % vector_size:
-        parts.append(_octav(t[:, full * vector_size :], level, iterations, signed)[:, None])
-    return np.concatenate(parts, axis=1)
+        vectors = rows[:, : full * vector_size].reshape(g * p * full, vector_size)
+        parts.append(_octav(vectors, level, iterations, signed).reshape(g * p, full))
+    if c % vector_size:
+        parts.append(_octav(rows[:, full * vector_size :], level, iterations, signed)[:, None])
+    return np.concatenate(parts, axis=1).reshape(g, p, -1)
 
 
 def _octav(rows: np.ndarray, level: int, iterations: int, signed: bool) -> np.ndarray:
     """float32 Octav scalar per row for the integer grid -level..level (or 0..level)."""
     s = octav_clip_rows(rows, VALUE_BITS, signed, iterations, max_level=level)
     return s.astype(np.float32)
-
-
-def _per_vector(values: np.ndarray, vector_size: int, k: int, axis: int) -> np.ndarray:
-    """Per-vector values repeated over each vector's elements along ``axis``, cut to K."""
-    repeated = np.repeat(values, vector_size, axis=axis)
-    return repeated[:k] if axis == 0 else repeated[:, :k]
 
 
 def _check_options(vector_size: int, clip: str, scale_bits: int) -> None:
@@ -266,21 +431,25 @@ def _checked_matrix(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def _check_pair(a: QuantizedActivation, w: QuantizedWeight) -> None:
-    if a.k != w.k:
+    if a.k != (w.channels or w.k):
         raise UserError(f"activations have K = {a.k} but the weight has K = {w.k}")
     if a.vector_size != w.vector_size:
         raise UserError(
             f"activation vectors of {a.vector_size} do not line up with weight vectors of "
             f"{w.vector_size}; quantize both with the same vector size"
         )
+    _check_accumulator(a, w, w.k)
+
+
+def _check_accumulator(a: QuantizedActivation, w: QuantizedWeight, k: int) -> None:
     largest_term = (
         (SIGNED_LEVEL if a.signed else UNSIGNED_LEVEL)
         * SIGNED_LEVEL
         * (2**a.scale_bits - 1)
         * (2**w.scale_bits - 1)
     )
-    if w.k * largest_term > INT32_MAX:
+    if k * largest_term > INT32_MAX:
         raise UserError(
-            f"K = {w.k} could overflow the int32 accumulator with {a.scale_bits}- and "
+            f"K = {k} could overflow the int32 accumulator with {a.scale_bits}- and "
             f"{w.scale_bits}-bit scales; use K <= {INT32_MAX // largest_term} or narrower scales"
         )
