@@ -1,81 +1,179 @@
-/* The GEMM tiles and the epilogue for one kernel path, included by _kernel.c once per path (this
+/* The GEMM tiles and their epilogue for one kernel path, included by _kernel.c once per path (this
  * file undefines its parameters at the end) with:
  *   SIMD(name)   the path's function names          FN, INLINE   function attributes (target)
  *   LANES        rows per row vector                ROWS         rows of a sparse tile
- *   DENSE_ROWS, DENSE_CHANNELS  rows and channels of a dense tile (its accumulators)
+ *   DENSE_ROWS, DENSE_CHANNELS  rows and channels of a dense block (its accumulators)
  *   ACC          a row vector's accumulator type    WV           a broadcast 4-byte weight
  *   ACC_ZERO(), W_SET1(w), ACC_DP(acc, p, w)   acc += u8x4 at p (LANES rows) . s8x4 w, per row
  *   ACC_STORE(dst, acc)   the LANES int32 row sums of acc, in row order
+ *   ACC_ADD(a, b)         the sum of two accumulators
+ *   FOLD(name)   the quantize flavour of LANES rows whose _fold.h helpers the epilogue uses
  *
  * Activations are u8 planes of 4 channels: row r of the 4 K values of plane k4 sits at
  * a + table[k4] + 4 r, so one row vector is LANES * 4 consecutive bytes and a convolution's taps
- * are shifted planes (implicit GEMM). */
+ * are shifted planes (implicit GEMM).
+ *
+ * Tiles compute a group of channels (the output's vector, see gemm_t.group) over TILE_ROWS rows
+ * into a float buffer, in the reference's order: (float)(acc - corr) * (ga * gw) + bias +
+ * residual, then max(., 0); emit then writes the group out as floats, as the next layer's
+ * quantized planes, or both. */
 
 typedef int32_t SIMD(iv) __attribute__((vector_size(4 * LANES)));
 typedef float SIMD(fv) __attribute__((vector_size(4 * LANES)));
 
-/* acc [channels][ROWS] int32 of channels n0.. and rows r0.. -> out, in the reference's float32
- * order: (float)(acc - corr) * (ga * gw) + bias + residual, then max(., 0). Virtual rows map to
- * output rows through dense_of (-1: a row that is no output, e.g. beyond an image's width). */
-FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int channels, int64_t r0,
-                       int rows) {
-    if (rows > (int)(g->rows - r0)) rows = (int)(g->rows - r0);
+/* The first of LANES int64 row numbers from p (NULL: r0..r0+LANES-1) when the last is LANES - 1
+ * after it, else -1: a run of rows when no row between them can be -1 (as in dense_of). */
+INLINE int64_t SIMD(run_start)(const int64_t *p, int64_t r0) {
+    if (!p) return r0;
+    return p[0] >= 0 && p[LANES - 1] == p[0] + LANES - 1 ? p[0] : -1;
+}
+
+/* acc [channels][ROWS] int32 of channels n0.. (the group starting at g0) over `rows` rows from r0
+ * -> f [group][TILE_ROWS], float32. */
+FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int channels, int64_t g0,
+                       int64_t r0, int r, int rows, float *f) {
     for (int c = 0; c < channels; c++) {
         const int64_t n = n0 + c;
         const int32_t corr = g->corr ? g->corr[n] : 0;
         const float gw = g->gw[n], bias = g->bias ? g->bias[n] : 0.0f;
-        float *out = g->out + n * g->m;
         const float *res = g->residual ? g->residual + n * g->m : NULL;
-        for (int r = 0; r < rows; r += LANES) {
+        float *dst = f + (n - g0) * TILE_ROWS;
+        for (int i = 0; i < rows; i += LANES) {
             SIMD(iv) a;
-            SIMD(fv) ga, f;
-            memcpy(&a, acc + c * ROWS + r, sizeof a);
-            memcpy(&ga, g->ga + r0 + r, sizeof ga);
-            f = __builtin_convertvector(a - corr, SIMD(fv)) * (ga * gw);
-            if (g->bias) f = f + bias;
-            const int64_t first = g->dense_of ? g->dense_of[r0 + r] : r0 + r;
-            const int whole = r + LANES <= rows &&
-                              (!g->dense_of || (first >= 0 && g->dense_of[r0 + r + LANES - 1] == first + LANES - 1));
-            if (whole) {
-                if (res) {
-                    SIMD(fv) add;
-                    memcpy(&add, res + first, sizeof add);
-                    f = f + add;
+            SIMD(fv) ga, v;
+            memcpy(&a, acc + c * ROWS + i, sizeof a);
+            memcpy(&ga, g->ga + r0 + r + i, sizeof ga);
+            v = __builtin_convertvector(a - corr, SIMD(fv)) * (ga * gw);
+            if (g->bias) v = v + bias;
+            if (res) { /* the residual at each lane's output row (0 for rows that are none) */
+                const int64_t *of = g->dense_of ? g->dense_of + r0 + r + i : NULL;
+                const int64_t first = SIMD(run_start)(of, r0 + r + i);
+                float add[LANES];
+                if (first >= 0 && first + LANES <= g->m)
+                    memcpy(add, res + first, sizeof add);
+                else
+                    for (int l = 0; l < LANES; l++) {
+                        const int64_t o = of ? of[l] : r0 + r + i + l;
+                        add[l] = o >= 0 && o < g->m ? res[o] : 0.0f;
+                    }
+                SIMD(fv) addv;
+                memcpy(&addv, add, sizeof addv);
+                v = v + addv;
+            }
+            if (g->relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
+            memcpy(dst + r + i, &v, sizeof v);
+        }
+    }
+}
+
+/* The group's floats f [group][TILE_ROWS] of rows r0.. -> the float output and/or the quantized
+ * planes of the next layer (one vector of `group` channels per row: its max, sq, then the folded
+ * bytes of every 4 channels). */
+FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, int64_t r0) {
+    const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
+    if (g->out)
+        for (int c = 0; c < channels; c++) {
+            float *out = g->out + (g0 + c) * g->m;
+            for (int i = 0; i < rows; i += LANES) {
+                const int64_t first = i + LANES <= rows ? SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) : -1;
+                if (first >= 0) {
+                    memcpy(out + first, f + c * TILE_ROWS + i, sizeof(float) * LANES);
+                    continue;
                 }
-                if (g->relu) f = (SIMD(fv))((SIMD(iv))f & (f > 0.0f)); /* +0 unless positive */
-                memcpy(out + first, &f, sizeof f);
+                for (int l = 0; l < LANES && i + l < rows; l++) { /* partial: lane by lane */
+                    const int64_t o = g->dense_of ? g->dense_of[r0 + i + l] : r0 + i + l;
+                    if (o >= 0) out[o] = f[c * TILE_ROWS + i + l];
+                }
+            }
+        }
+    if (!g->q) return;
+    const quant_out_t *q = g->q;
+    const SIMD(fv) gamma = (SIMD(fv)){0} + q->gamma;
+    const SIMD(iv) live = gamma > 0.0f;
+    for (int i = 0; i < rows; i += LANES) {
+        SIMD(fv) top = {0};
+        for (int c = 0; c < channels; c++) {
+            SIMD(fv) v;
+            memcpy(&v, f + c * TILE_ROWS + i, sizeof v);
+            const SIMD(fv) a = (SIMD(fv))((SIMD(iv))v & 0x7fffffff); /* |x| */
+            top = FOLD(select)(a > top, a, top);
+        }
+        const SIMD(fv) sq = FOLD(vector_sq)(top / (float)q->level, gamma, live, (float)q->sq_max);
+        const SIMD(fv) step = gamma * sq;
+        /* One store when the lanes are LANES output rows in a row (no row between them that is
+         * none) and land side by side in the planes. */
+        const int whole = i + LANES <= rows &&
+                          SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) >= 0;
+        const int64_t first = whole ? SIMD(run_start)(q->row_of + r0 + i, 0) : -1;
+        for (int c4 = 0; c4 < (channels + 3) / 4; c4++) {
+            SIMD(iv) bytes = {0};
+            for (int k = 0; k < 4; k++) {
+                SIMD(iv) folded = (SIMD(iv)){0} + q->offset; /* channels past C: padding */
+                if (4 * c4 + k < channels) {
+                    SIMD(fv) v;
+                    memcpy(&v, f + (4 * c4 + k) * TILE_ROWS + i, sizeof v);
+                    folded = FOLD(fold_values)(v, step, sq, live, (float)q->lowest, (float)q->level,
+                                               q->offset);
+                }
+                bytes |= folded << (8 * k);
+            }
+            uint32_t *plane = (uint32_t *)(void *)q->planes + (g0 / 4 + c4) * q->rows;
+            if (first >= 0) {
+                memcpy(plane + first, &bytes, sizeof bytes);
                 continue;
             }
-            for (int i = 0; i < LANES && r + i < rows; i++) { /* partial: lane by lane */
-                const int64_t o = g->dense_of ? g->dense_of[r0 + r + i] : r0 + r + i;
-                if (o < 0) continue;
-                float v = f[i];
-                if (res) v = v + res[o];
-                if (g->relu) v = v > 0.0f ? v : 0.0f;
-                out[o] = v;
+            for (int l = 0; l < LANES && i + l < rows; l++) {
+                const int64_t o = q->row_of[r0 + i + l];
+                if (o >= 0) plane[o] = (uint32_t)bytes[l];
             }
         }
     }
 }
 
-/* One channel of a pruned weight over ROWS rows: each kept block broadcasts its 4 weights
- * against the 4 K values of its plane, so only kept blocks are multiplied. */
-INLINE void SIMD(sparse_channel)(const gemm_t *g, const uint8_t *a, int64_t n, int32_t *acc) {
-    ACC s[ROWS / LANES];
-    for (int i = 0; i < ROWS / LANES; i++) s[i] = ACC_ZERO();
-    for (int32_t p = g->ptr[n]; p < g->ptr[n + 1]; p++) {
-        const uint8_t *x = a + g->table[g->idx[p]];
-        const WV w = W_SET1(g->wv[p]);
-        for (int i = 0; i < ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
-    }
-    for (int i = 0; i < ROWS / LANES; i++) ACC_STORE(acc + LANES * i, s[i]);
-}
-
-FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc) {
+/* Pruned weights, in groups of STATE_CHANNELS channels: K blocks of KB_PLANES planes outer (the
+ * tile's block of activations, ROWS x KB_PLANES x 4 bytes, stays in L1 while the group's channels
+ * pass over it), channels inner: each kept block broadcasts its 4 weights against the 4 K values
+ * of its plane, so only kept blocks are multiplied. A channel's accumulators wait in `state` (in
+ * L2) between K blocks; after the last they go through the epilogue, a group at a time. */
+FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
+                          void *state, float *f) {
     const uint8_t *a = g->a + 4 * r0;
-    for (int64_t n = n0; n < n1; n++) {
-        SIMD(sparse_channel)(g, a, n, acc);
-        SIMD(epilogue)(g, acc, n, 1, r0, ROWS);
+    ACC *saved = state;
+    for (int64_t c0 = n0; c0 < n1; c0 += STATE_CHANNELS) {
+        const int64_t c1 = c0 + STATE_CHANNELS < n1 ? c0 + STATE_CHANNELS : n1;
+        for (int64_t kb = 0; kb < g->nkb; kb++)
+            for (int64_t n = c0; n < c1; n++) {
+                ACC s[ROWS / LANES], t[ROWS / LANES], *keep = saved + (n - c0) * (ROWS / LANES);
+                for (int i = 0; i < ROWS / LANES; i++) {
+                    s[i] = kb ? keep[i] : ACC_ZERO();
+                    t[i] = ACC_ZERO(); /* a second chain: twice the multiply-adds in flight */
+                }
+                const int32_t *ptr = g->ptr + kb * g->n + n;
+                int32_t p = ptr[0];
+                for (; p + 1 < ptr[1]; p += 2) {
+                    const uint8_t *x = a + g->table[g->idx[p]], *y = a + g->table[g->idx[p + 1]];
+                    const WV w = W_SET1(g->wv[p]), v = W_SET1(g->wv[p + 1]);
+                    for (int i = 0; i < ROWS / LANES; i++) {
+                        ACC_DP(s[i], x + 4 * LANES * i, w);
+                        ACC_DP(t[i], y + 4 * LANES * i, v);
+                    }
+                }
+                if (p < ptr[1]) {
+                    const uint8_t *x = a + g->table[g->idx[p]];
+                    const WV w = W_SET1(g->wv[p]);
+                    for (int i = 0; i < ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
+                }
+                for (int i = 0; i < ROWS / LANES; i++) s[i] = ACC_ADD(s[i], t[i]);
+                if (kb + 1 < g->nkb) {
+                    for (int i = 0; i < ROWS / LANES; i++) keep[i] = s[i];
+                    continue;
+                }
+                for (int i = 0; i < ROWS / LANES; i++) ACC_STORE(acc + LANES * i, s[i]);
+                const int64_t g0 = n / g->group * g->group;
+                SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
+                if (n + 1 == c1 || (n + 1) % g->group == 0)
+                    SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
+            }
     }
 }
 
@@ -97,18 +195,23 @@ INLINE void SIMD(dense_block)(const gemm_t *g, const uint8_t *a, int64_t n, int 
         for (int i = 0; i < DENSE_ROWS / LANES; i++) ACC_STORE(acc + c * ROWS + LANES * i, s[c][i]);
 }
 
-FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc) {
-    for (int64_t r = r0; r < r0 + ROWS && r < g->rows; r += DENSE_ROWS) {
-        const uint8_t *a = g->a + 4 * r;
-        int64_t n = n0;
-        for (; n + DENSE_CHANNELS <= n1; n += DENSE_CHANNELS) {
-            SIMD(dense_block)(g, a, n, DENSE_CHANNELS, acc);
-            SIMD(epilogue)(g, acc, n, DENSE_CHANNELS, r, DENSE_ROWS);
+/* Dense: each group of channels in blocks of DENSE_CHANNELS x DENSE_ROWS over the tile. */
+FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
+                         void *state, float *f) {
+    (void)state;
+    for (int64_t g0 = n0; g0 < n1; g0 += g->group) {
+        const int64_t g1 = g0 + g->group < n1 ? g0 + g->group : n1;
+        for (int r = 0; r < ROWS && r0 + r < g->rows; r += DENSE_ROWS) {
+            const uint8_t *a = g->a + 4 * (r0 + r);
+            const int rows = g->rows - r0 - r < DENSE_ROWS ? (int)(g->rows - r0 - r) : DENSE_ROWS;
+            for (int64_t n = g0; n < g1;) {
+                const int channels = g1 - n < DENSE_CHANNELS ? 1 : DENSE_CHANNELS;
+                SIMD(dense_block)(g, a, n, channels, acc);
+                SIMD(epilogue)(g, acc, n, channels, g0, r0, r, (rows + LANES - 1) / LANES * LANES, f);
+                n += channels;
+            }
         }
-        for (; n < n1; n++) {
-            SIMD(dense_block)(g, a, n, 1, acc);
-            SIMD(epilogue)(g, acc, n, 1, r, DENSE_ROWS);
-        }
+        SIMD(emit)(g, f, g0, (int)(g1 - g0), r0);
     }
 }
 
@@ -125,3 +228,5 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
 #undef W_SET1
 #undef ACC_DP
 #undef ACC_STORE
+#undef ACC_ADD
+#undef FOLD

@@ -216,9 +216,16 @@ typedef struct {
     float *rg;         /* work [m]: each row's gamma */
     int64_t c, c4, m, b, h, w, pt, pl, pb, pr, rows, group_rows, nv;
     int vector, level, lowest, sq_max, offset, path, padded;
+    float fixed_gamma; /* a static (calibrated) gamma for every group, or < 0: each group's own */
 } quant_t;
 
 #pragma GCC diagnostic ignored "-Wpsabi" /* vectors pass only between always-inline helpers */
+
+/* The plane row of input row m: its place among the padded images. */
+static inline int64_t row_of(const quant_t *t, int64_t m) {
+    const int64_t hw = t->h * t->w, b = m / hw, y = m % hw / t->w, x = m % t->w;
+    return (b * (t->h + t->pt + t->pb) + y + t->pt) * (t->w + t->pl + t->pr) + x + t->pl;
+}
 
 #define SIMD(name) name##_portable
 #define FN static
@@ -246,19 +253,25 @@ static void vector_steps(const quant_t *t, int64_t lo, int64_t hi) {
     vector_steps_portable(t, lo, hi);
 }
 
-static void fold_line(const quant_t *t, int64_t m0, int64_t count, int64_t row) {
+static void fold(const quant_t *t, int64_t lo, int64_t hi) {
 #ifdef SP_X86
-    if (t->path == PATH_AVX512VNNI) return fold_line_avx512(t, m0, count, row);
-    if (t->path != PATH_PORTABLE) return fold_line_avx2(t, m0, count, row);
+    if (t->path == PATH_AVX512VNNI) return fold_avx512(t, lo, hi);
+    if (t->path != PATH_PORTABLE) return fold_avx2(t, lo, hi);
 #endif
-    fold_line_portable(t, m0, count, row);
+    fold_portable(t, lo, hi);
+}
+
+/* Rows [lo, hi) of the part: whole row vectors, the last part takes the tail. */
+static void part_rows(const quant_t *t, int part, int parts, int64_t *lo, int64_t *hi) {
+    split(t->m / LANES_MAX, part, parts, lo, hi);
+    *lo *= LANES_MAX;
+    *hi = part + 1 == parts ? t->m : *hi * LANES_MAX;
 }
 
 static void steps_part(void *ctx, int part, int parts) {
-    const quant_t *t = ctx;
     int64_t lo, hi;
-    split(t->m / LANES_MAX, part, parts, &lo, &hi); /* whole row vectors, the last takes the tail */
-    vector_steps(t, lo * LANES_MAX, part + 1 == parts ? t->m : hi * LANES_MAX);
+    part_rows(ctx, part, parts, &lo, &hi);
+    vector_steps(ctx, lo, hi);
 }
 
 static void gammas_part(void *ctx, int part, int parts) {
@@ -266,6 +279,11 @@ static void gammas_part(void *ctx, int part, int parts) {
     int64_t lo, hi;
     split(t->m / t->group_rows, part, parts, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) {
+        if (t->fixed_gamma >= 0.0f) {
+            t->gamma[g] = t->fixed_gamma;
+            for (int64_t r = 0; r < t->group_rows; r++) t->rg[g * t->group_rows + r] = t->fixed_gamma;
+            continue;
+        }
         float top = 0.0f;
         for (int64_t j = 0; j < t->nv; j++) {
             const float *s = t->s + j * t->m + g * t->group_rows;
@@ -276,46 +294,21 @@ static void gammas_part(void *ctx, int part, int parts) {
     }
 }
 
-/* Unpadded, the rows are one line, split between the parts; padded, each image row is a line
- * of its own with its left and right padding. */
-static void fold_part(void *ctx, int part, int parts) {
+/* Every byte of the planes the data does not cover (padding around the images, rows past them)
+ * holds the offset; padded layouts are filled whole before the data is written. */
+static void fill_part(void *ctx, int part, int parts) {
     const quant_t *t = ctx;
-    int64_t lo, hi;
-    if (!t->padded) {
-        split(t->m / LANES_MAX, part, parts, &lo, &hi);
-        hi = part + 1 == parts ? t->m : hi * LANES_MAX;
-        fold_line(t, lo * LANES_MAX, hi - lo * LANES_MAX, lo * LANES_MAX);
-        return;
-    }
-    const int64_t hs = t->h + t->pt + t->pb, ws = t->w + t->pl + t->pr;
-    split(t->b * t->h, part, parts, &lo, &hi);
-    for (int64_t line = lo; line < hi; line++) {
-        const int64_t row = line / t->h * hs * ws + (line % t->h + t->pt) * ws + t->pl;
-        fold_line(t, line * t->w, t->w, row);
-        for (int64_t c4 = 0; c4 < t->c4; c4++) {
-            uint8_t *p = t->out + (c4 * t->rows + row) * 4;
-            memset(p - 4 * t->pl, t->offset, 4 * (size_t)t->pl);
-            memset(p + 4 * t->w, t->offset, 4 * (size_t)t->pr);
-        }
-    }
-}
-
-/* Padding rows above and below each image, and the rows past the last image. */
-static void border_part(void *ctx, int part, int parts) {
-    const quant_t *t = ctx;
-    const int64_t hs = t->h + t->pt + t->pb, ws = t->w + t->pl + t->pr;
-    const int64_t used = t->padded ? t->b * hs * ws : t->m;
     int64_t lo, hi;
     split(t->c4, part, parts, &lo, &hi);
-    for (int64_t c4 = lo; c4 < hi; c4++) {
-        uint8_t *plane = t->out + c4 * t->rows * 4;
-        if (t->padded)
-            for (int64_t b = 0; b < t->b; b++) {
-                memset(plane + b * hs * ws * 4, t->offset, 4 * (size_t)(t->pt * ws));
-                memset(plane + (b * hs + t->pt + t->h) * ws * 4, t->offset, 4 * (size_t)(t->pb * ws));
-            }
-        memset(plane + used * 4, t->offset, 4 * (size_t)(t->rows - used));
-    }
+    const int64_t from = t->padded ? 0 : t->m;
+    for (int64_t c4 = lo; c4 < hi; c4++)
+        memset(t->out + (c4 * t->rows + from) * 4, t->offset, 4 * (size_t)(t->rows - from));
+}
+
+static void fold_part(void *ctx, int part, int parts) {
+    int64_t lo, hi;
+    part_rows(ctx, part, parts, &lo, &hi);
+    fold(ctx, lo, hi);
 }
 
 /* ---------------------------------------------------------------- strided windows */
@@ -348,28 +341,81 @@ static void windows_part(void *ctx, int part, int parts) {
     }
 }
 
+/* ---------------------------------------------------------------- max pooling */
+
+/* Max pooling of a channel-major tensor [c][b*h*w] -> [c][b*oh*ow]; windows ignore the padding
+ * (ONNX pads with -inf), so every output takes the max of its window's pixels in the image. */
+typedef struct {
+    const float *x;
+    float *out;
+    int64_t planes, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
+} pool_t;
+
+static void pool_part(void *ctx, int part, int parts) {
+    const pool_t *t = ctx;
+    int64_t lo, hi;
+    split(t->planes, part, parts, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) {
+        const float *x = t->x + p * t->h * t->w;
+        float *out = t->out + p * t->oh * t->ow;
+        for (int64_t oy = 0; oy < t->oh; oy++)
+            for (int64_t ox = 0; ox < t->ow; ox++) {
+                float top = -__builtin_inff();
+                for (int64_t ky = 0; ky < t->kh; ky++) {
+                    const int64_t iy = oy * t->sh - t->pt + ky * t->dh;
+                    if (iy < 0 || iy >= t->h) continue;
+                    for (int64_t kx = 0; kx < t->kw; kx++) {
+                        const int64_t ix = ox * t->sw - t->pl + kx * t->dw;
+                        if (ix >= 0 && ix < t->w && x[iy * t->w + ix] > top) top = x[iy * t->w + ix];
+                    }
+                }
+                *out++ = top;
+            }
+    }
+}
+
 /* ---------------------------------------------------------------- GEMM */
+
+/* The next layer's quantized planes, written by the epilogue: one static gamma, vectors of the
+ * tile's channel group, every 4 channels a plane's 4 bytes at row_of[virtual row] (-1: none). */
+typedef struct {
+    uint8_t *planes;
+    const int64_t *row_of; /* [rows rounded up to TILE_ROWS] */
+    int64_t rows;          /* rows per plane */
+    float gamma;
+    int level, lowest, sq_max, offset;
+} quant_out_t;
 
 typedef struct {
     const uint8_t *a;        /* activation planes: row r of plane k4 at a + table[k4] + 4 r */
     const int64_t *table;    /* [k4] byte offset of each plane (a convolution tap's shift included) */
     const float *ga;         /* [rows rounded up to TILE_ROWS] gamma of each virtual row */
-    const int64_t *dense_of; /* [rows] output row of each virtual row (-1: none), or NULL: itself */
+    const int64_t *dense_of; /* [rows rounded up to TILE_ROWS] output row of each virtual row
+                              * (-1: none), or NULL: itself */
     int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
+    int64_t nkb;             /* K blocks of KB_PLANES planes (sparse) */
     const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
-    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) */
+    const int32_t *ptr;      /* sparse: kept blocks of channel n in K block kb: ptr[kb*n + n].. */
     const uint16_t *idx;     /* sparse: each kept block's plane */
     const int32_t *wv;       /* sparse: each kept block's 4 s8 */
     const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
     const float *gw, *bias;  /* [n]; bias may be NULL */
     const float *residual;   /* [n][m] added before the ReLU, or NULL */
-    float *out;              /* [n][m] */
+    float *out;              /* [n][m], or NULL: quantized planes only */
+    const quant_out_t *q;    /* the next layer's planes, or NULL */
+    int64_t group;           /* channels emitted together: the output's vector size */
     int relu, path;
+    float *fbuf;             /* per part: group x TILE_ROWS floats */
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
+    uint8_t *state;          /* per part: state_bytes of accumulators waiting between K blocks */
+    size_t state_bytes;
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
 } gemm_t;
 
 #define MAX_CHANNELS 8 /* channels of a dense tile, at most */
+#define KB_PLANES 64   /* planes of a sparse K block: a tile's block of activations is 32 KiB */
+#define STATE_PER_ROW 8 /* bytes of accumulator state per row and channel, at most (AVX2) */
+#define STATE_CHANNELS 256 /* channels whose accumulators wait between K blocks: 256 KiB, in L2 */
 
 /* Portable: plain C, one row at a time. */
 #define SIMD(name) name##_portable
@@ -396,6 +442,12 @@ typedef struct {
                          p_[4 * l_ + 3] * w3_;                                                  \
     } while (0)
 #define ACC_STORE(dst, s) memcpy((dst), (s).v, sizeof(int32_t) * 8)
+INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
+    for (int i = 0; i < 8; i++) a.v[i] += b.v[i];
+    return a;
+}
+#define ACC_ADD(a, b) acc_add_portable(a, b)
+#define FOLD(name) name##_portable
 #include "_gemm_simd.h"
 
 #ifdef SP_X86
@@ -425,6 +477,8 @@ typedef struct {
 #define ACC_STORE(dst, s) /* hadd: rows 0,1 | 4,5 | 2,3 | 6,7 per 128-bit lane, then in order */ \
     _mm256_storeu_si256((__m256i *)(void *)(dst),                                               \
                         _mm256_permute4x64_epi64(_mm256_hadd_epi32((s).lo, (s).hi), 0xD8))
+#define ACC_ADD(a, b) ((acc_avx2){_mm256_add_epi32((a).lo, (b).lo), _mm256_add_epi32((a).hi, (b).hi)})
+#define FOLD(name) name##_avx2
 #include "_gemm_simd.h"
 
 /* AVX-VNNI: vpdpbusd on 8 rows (VEX encoding). */
@@ -441,6 +495,8 @@ typedef struct {
 #define W_SET1(w) _mm256_set1_epi32(w)
 #define ACC_DP(s, p, w) ((s) = _mm256_dpbusd_avx_epi32((s), _mm256_loadu_si256((const __m256i *)(const void *)(p)), (w)))
 #define ACC_STORE(dst, s) _mm256_storeu_si256((__m256i *)(void *)(dst), (s))
+#define ACC_ADD(a, b) _mm256_add_epi32(a, b)
+#define FOLD(name) name##_avx2
 #include "_gemm_simd.h"
 
 /* AVX-512 VNNI: vpdpbusd on 16 rows. */
@@ -457,10 +513,12 @@ typedef struct {
 #define W_SET1(w) _mm512_set1_epi32(w)
 #define ACC_DP(s, p, w) ((s) = _mm512_dpbusd_epi32((s), _mm512_loadu_si512((const void *)(p)), (w)))
 #define ACC_STORE(dst, s) _mm512_storeu_si512((void *)(dst), (s))
+#define ACC_ADD(a, b) _mm512_add_epi32(a, b)
+#define FOLD(name) name##_avx512
 #include "_gemm_simd.h"
 #endif
 
-typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *);
+typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *, void *, float *);
 
 static tile_fn tile_kernel(int path, int sparse) {
 #ifdef SP_X86
@@ -478,8 +536,18 @@ static void gemm_part(void *ctx, int part, int parts) {
     const gemm_t *g = ctx;
     const tile_fn kernel = tile_kernel(g->path, g->wd == NULL);
     int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
+    void *state = g->state + (size_t)part * g->state_bytes;
+    float *f = g->fbuf + (size_t)part * (size_t)g->group * TILE_ROWS;
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
-        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc);
+        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, state, f);
+}
+
+/* A channel's work: its kept blocks when sparse (plus a little for its state), else 1. */
+static int64_t work_of(const gemm_t *g, int64_t n) {
+    if (g->wd) return 1;
+    int64_t blocks = 0;
+    for (int64_t kb = 0; kb < g->nkb; kb++) blocks += g->ptr[kb * g->n + n + 1] - g->ptr[kb * g->n + n];
+    return blocks + g->nkb;
 }
 
 /* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
@@ -495,15 +563,16 @@ static int balance(gemm_t *g, int parts) {
         }
         return parts;
     }
-    if (parts > g->n) parts = (int)g->n;
-    const int64_t total = g->wd ? g->n : g->ptr[g->n];
-    int64_t n = 0;
+    const int64_t groups = (g->n + g->group - 1) / g->group;
+    if (parts > groups) parts = (int)groups;
+    int64_t total = 0, n = 0, done = 0;
+    for (int64_t c = 0; c < g->n; c++) total += work_of(g, c);
     for (int i = 0; i < parts; i++) {
         g->r_lo[i] = 0;
         g->r_hi[i] = tiles * TILE_ROWS;
         g->n_lo[i] = n;
         const int64_t target = total * (i + 1) / parts;
-        while (n < g->n && (g->wd ? n : g->ptr[n]) < target) n++;
+        while (n < g->n && (done < target || n % g->group)) done += work_of(g, n++);
         g->n_hi[i] = i + 1 == parts ? g->n : n;
         n = g->n_hi[i];
     }
@@ -565,7 +634,7 @@ static PyObject *py_paths(PyObject *self, PyObject *args) {
 }
 
 /* quantize(x, clip_or_None, out, gamma, s_work, rg_work, (c, b, h, w, pt, pl, pb, pr, rows,
- *          group_rows), vector, level, lowest, sq_max, offset, path, threads)
+ *          group_rows), vector, level, lowest, sq_max, offset, fixed_gamma, path, threads)
  *   x float32 [c][b*h*w]; out uint8 [ceil(c/4)][rows][4]; gamma float32 [b*h*w / group_rows];
  *   clip float32 [ceil(c/vector)][m]; s_work float32 [ceil(c/vector)][m]; rg_work float32 [m]. */
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
@@ -576,9 +645,10 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     long long v[10];
     const char *path_name;
     int threads;
-    if (!PyArg_ParseTuple(args, "y*Ow*w*w*w*(LLLLLLLLLL)iiiiisi", &x, &clip_obj, &out, &gamma, &s,
+    if (!PyArg_ParseTuple(args, "y*Ow*w*w*w*(LLLLLLLLLL)iiiiifsi", &x, &clip_obj, &out, &gamma, &s,
                           &rg, &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9],
-                          &t.vector, &t.level, &t.lowest, &t.sq_max, &t.offset, &path_name, &threads))
+                          &t.vector, &t.level, &t.lowest, &t.sq_max, &t.offset, &t.fixed_gamma,
+                          &path_name, &threads))
         return NULL;
     t.path = parse_path(path_name);
     int ok = t.path >= 0 && threads_ok(threads);
@@ -610,11 +680,11 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
         t.gamma = gamma.buf;
         t.s = s.buf;
         t.rg = rg.buf;
-        const int64_t vectors = t.m / LANES_MAX + 1, lines = t.padded ? t.b * t.h : vectors;
-        Py_BEGIN_ALLOW_THREADS run_parts(steps_part, &t, parts_for(threads, vectors));
+        const int parts = parts_for(threads, t.m / LANES_MAX + 1);
+        Py_BEGIN_ALLOW_THREADS run_parts(steps_part, &t, parts);
         run_parts(gammas_part, &t, parts_for(threads, t.m / t.group_rows));
-        run_parts(fold_part, &t, parts_for(threads, lines));
-        run_parts(border_part, &t, parts_for(threads, t.c4));
+        run_parts(fill_part, &t, parts_for(threads, t.c4));
+        run_parts(fold_part, &t, parts);
         Py_END_ALLOW_THREADS
     }
     if (clip.obj) PyBuffer_Release(&clip);
@@ -669,66 +739,115 @@ static PyObject *py_pack_windows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* max_pool(x, out, (planes, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), threads) -- x float32
+ * [planes][h*w], out [planes][oh*ow] (planes: channels x images of a channel-major tensor). */
+static PyObject *py_max_pool(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer x, out;
+    pool_t t;
+    long long v[13];
+    int threads;
+    if (!PyArg_ParseTuple(args, "y*w*(LLLLLLLLLLLLL)i", &x, &out, &v[0], &v[1], &v[2], &v[3],
+                          &v[4], &v[5], &v[6], &v[7], &v[8], &v[9], &v[10], &v[11], &v[12], &threads))
+        return NULL;
+    t.planes = v[0], t.h = v[1], t.w = v[2], t.kh = v[3], t.kw = v[4], t.sh = v[5], t.sw = v[6];
+    t.pt = v[7], t.pl = v[8], t.dh = v[9], t.dw = v[10], t.oh = v[11], t.ow = v[12];
+    int ok = threads_ok(threads);
+    for (int i = 0; ok && i < 13; i++)
+        if (v[i] < (i == 7 || i == 8 ? 0 : 1)) {
+            PyErr_SetString(PyExc_ValueError, "max_pool: sizes must be positive, pads >= 0");
+            ok = 0;
+        }
+    ok = ok && check_len(&x, t.planes * t.h * t.w, 4, "x") && check_len(&out, t.planes * t.oh * t.ow, 4, "out");
+    if (ok) {
+        t.x = x.buf;
+        t.out = out.buf;
+        Py_BEGIN_ALLOW_THREADS run_parts(pool_part, &t, parts_for(threads, t.planes));
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
- *      gw, bias_or_None, residual_or_None, relu, out, path, threads)
- *   a uint8 planes (the largest table offset + 4 * rows rounded up to TILE_ROWS, in bounds);
- *   table int64 [k4]; ga float32 [rows rounded up to TILE_ROWS]; dense_of int64 [rows];
- *   dense int32 [n][k4]; sparse: ptr int32 [n+1], idx uint16 [blocks], wv int32 [blocks];
- *   corr int32 [n]; gw, bias float32 [n]; residual, out float32 [n][m]. */
+ *      gw, bias_or_None, residual_or_None, relu, out_or_None, planes_or_None, row_of_or_None,
+ *      (gamma, level, lowest, sq_max, offset, plane_rows), group, path, threads)
+ *   a uint8 planes (every plane a tile reads in bounds); table int64 [k4]; ga float32 [rows
+ *   rounded up to TILE_ROWS]; dense_of int64 [same] (-1: no output row); dense int32 [n][k4];
+ *   sparse: ptr int32 [blocks of K * n + 1], idx uint16, wv int32; corr int32 [n]; gw, bias
+ *   float32 [n]; residual, out float32 [n][m]; planes uint8 [ceil(n/4)][plane_rows][4] with
+ *   row_of int64 [rows rounded up] (-1: none); group: channels per quantized vector. */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer a, table, ga, ptr, idx, wv, gw, out;
-    Py_buffer dense_of = {0}, wd = {0}, corr = {0}, bias = {0}, residual = {0};
-    PyObject *dense_of_obj, *wd_obj, *corr_obj, *bias_obj, *residual_obj;
-    long long rows, m, n, k4;
+    Py_buffer a, table, ga, ptr, idx, wv, gw;
+    Py_buffer opt[9] = {{0}}; /* dense_of, dense, corr, bias, residual, out, planes, row_of */
+    PyObject *obj[9];
+    long long rows, m, n, k4, group, plane_rows;
+    quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpw*si", &a, &table, &ga, &dense_of_obj,
-                          &rows, &m, &n, &k4, &wd_obj, &ptr, &idx, &wv, &corr_obj, &gw, &bias_obj,
-                          &residual_obj, &relu, &out, &path_name, &threads))
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpOOO(fiiiiL)Lsi", &a, &table, &ga, &obj[0],
+                          &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3], &obj[4],
+                          &relu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level, &q.lowest, &q.sq_max,
+                          &q.offset, &plane_rows, &group, &path_name, &threads))
         return NULL;
+    enum { DENSE_OF, WD, CORR, BIAS, RESIDUAL, OUT, PLANES, ROW_OF, OPTIONS };
     gemm_t *g = calloc(1, sizeof(gemm_t));
     int ok = g != NULL;
     if (!ok) PyErr_NoMemory();
-    PyObject *objs[5] = {dense_of_obj, wd_obj, corr_obj, bias_obj, residual_obj};
-    Py_buffer *bufs[5] = {&dense_of, &wd, &corr, &bias, &residual};
-    for (int i = 0; ok && i < 5; i++)
-        if (objs[i] != Py_None) ok = PyObject_GetBuffer(objs[i], bufs[i], PyBUF_SIMPLE) == 0;
+    for (int i = 0; ok && i < OPTIONS; i++)
+        if (obj[i] != Py_None)
+            ok = PyObject_GetBuffer(obj[i], &opt[i], i == OUT || i == PLANES ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0;
     const int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
-    if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536)) {
-        PyErr_SetString(PyExc_ValueError, "gemm: sizes must be positive, at most 65536 planes");
+    if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536 || group < 4 || group > 64 ||
+               group % 4 || (!opt[OUT].obj && !opt[PLANES].obj) || !opt[PLANES].obj != !opt[ROW_OF].obj)) {
+        PyErr_SetString(PyExc_ValueError, "gemm: sizes must be positive, at most 65536 planes, "
+                                          "groups of 4k channels, an output of some kind");
         ok = 0;
     }
     const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    const int64_t nkb = (k4 + KB_PLANES - 1) / KB_PLANES;
     ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
-         check_len(&gw, n, 4, "gw") && check_len(&out, n * m, 4, "out") &&
-         (!dense_of.obj || check_len(&dense_of, rows, 8, "dense_of")) &&
-         (!corr.obj || check_len(&corr, n, 4, "corr")) && (!bias.obj || check_len(&bias, n, 4, "bias")) &&
-         (!residual.obj || check_len(&residual, n * m, 4, "residual")) &&
-         (wd.obj ? check_len(&wd, n * k4, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
-    if (ok) { /* every plane a tile reads lies in the buffer; every output row is in range */
+         check_len(&gw, n, 4, "gw") &&
+         (!opt[OUT].obj || check_len(&opt[OUT], n * m, 4, "out")) &&
+         (!opt[DENSE_OF].obj || check_len(&opt[DENSE_OF], tiled, 8, "dense_of")) &&
+         (!opt[CORR].obj || check_len(&opt[CORR], n, 4, "corr")) &&
+         (!opt[BIAS].obj || check_len(&opt[BIAS], n, 4, "bias")) &&
+         (!opt[RESIDUAL].obj || check_len(&opt[RESIDUAL], n * m, 4, "residual")) &&
+         (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
+         (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
+         (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, nkb * n + 1, 4, "ptr"));
+    if (ok) { /* every plane a tile reads lies in the buffer; every row written is in range */
         const int64_t *t = table.buf;
-        for (int64_t k = 0; ok && k < k4; k++)
-            ok = t[k] >= 0 && t[k] + 4 * tiled <= (int64_t)a.len;
-        if (ok && dense_of.obj) {
-            const int64_t *d = dense_of.buf;
-            for (int64_t r = 0; ok && r < rows; r++) ok = d[r] >= -1 && d[r] < m;
-        } else if (ok)
-            ok = rows <= m;
+        for (int64_t k = 0; ok && k < k4; k++) ok = t[k] >= 0 && t[k] + 4 * tiled <= (int64_t)a.len;
+        const int64_t *d = opt[DENSE_OF].buf, *o = opt[ROW_OF].buf;
+        for (int64_t r = 0; ok && d && r < tiled; r++) ok = d[r] >= -1 && d[r] < m;
+        for (int64_t r = 0; ok && o && r < tiled; r++) ok = o[r] >= -1 && o[r] < plane_rows;
+        ok = ok && (d || rows <= m);
         if (!ok) PyErr_SetString(PyExc_ValueError, "gemm: planes or rows out of range");
     }
-    if (ok && !wd.obj) { /* every kept block's plane exists */
+    if (ok && !opt[WD].obj) { /* every kept block's plane exists, in its own K block */
         const int32_t *p = ptr.buf;
         const uint16_t *ix = idx.buf;
-        ok = p[0] == 0 && check_len(&idx, p[n], 2, "idx") && check_len(&wv, p[n], 4, "wv");
-        for (int64_t c = 0; ok && c < n; c++) ok = p[c] <= p[c + 1];
-        for (int64_t i = 0; ok && i < p[n]; i++) ok = ix[i] < k4;
+        const int64_t runs = nkb * n;
+        ok = p[0] == 0 && check_len(&idx, p[runs], 2, "idx") && check_len(&wv, p[runs], 4, "wv");
+        for (int64_t r = 0; ok && r < runs; r++) {
+            ok = p[r] <= p[r + 1];
+            for (int64_t i = p[r]; ok && i < p[r + 1]; i++) ok = ix[i] / KB_PLANES == r / n && ix[i] < k4;
+        }
         if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "gemm: kept blocks out of range");
     }
     if (ok) {
+        g->group = group;
         g->acc = malloc(sizeof(int32_t) * TILE_ROWS * MAX_CHANNELS * (size_t)threads);
-        if (!g->acc) {
+        g->fbuf = malloc(sizeof(float) * TILE_ROWS * (size_t)group * (size_t)threads);
+        g->state_bytes = opt[WD].obj ? 0 : (size_t)STATE_CHANNELS * TILE_ROWS * STATE_PER_ROW;
+        void *state = NULL; /* 64-byte aligned: register-sized accumulators are stored whole */
+        g->state = posix_memalign(&state, 64, g->state_bytes * (size_t)threads + 64) ? NULL : state;
+        if (!g->acc || !g->state || !g->fbuf) {
             PyErr_NoMemory();
             ok = 0;
         }
@@ -737,29 +856,39 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->a = a.buf;
         g->table = table.buf;
         g->ga = ga.buf;
-        g->dense_of = dense_of.obj ? dense_of.buf : NULL;
-        g->rows = rows, g->m = m, g->n = n, g->k4 = k4;
-        g->wd = wd.obj ? wd.buf : NULL;
+        g->dense_of = opt[DENSE_OF].buf;
+        g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->nkb = nkb;
+        g->wd = opt[WD].buf;
         g->ptr = ptr.buf;
         g->idx = idx.buf;
         g->wv = wv.buf;
-        g->corr = corr.obj ? corr.buf : NULL;
+        g->corr = opt[CORR].buf;
         g->gw = gw.buf;
-        g->bias = bias.obj ? bias.buf : NULL;
-        g->residual = residual.obj ? residual.buf : NULL;
-        g->out = out.buf;
+        g->bias = opt[BIAS].buf;
+        g->residual = opt[RESIDUAL].buf;
+        g->out = opt[OUT].buf;
         g->relu = relu;
         g->path = path;
+        if (opt[PLANES].obj) {
+            q.planes = opt[PLANES].buf;
+            q.row_of = opt[ROW_OF].buf;
+            q.rows = plane_rows;
+            g->q = &q;
+        }
         const int parts = balance(g, threads);
         Py_BEGIN_ALLOW_THREADS run_parts(gemm_part, g, parts);
         Py_END_ALLOW_THREADS
     }
-    if (g) free(g->acc);
+    if (g) {
+        free(g->acc);
+        free(g->state);
+        free(g->fbuf);
+    }
     free(g);
-    for (int i = 0; i < 5; i++)
-        if (bufs[i]->obj) PyBuffer_Release(bufs[i]);
-    Py_buffer *always[8] = {&a, &table, &ga, &ptr, &idx, &wv, &gw, &out};
-    for (int i = 0; i < 8; i++) PyBuffer_Release(always[i]);
+    for (int i = 0; i < OPTIONS; i++)
+        if (opt[i].obj) PyBuffer_Release(&opt[i]);
+    Py_buffer *always[7] = {&a, &table, &ga, &ptr, &idx, &wv, &gw};
+    for (int i = 0; i < 7; i++) PyBuffer_Release(always[i]);
     if (!ok) return NULL;
     Py_RETURN_NONE;
 }
@@ -843,6 +972,7 @@ static PyMethodDef METHODS[] = {
     {"quantize", py_quantize, METH_VARARGS, "VS-Quant a channel-major tensor into u8 planes."},
     {"pack_windows", py_pack_windows, METH_VARARGS, "A strided convolution's windows as planes."},
     {"gemm", py_gemm, METH_VARARGS, "u8 planes x packed 4-bit weights -> float32 [n][m]."},
+    {"max_pool", py_max_pool, METH_VARARGS, "Max pooling of a channel-major tensor."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -853,7 +983,8 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     if (!forked_handler) forked_handler = pthread_atfork(NULL, NULL, pool_reset_after_fork) == 0;
     PyObject *module = PyModule_Create(&MODULE);
     if (module && (PyModule_AddIntConstant(module, "TILE_ROWS", TILE_ROWS) < 0 ||
-                   PyModule_AddIntConstant(module, "MAX_PLANES", 65536) < 0))
+                   PyModule_AddIntConstant(module, "MAX_PLANES", 65536) < 0 ||
+                   PyModule_AddIntConstant(module, "KB_PLANES", KB_PLANES) < 0))
         Py_CLEAR(module);
     return module;
 }

@@ -10,26 +10,27 @@
 typedef float SIMD(qf) __attribute__((vector_size(4 * LANES)));
 typedef int32_t SIMD(qi) __attribute__((vector_size(4 * LANES)));
 
-/* LANES rows of channel c from row m (count valid; the rest read as 0). */
-INLINE SIMD(qf) SIMD(load_rows)(const quant_t *t, int64_t c, int64_t m, int count) {
-    SIMD(qf) v = {0};
-    const float *p = t->x + c * t->m + m;
-    if (count == LANES)
+/* LANES floats from p (count valid; the rest read as 0), without a partial-vector stall. */
+INLINE SIMD(qf) SIMD(load)(const float *p, int count) {
+    SIMD(qf) v;
+    if (count == LANES) {
         memcpy(&v, p, sizeof v);
-    else
-        for (int i = 0; i < count; i++) v[i] = p[i];
+        return v;
+    }
+    float part[LANES] = {0};
+    memcpy(part, p, sizeof(float) * (size_t)count);
+    memcpy(&v, part, sizeof v);
     return v;
 }
 
-INLINE SIMD(qf) SIMD(select)(SIMD(qi) mask, SIMD(qf) a, SIMD(qf) b) {
-    return (SIMD(qf))((mask & (SIMD(qi))a) | (~mask & (SIMD(qi))b));
-}
+#define VF SIMD(qf)
+#define VI SIMD(qi)
+#include "_fold.h"
+#undef VF
+#undef VI
 
-INLINE SIMD(qf) SIMD(round_even)(SIMD(qf) q) {
-    return (q + ROUNDER) - ROUNDER; /* rint, half to even, for |q| < 2^22; clamps cover the rest */
-}
-
-/* Pass 1, rows [lo, hi): each vector's float step s = c / level, c = max |x| or the given clip. */
+/* Pass 1, rows [lo, hi): each vector's float step s = c / level, c = max |x| or the given clip.
+ * Vectors outer, rows inner: each pass over rows streams the vector's channel planes. */
 FN void SIMD(vector_steps)(const quant_t *t, int64_t lo, int64_t hi) {
     const float level = (float)t->level;
     for (int64_t j = 0; j < t->nv; j++) {
@@ -38,59 +39,55 @@ FN void SIMD(vector_steps)(const quant_t *t, int64_t lo, int64_t hi) {
         for (int64_t m = lo; m < hi; m += LANES) {
             const int count = hi - m < LANES ? (int)(hi - m) : LANES;
             SIMD(qf) top = {0};
-            if (t->clip) {
-                const float *p = t->clip + j * t->m + m;
-                for (int i = 0; i < count; i++) top[i] = p[i];
-            } else
+            if (t->clip)
+                top = SIMD(load)(t->clip + j * t->m + m, count);
+            else
                 for (int64_t c = c0; c < c1; c++) {
-                    const SIMD(qf) a = (SIMD(qf))((SIMD(qi))SIMD(load_rows)(t, c, m, count) & 0x7fffffff);
+                    const SIMD(qi) bits = (SIMD(qi))SIMD(load)(t->x + c * t->m + m, count);
+                    const SIMD(qf) a = (SIMD(qf))(bits & 0x7fffffff); /* |x| */
                     top = SIMD(select)(a > top, a, top); /* NaN never wins, as the scalar max */
                 }
             const SIMD(qf) step = top / level;
-            if (count == LANES)
-                memcpy(s + m, &step, sizeof step);
-            else
-                for (int i = 0; i < count; i++) s[m + i] = step[i];
+            memcpy(s + m, &step, sizeof(float) * (size_t)count);
         }
     }
 }
 
-/* Pass 3, one line of count pixels from input row m0 to output row `row`: fold q * sq (+ the
- * signed offset) of every channel, 4 channels to a plane's 4 bytes (a channel group never
- * straddles two vectors, as vectors are multiples of 4 channels). */
-FN void SIMD(fold_line)(const quant_t *t, int64_t m0, int64_t count, int64_t row) {
-    const SIMD(qf) zero = {0}, one = zero + 1.0f, sq_max = zero + (float)t->sq_max;
-    const SIMD(qf) lowest = zero + (float)t->lowest, level = zero + (float)t->level;
-    for (int64_t x = 0; x < count; x += LANES) {
-        const int64_t m = m0 + x;
-        const int n = count - x < LANES ? (int)(count - x) : LANES;
-        SIMD(qf) gamma = zero;
-        for (int i = 0; i < n; i++) gamma[i] = t->rg[m + i];
-        const SIMD(qi) live = gamma > zero; /* an all-zero group: sq 1, q 0 */
-        for (int64_t j = 0; j < t->nv; j++) {
-            SIMD(qf) s = zero;
-            for (int i = 0; i < n; i++) s[i] = t->s[j * t->m + m + i];
-            SIMD(qf) sq = SIMD(round_even)(s / gamma);
-            sq = SIMD(select)(sq >= one, sq, one);
-            sq = SIMD(select)(sq > sq_max, sq_max, sq);
-            sq = SIMD(select)(live, sq, one);
+/* Pass 3, rows [lo, hi): fold q * sq (+ the signed offset) of every channel, 4 channels to a
+ * plane's 4 bytes (a group of 4 never straddles two vectors, as vectors are multiples of 4
+ * channels), stored at each row's place among the padded images (see row_of). */
+FN void SIMD(fold)(const quant_t *t, int64_t lo, int64_t hi) {
+    const SIMD(qf) zero = {0};
+    for (int64_t j = 0; j < t->nv; j++) {
+        const int64_t c4_end = (j + 1) * t->vector / 4 < t->c4 ? (j + 1) * t->vector / 4 : t->c4;
+        for (int64_t m = lo; m < hi; m += LANES) {
+            const int n = hi - m < LANES ? (int)(hi - m) : LANES;
+            const SIMD(qf) gamma = SIMD(load)(t->rg + m, n);
+            const SIMD(qi) live = gamma > zero; /* an all-zero group: sq 1, q 0 */
+            const SIMD(qf) sq = SIMD(vector_sq)(SIMD(load)(t->s + j * t->m + m, n), gamma, live,
+                                                (float)t->sq_max);
             const SIMD(qf) step = gamma * sq;
-            const int64_t c4_end = (j + 1) * t->vector / 4 < t->c4 ? (j + 1) * t->vector / 4 : t->c4;
             for (int64_t c4 = j * t->vector / 4; c4 < c4_end; c4++) {
                 SIMD(qi) bytes = {0};
                 for (int i = 0; i < 4; i++) {
                     const int64_t c = 4 * c4 + i;
                     SIMD(qi) folded = (SIMD(qi)){0} + t->offset; /* channels past C: padding */
-                    if (c < t->c) {
-                        SIMD(qf) q = SIMD(round_even)(SIMD(load_rows)(t, c, m, n) / step);
-                        q = SIMD(select)(q >= lowest, q, lowest); /* NaN -> lowest */
-                        q = SIMD(select)(q > level, level, q);
-                        q = SIMD(select)(live, q, zero);
-                        folded = __builtin_convertvector(q * sq, SIMD(qi)) + t->offset;
-                    }
-                    bytes |= (folded & 0xff) << (8 * i);
+                    if (c < t->c)
+                        folded = SIMD(fold_values)(SIMD(load)(t->x + c * t->m + m, n), step, sq, live,
+                                                   (float)t->lowest, (float)t->level, t->offset);
+                    bytes |= folded << (8 * i);
                 }
-                memcpy(t->out + (c4 * t->rows + row + x) * 4, &bytes, 4 * (size_t)n);
+                uint8_t *plane = t->out + c4 * t->rows * 4;
+                if (!t->padded) {
+                    memcpy(plane + m * 4, &bytes, 4 * (size_t)n);
+                    continue;
+                }
+                const uint8_t *from = (const uint8_t *)&bytes;
+                for (int l = 0; l < n;) { /* runs of rows within one image line */
+                    const int64_t x = (m + l) % t->w, run = t->w - x < n - l ? t->w - x : n - l;
+                    memcpy(plane + row_of(t, m + l) * 4, from + 4 * l, 4 * (size_t)run);
+                    l += (int)run;
+                }
             }
         }
     }

@@ -1,11 +1,19 @@
 """Runs an ONNX graph with its weight-bearing Conv, Gemm and MatMul nodes on the sparse-int4
-kernel and every other op on ONNX Runtime.
+kernel, the ops around them natively, and whatever is left on ONNX Runtime.
 
-The graph is cut into steps by "kernel depth": a value's depth counts the kernel layers on its
-longest path from the inputs. Depth-d ops that are not kernel layers form one ONNX Runtime
-segment (attention, LayerNorm, GELU, pooling, residual adds...), run as one session with ORT's
-own fusions; then every kernel layer reading a depth-d value runs; then segment d + 1. Kernel
-layers never wait for one another inside a step, and ORT never sees a weight the kernel owns.
+Native steps work on channel-major tensors (``Channels``: float32 [C, rows], rows (image, y, x)
+or tokens), the layout the kernel writes, so a network of kernel layers never transposes. Each
+native step is one of the handlers in ``HANDLERS``, tried in order on every node not yet taken:
+
+- a kernel layer takes the weight node and, fused into the kernel's epilogue, what follows it
+  alone: a bias Add, a residual Add, a Relu (a ResNet bottleneck ends in one kernel call);
+- pooling (MaxPool, GlobalAveragePool, ReduceMean over the image) and the reshapes that flatten
+  a pooled image, natively, so ResNet-50 runs without ONNX Runtime up to its classifier.
+
+The remaining nodes run on ONNX Runtime in segments cut by "native depth": a value's depth counts
+the native steps on its longest path from the inputs; the ORT nodes of depth d form one segment
+(one session, with ORT's own fusions), run before the native steps of depth d + 1, which never
+wait for one another.
 
 Shapes must be static apart from the batch dimension: per-layer workload figures (MACs, bytes)
 are per sample, and the simulated accelerator consumes them.
@@ -21,9 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper
 
 from backends.sparse_int4 import kernel, vsquant
+from backends.sparse_int4.graph import Graph, attributes, label
 from backends.sparse_int4.layers import SparsityOptions, WeightStats, prepare
 from harness.errors import UserError
 
@@ -33,24 +42,70 @@ UNSUPPORTED_WEIGHT_OPS = frozenset(
     {"ConvTranspose", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
      "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "MatMulNBits"}
 )  # fmt: skip
-NONNEGATIVE_OPS = frozenset({"Relu"})
 SIGN_PRESERVING_OPS = frozenset(
     {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
-     "Identity", "Squeeze", "Unsqueeze", "Transpose"}
+     "Identity", "Squeeze", "Unsqueeze", "Transpose", "ReduceMean"}
 )  # fmt: skip
 
 
+# ------------------------------------------------------------------------------ tensors
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
-    kernel: tuple[int, int]
-    strides: tuple[int, int]
-    pads: tuple[int, int, int, int]
-    dilations: tuple[int, int]
+class Channels:
+    """A tensor held channel-major: data float32 [C, batch · rows per sample]. ``sample`` is its
+    ONNX shape without the batch: (C, H, W...) for an image (``image``), (..., C) for rows."""
+
+    data: np.ndarray
+    sample: tuple[int, ...]
+    image: bool
+
+    @property
+    def batch(self) -> int:
+        return self.data.shape[1] // max(1, self.rows_per_sample)
+
+    @property
+    def rows_per_sample(self) -> int:
+        return math.prod(self.sample[1:] if self.image else self.sample[:-1])
+
+    @property
+    def side(self) -> tuple[int, int]:
+        spatial = (*self.sample[1:], 1, 1)
+        return spatial[0], spatial[1]
+
+    def to_onnx(self) -> np.ndarray:
+        c, b = self.data.shape[0], self.batch
+        if self.image:
+            return np.ascontiguousarray(
+                self.data.reshape(c, b, -1).transpose(1, 0, 2).reshape(b, *self.sample)
+            )
+        return np.ascontiguousarray(self.data.T.reshape(b, *self.sample))
+
+
+def to_channels(value: np.ndarray | Channels, image: bool) -> Channels:
+    """The value channel-major (a copy of an ONNX array; a Channels value as it is)."""
+    if isinstance(value, Channels):
+        return value
+    x = np.asarray(value, np.float32)
+    b = x.shape[0]
+    if image:
+        data = x.reshape(b, x.shape[1], -1).transpose(1, 0, 2).reshape(x.shape[1], -1)
+    else:
+        data = x.reshape(-1, x.shape[-1]).T
+    return Channels(np.ascontiguousarray(data), tuple(x.shape[1:]), image)
+
+
+def to_onnx(value: np.ndarray | Channels) -> np.ndarray:
+    return value.to_onnx() if isinstance(value, Channels) else value
+
+
+# ------------------------------------------------------------------------------ steps
 
 
 @dataclass
 class Layer:
-    """One weight-bearing node on the kernel, with its per-sample workload figures."""
+    """One weight-bearing node on the kernel (with what its epilogue took on), and its
+    per-sample workload figures."""
 
     node: str
     op: str
@@ -58,9 +113,22 @@ class Layer:
     output: str
     weight: kernel.PackedWeight
     stats: WeightStats
-    rows_per_sample: int  # GEMM rows (M) per sample: pixels for Conv, tokens for MatMul
+    rows_per_sample: int  # GEMM rows (M) per sample: output pixels for Conv, tokens for MatMul
     signed: bool  # unsigned 0..15 activations where the input is known non-negative
-    conv: ConvGeometry | None = None
+    sample: tuple[int, ...]  # the output's ONNX shape without the batch
+    conv: kernel.ConvGeometry | None = None
+    side: tuple[int, int] = (1, 1)  # a convolution's input H x W
+    residual: str = ""  # a value added before the ReLU
+    relu: bool = False
+    taken: tuple[str, ...] = ()  # the outputs of the nodes it stands for
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input, *([self.residual] if self.residual else [])]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]
 
     @property
     def dense_macs(self) -> int:
@@ -78,16 +146,61 @@ class Layer:
 
     @property
     def activation_bytes(self) -> int:
-        """Bytes per sample in (4-bit values, 4-bit vector scales, a float32 gamma per row)
+        """Bytes per sample in (4-bit values, 4-bit vector scales, a float32 gamma per sample)
         and out (float32)."""
         k, n, rows = self.stats.k, self.stats.n, self.rows_per_sample
         vectors = -(-k // self.weight.vector_size)
-        return rows * (k // 2 + -(-vectors // 2) + 4) + rows * n * 4
+        return rows * (k // 2 + -(-vectors // 2)) + 4 + rows * n * 4
+
+
+@dataclass
+class Pool:
+    """MaxPool, or the mean over an image's pixels (GlobalAveragePool, ReduceMean)."""
+
+    node: str
+    input: str
+    output: str
+    sample: tuple[int, ...]
+    image: bool  # the output is an image (keeps its 1 x 1 pixel) or rows
+    window: kernel.ConvGeometry | None = None  # MaxPool's; None: the mean over every pixel
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+    @property
+    def taken(self) -> tuple[str, ...]:
+        return (self.output,)
+
+
+@dataclass
+class Flatten:
+    """A reshape of a 1 x 1 image to rows of its channels: no data moves."""
+
+    node: str
+    input: str
+    output: str
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+    @property
+    def taken(self) -> tuple[str, ...]:
+        return (self.output,)
 
 
 @dataclass
 class Segment:
-    """Consecutive non-kernel ops run as one ONNX Runtime session."""
+    """Consecutive non-native ops run as one ONNX Runtime session."""
 
     inputs: list[str]
     outputs: list[str]
@@ -95,9 +208,13 @@ class Segment:
     ops: int
 
 
+Native = Layer | Pool | Flatten
+Step = Native | Segment
+
+
 @dataclass
 class Plan:
-    steps: list[Segment | Layer]
+    steps: list[Step]
     inputs: list[str]
     outputs: list[str]
     release: list[list[str]] = field(default_factory=list)  # values dead after each step
@@ -121,7 +238,8 @@ class GraphExecutor:
         self.options = options
         self.threads = threads or kernel.default_threads()
         self.path = path or kernel.PATHS[0]
-        self.plan = _build_plan(model, options, self.threads, progress or (lambda _: None))
+        self.plan = _build_plan(Graph(model), options, self.threads, progress or (lambda _: None))
+        self._consumers = _quantizations(self.plan)
 
     @property
     def layers(self) -> list[Layer]:
@@ -131,157 +249,201 @@ class GraphExecutor:
         self, feeds: dict[str, np.ndarray], timings: dict[str, float] | None = None
     ) -> dict[str, np.ndarray]:
         """Outputs for one batch; ``timings`` (if given) accumulates seconds spent in kernel
-        layers and in ONNX Runtime segments, for time splits."""
-        values = dict(feeds)
-        quantized: dict[tuple, kernel.Activations] = {}  # layer inputs since the last segment
+        layers, other native steps and ONNX Runtime segments, for time splits."""
+        values: dict[str, np.ndarray | Channels] = dict(feeds)
+        quantized: dict[tuple, kernel.Activations] = {}  # each layer input, once per form
         for step, dead in zip(self.plan.steps, self.plan.release, strict=True):
             start = time.perf_counter()
             if isinstance(step, Segment):
-                quantized.clear()  # the layers after a segment read its new values
-                results = step.session.run(
-                    step.outputs, {name: values[name] for name in step.inputs}
+                feeds_in = {name: to_onnx(values[name]) for name in step.inputs}
+                values.update(
+                    zip(step.outputs, step.session.run(step.outputs, feeds_in), strict=True)
                 )
-                values.update(zip(step.outputs, results, strict=True))
+            elif isinstance(step, Layer):
+                values[step.output] = self._run_layer(step, values, quantized)
+            elif isinstance(step, Pool):
+                values[step.output] = self._pool(step, to_channels(values[step.input], True))
             else:
-                values[step.output] = self._run_layer(step, values[step.input], quantized)
+                x = to_channels(values[step.input], True)
+                values[step.output] = Channels(x.data, (x.data.shape[0],), False)
             if timings is not None:
-                part = "segments" if isinstance(step, Segment) else "kernel layers"
+                part = {Segment: "segments", Layer: "kernel layers"}.get(type(step), "native ops")
                 timings[part] = timings.get(part, 0.0) + time.perf_counter() - start
             for name in dead:
                 values.pop(name, None)
-        return {name: values[name] for name in self.plan.outputs}
+                for key in [key for key in quantized if key[0] == name]:
+                    del quantized[key]
+        return {name: to_onnx(values[name]) for name in self.plan.outputs}
 
     def _run_layer(
-        self, layer: Layer, x: np.ndarray, quantized: dict[tuple, kernel.Activations]
-    ) -> np.ndarray:
-        """The layer's output; layers reading one value alike (a transformer's query, key and
-        value projections) share its quantization through ``quantized``."""
-        x = np.asarray(x, np.float32)
-        key = (layer.input, layer.weight.vector_size, layer.signed, layer.conv)
-        a = quantized.get(key)
+        self,
+        layer: Layer,
+        values: dict[str, np.ndarray | Channels],
+        quantized: dict[tuple, kernel.Activations],
+    ) -> Channels:
+        """The layer's output; layers reading one value in one form (a transformer's query,
+        key and value projections; a ResNet block's first convolution and its downsample)
+        share its quantization through ``quantized``."""
+        x = to_channels(values[layer.input], layer.conv is not None)
+        form = self._consumers[layer.node]
+        a = quantized.get((layer.input, *form))
         if a is None:
-            a = quantized[key] = self._quantized_input(layer, x)
-        if layer.conv is None:
-            out = kernel.matmul(a, layer.weight, threads=self.threads)
-            return out.reshape(*x.shape[:-1], layer.weight.n)
-        pixels = len(a.gamma) // x.shape[0]
-        out = kernel.matmul(a, layer.weight, pixels=pixels, threads=self.threads)
-        g = layer.conv
-        side = kernel.conv_output_side(x.shape[2:], g.kernel, g.strides, g.pads, g.dilations)
-        return out.reshape(x.shape[0], layer.weight.n, *side)
+            a = quantized[(layer.input, *form)] = self._quantize(layer, x, form)
+        residual = None
+        if layer.residual:
+            residual = to_channels(values[layer.residual], layer.conv is not None).data
+        geometry = layer.conv or kernel.POINTWISE
+        out = kernel.conv(
+            a, layer.weight, geometry, residual=residual, relu=layer.relu, path=self.path,
+            threads=self.threads,
+        )  # fmt: skip
+        return Channels(out, layer.sample, layer.conv is not None)
 
-    def _quantized_input(self, layer: Layer, x: np.ndarray) -> kernel.Activations:
-        """The layer's input rows, quantized for the kernel: a convolution's straight from its
-        NCHW input, unless Octav's clipping scalars need the float rows."""
-        vector, signed, g = layer.weight.vector_size, layer.signed, layer.conv
-        octav = self.options.act_clip == "octav"
-        if g is not None and not octav:
-            return kernel.quantize_conv(
-                x, g.kernel, g.strides, g.pads, g.dilations, vector, signed,
-                path=self.path, threads=self.threads,
-            )  # fmt: skip
-        if g is not None:
-            rows = kernel.im2col(x, g.kernel, g.strides, g.pads, g.dilations, threads=self.threads)
-        else:
-            rows = x.reshape(-1, x.shape[-1])
-        clip = vsquant.activation_clip_scalars(rows, vector, signed) if octav else None
-        return kernel.quantize(rows, vector, signed, clip, path=self.path, threads=self.threads)
+    def _quantize(self, layer: Layer, x: Channels, form: tuple) -> kernel.Activations:
+        vector, signed, pads, reach = form
+        clip = None
+        if self.options.act_clip == "octav":  # per-vector Octav scalars need the float rows
+            clip = vsquant.activation_clip_scalars(x.data.T, vector, signed).T
+        images = {"images": x.batch, "side": x.side} if layer.conv is not None else {}
+        return kernel.quantize(
+            x.data, vector, signed, pads=pads, reach=reach, clip=clip, path=self.path,
+            threads=self.threads, **images,
+        )  # fmt: skip
+
+    def _pool(self, step: Pool, x: Channels) -> Channels:
+        c = x.data.shape[0]
+        if step.window is None:
+            mean = x.data.reshape(c, x.batch, -1).mean(axis=2, dtype=np.float32)
+            return Channels(np.ascontiguousarray(mean), step.sample, step.image)
+        out = kernel.max_pool(x.data, x.batch, x.side, step.window, threads=self.threads)
+        return Channels(out, step.sample, True)
+
+
+def _quantizations(plan: Plan) -> dict[str, tuple]:
+    """Each layer's input form (vector size, signed, padding, reach): the layers reading one
+    value alike share one quantization of it."""
+    forms = {}
+    for layer in plan.layers:
+        pads, reach = (0, 0, 0, 0), 0
+        if layer.conv is not None:
+            pads, reach = layer.conv.pads, kernel.conv_reach(layer.conv, layer.side)
+        forms[layer.node] = (layer.weight.vector_size, layer.signed, pads, reach)
+    return forms
 
 
 # ------------------------------------------------------------------------------ planning
 
 
 def _build_plan(
-    model: onnx.ModelProto, options: SparsityOptions, threads: int, progress: Callable[[str], None]
+    graph: Graph, options: SparsityOptions, threads: int, progress: Callable[[str], None]
 ) -> Plan:
-    graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    inferred = shape_inference.infer_shapes(model, strict_mode=False)
-    types = {
-        info.name: info.type
-        for info in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
-    }
-    producers = {out: node for node in graph.node for out in node.output}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    depth = dict.fromkeys([*inputs, *initializers], 0)
-    layers: dict[int, Layer] = {}
-    node_depth: list[int] = []
-    for node in graph.node:
-        _refuse_unsupported(node, initializers)
-    count = sum(is_kernel_node(node, initializers) for node in graph.node)
+    for node in graph.nodes:
+        _refuse_unsupported(node, graph)
+    count = sum(is_kernel_node(node, graph.initializers) for node in graph.nodes)
     progress(f"pruning and quantizing {count} weight layers: {options.describe()}")
-    for index, node in enumerate(graph.node):
-        d = max((depth.get(name, 0) for name in node.input if name), default=0)
-        if is_kernel_node(node, initializers):
-            layers[index] = _make_layer(node, initializers, types, producers, options)
-            d += 1
-        node_depth.append(d)
-        for out in node.output:
-            depth[out] = d
-    steps = _order_steps(model, initializers, types, layers, node_depth, threads)
-    outputs = [o.name for o in graph.output]
-    return Plan(steps, inputs, outputs, _release(steps, outputs))
+    natives: dict[int, Native] = {}  # by the index of the node that ends it
+    context = Context(graph, options)
+    index = {out: i for i, node in enumerate(graph.nodes) for out in node.output}
+    for node in graph.nodes:
+        if node.output[0] in context.taken:
+            continue
+        step = next((s for handler in HANDLERS if (s := handler(node, context))), None)
+        if step is not None:
+            natives[max(index[out] for out in step.outputs)] = step
+            context.taken.update(step.taken)
+            if step.relu if isinstance(step, Layer) else step.input in context.nonnegative:
+                context.nonnegative.update(step.outputs)
+        elif node.op_type == "Relu" or (
+            node.op_type in SIGN_PRESERVING_OPS and node.input[0] in context.nonnegative
+        ):
+            context.nonnegative.add(node.output[0])
+    return _order_steps(graph, natives, context.taken, threads)
 
 
-def _order_steps(
-    model: onnx.ModelProto,
-    initializers: dict[str, onnx.TensorProto],
-    types: dict[str, onnx.TypeProto],
-    layers: dict[int, Layer],
-    node_depth: list[int],
-    threads: int,
-) -> list[Segment | Layer]:
-    graph = model.graph
-    later_uses = _latest_readers(graph, node_depth)
-    graph_outputs = {o.name for o in graph.output}
-    steps: list[Segment | Layer] = []
-    for d in range(max(node_depth, default=0) + 1):
-        members = [i for i, node in enumerate(graph.node) if node_depth[i] == d and i not in layers]
+@dataclass
+class Context:
+    """What handlers see while the plan is made."""
+
+    graph: Graph
+    options: SparsityOptions
+    nonnegative: set[str] = field(default_factory=set)  # values known to be >= 0
+    taken: set[str] = field(default_factory=set)  # outputs of nodes a native step stands for
+
+    def follower(self, name: str) -> onnx.NodeProto | None:
+        """The node alone reading ``name``, if no native step stands for it yet."""
+        node = self.graph.sole_reader(name)
+        return None if node is None or node.output[0] in self.taken else node
+
+
+def _order_steps(graph: Graph, natives: dict[int, Native], taken: set[str], threads: int) -> Plan:
+    depth = dict.fromkeys([*graph.inputs, *graph.constants], 0)
+    node_depth: dict[int, int] = {}
+    native_depth: dict[int, int] = {}
+    for i, node in enumerate(graph.nodes):
+        if i in natives:
+            step = natives[i]
+            d = max((depth.get(name, 0) for name in step.inputs), default=0) + 1
+            native_depth[i] = d
+            for out in step.outputs:
+                depth[out] = d
+        elif node.output[0] not in taken:
+            d = max((depth.get(name, 0) for name in node.input if name), default=0)
+            node_depth[i] = d
+            for out in node.output:
+                depth[out] = d
+    later_uses = _latest_readers(graph, natives, node_depth, native_depth)
+    graph_outputs = set(graph.outputs)
+    steps: list[Step] = []
+    for d in range(max([*node_depth.values(), *native_depth.values(), 0]) + 1):
+        members = [graph.nodes[i] for i, nd in node_depth.items() if nd == d]
         if members:
-            nodes = [graph.node[i] for i in members]
-            produced = {out for node in nodes for out in node.output}
-            needed = _ordered(name for node in nodes for name in node.input if name)
-            seg_inputs = [n for n in needed if n not in produced and n not in initializers]
+            produced = {out for node in members for out in node.output}
+            needed = _ordered(name for node in members for name in node.input if name)
+            seg_inputs = [n for n in needed if n not in produced and n not in graph.initializers]
             seg_outputs = [
-                out for out in _ordered(o for node in nodes for o in node.output)
+                out for out in _ordered(o for node in members for o in node.output)
                 if out in graph_outputs or later_uses.get(out, -1) > d
             ]  # fmt: skip
             if seg_outputs:
-                steps.append(
-                    _segment(model, nodes, seg_inputs, seg_outputs, initializers, types, threads)
-                )
-        steps.extend(layer for i, layer in sorted(layers.items()) if node_depth[i] - 1 == d)
-    return steps
+                steps.append(_segment(graph, members, seg_inputs, seg_outputs, threads))
+        steps.extend(step for i, step in sorted(natives.items()) if native_depth[i] == d + 1)
+    return Plan(steps, graph.inputs, graph.outputs, _release(steps, graph.outputs))
 
 
-def _latest_readers(graph: onnx.GraphProto, node_depth: list[int]) -> dict[str, int]:
-    """For each value, the depth of its latest reader. A kernel layer reading a depth-d value
-    has depth d + 1, so a segment exports what a kernel layer reads, as it must."""
+def _latest_readers(
+    graph: Graph,
+    natives: dict[int, Native],
+    node_depth: dict[int, int],
+    native_depth: dict[int, int],
+) -> dict[str, int]:
+    """For each value, the depth of its latest reader. A native step reading a depth-d value
+    has depth d + 1, so a segment exports what a native step reads, as it must."""
     latest: dict[str, int] = {}
-    for i, node in enumerate(graph.node):
-        for name in node.input:
+    readers = [(graph.nodes[i].input, d) for i, d in node_depth.items()]
+    readers += [(natives[i].inputs, d) for i, d in native_depth.items()]
+    for names, d in readers:
+        for name in names:
             if name:
-                latest[name] = max(latest.get(name, -1), node_depth[i])
+                latest[name] = max(latest.get(name, -1), d)
     return latest
 
 
 def _segment(
-    model: onnx.ModelProto,
+    graph: Graph,
     nodes: list[onnx.NodeProto],
     inputs: list[str],
     outputs: list[str],
-    initializers: dict[str, onnx.TensorProto],
-    types: dict[str, onnx.TypeProto],
     threads: int,
 ) -> Segment:
     used = {name for node in nodes for name in node.input}
     sub = helper.make_graph(
         nodes,
         "segment",
-        [_value_info(name, types) for name in inputs],
-        [_value_info(name, types) for name in outputs],
-        [initializers[name] for name in initializers if name in used],
+        [_value_info(name, graph) for name in inputs],
+        [_value_info(name, graph) for name in outputs],
+        [graph.initializers[name] for name in graph.initializers if name in used],
     )
+    model = graph.model
     sub_model = helper.make_model(
         sub, opset_imports=model.opset_import, ir_version=model.ir_version
     )
@@ -290,7 +452,7 @@ def _segment(
     session_options.inter_op_num_threads = 1
     session_options.log_severity_level = 3
     # ORT's workers spin for a while after each run; on a machine with as many threads as cores
-    # they would take the kernel's cores from it in the layer that follows.
+    # they would take the kernel's cores from it in the step that follows.
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         sub_model.SerializeToString(), session_options, providers=["CPUExecutionProvider"]
@@ -298,23 +460,23 @@ def _segment(
     return Segment(inputs, outputs, session, len(nodes))
 
 
-def _value_info(name: str, types: dict[str, onnx.TypeProto]) -> onnx.ValueInfoProto:
-    if name not in types or not types[name].tensor_type.elem_type:
+def _value_info(name: str, graph: Graph) -> onnx.ValueInfoProto:
+    elem_type = graph.elem_type(name)
+    if not elem_type:
         raise UserError(
             f"cannot infer the type of value {name!r}; the model needs shape information"
         )
     info = onnx.ValueInfoProto()
     info.name = name
-    info.type.tensor_type.elem_type = types[name].tensor_type.elem_type
+    info.type.tensor_type.elem_type = elem_type
     return info
 
 
-def _release(steps: list[Segment | Layer], outputs: list[str]) -> list[list[str]]:
+def _release(steps: list[Step], outputs: list[str]) -> list[list[str]]:
     """Values no later step reads, dropped after each step to bound memory."""
     last: dict[str, int] = {}
     for index, step in enumerate(steps):
-        reads = step.inputs if isinstance(step, Segment) else [step.input]
-        for name in reads:
+        for name in step.inputs:
             last[name] = index
     release: list[list[str]] = [[] for _ in steps]
     for name, index in last.items():
@@ -339,28 +501,28 @@ def is_kernel_node(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProt
     )
 
 
-def _refuse_unsupported(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> None:
-    label = f"{node.op_type} node {node.name or node.output[0]!r}"
+def _refuse_unsupported(node: onnx.NodeProto, graph: Graph) -> None:
+    initializers = graph.initializers
     if node.op_type in UNSUPPORTED_WEIGHT_OPS:
         raise UserError(
-            f"{label} is not supported by the sparse-int4 backend (it runs float Conv, Gemm "
-            "and MatMul weights); give it the float model"
+            f"{label(node)} is not supported by the sparse-int4 backend (it runs float Conv, "
+            "Gemm and MatMul weights); give it the float model"
         )
     if node.op_type not in KERNEL_OPS:
         return
     constant = [name in initializers for name in node.input[:2]]
     if node.op_type == "Conv" and not constant[1]:
         raise UserError(
-            f"{label} takes its weight from another op; the backend needs constant weights"
+            f"{label(node)} takes its weight from another op; the backend needs constant weights"
         )
     if constant[0] or (constant[1] and not is_kernel_node(node, initializers)):
         raise UserError(
-            f"{label} is not supported by the sparse-int4 backend: its constant operand is not a "
-            "2-D MatMul/Gemm weight on the right or a 2-D convolution's 4-D weight"
+            f"{label(node)} is not supported by the sparse-int4 backend: its constant operand is "
+            "not a 2-D MatMul/Gemm weight on the right or a 2-D convolution's 4-D weight"
         )
     if not constant[1]:
         return  # activation x activation (attention): ONNX Runtime runs it
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attrs = attributes(node)
     problems = []
     if node.op_type == "Conv":
         if attrs.get("group", 1) != 1:
@@ -376,78 +538,41 @@ def _refuse_unsupported(node: onnx.NodeProto, initializers: dict[str, onnx.Tenso
             problems.append("a bias C that is not a constant")
     if problems:
         raise UserError(
-            f"{label} is not supported by the sparse-int4 backend: " + "; ".join(problems)
+            f"{label(node)} is not supported by the sparse-int4 backend: " + "; ".join(problems)
         )
 
 
 def gemm_geometry(
     node: onnx.NodeProto, weight_dims: tuple[int, ...], types: dict[str, onnx.TypeProto]
-) -> tuple[int, int, int, ConvGeometry | None]:
+) -> tuple[int, int, int, kernel.ConvGeometry | None]:
     """(GEMM rows per sample, K, N, conv geometry) of a weight-bearing node, from shapes only:
     rows are output pixels for Conv, tokens for MatMul/Gemm."""
-    label = f"{node.op_type} node {node.name or node.output[0]!r}"
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    name = label(node)
+    attrs = attributes(node)
     if node.op_type == "Conv":
         n, c, kh, kw = weight_dims
-        pads = attrs.get("pads", (0, 0, 0, 0))
+        pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
         strides, dilations = attrs.get("strides", (1, 1)), attrs.get("dilations", (1, 1))
-        conv = ConvGeometry(
+        conv = kernel.ConvGeometry(
             (kh, kw),
             (strides[0], strides[1]),
             (pads[0], pads[1], pads[2], pads[3]),
             (dilations[0], dilations[1]),
         )
-        shape = _static_shape(node.output[0], types, label)
+        shape = _static_shape(node.output[0], types, name)
         return math.prod(shape[2:]), kh * kw * c, n, conv
     k, n = reversed(weight_dims) if attrs.get("transB", 0) else weight_dims
-    shape = _static_shape(node.input[0], types, label)
+    shape = _static_shape(node.input[0], types, name)
     if shape[-1] != k:
-        raise UserError(f"{label}: input has {shape[-1]} features, weight expects {k}")
+        raise UserError(f"{name}: input has {shape[-1]} features, weight expects {k}")
     return math.prod(shape[1:-1]), k, n, None
 
 
-def _make_layer(
-    node: onnx.NodeProto,
-    initializers: dict[str, onnx.TensorProto],
-    types: dict[str, onnx.TypeProto],
-    producers: dict[str, onnx.NodeProto],
-    options: SparsityOptions,
-) -> Layer:
-    label = f"{node.op_type} node {node.name or node.output[0]!r}"
-    weight = numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
-    bias = None
-    if len(node.input) > 2 and node.input[2]:
-        bias = numpy_helper.to_array(initializers[node.input[2]]).astype(np.float32).reshape(-1)
-    rows, _, _, conv = gemm_geometry(node, weight.shape, types)
-    if conv is not None:
-        n = weight.shape[0]
-        w_kn = weight.transpose(0, 2, 3, 1).reshape(n, -1).T  # K order (kh, kw, c)
-    else:
-        transposed = any(a.name == "transB" and a.i for a in node.attribute)
-        w_kn = weight.T if transposed else weight
-    try:
-        packed, stats = prepare(w_kn, bias, options)
-    except UserError as exc:
-        raise UserError(f"{label}: {exc}") from exc
-    return Layer(
-        node=node.name or node.output[0],
-        op=node.op_type,
-        input=node.input[0],
-        output=node.output[0],
-        weight=packed,
-        stats=stats,
-        rows_per_sample=rows,
-        signed=not _nonnegative(node.input[0], producers),
-        conv=conv,
-    )
-
-
-def _static_shape(name: str, types: dict[str, onnx.TypeProto], label: str) -> list[int]:
-    """The value's dims, batch first; every dim after the batch must be a number."""
+def _static_shape(name: str, types: dict[str, onnx.TypeProto], node_label: str) -> list[int]:
     if name not in types or not types[name].tensor_type.HasField("shape"):
         raise UserError(
-            f"{label}: the shape of {name!r} cannot be inferred; the sparse-int4 backend needs "
-            "static shapes (apart from the batch); fix them, e.g. with onnxruntime's "
+            f"{node_label}: the shape of {name!r} cannot be inferred; the sparse-int4 backend "
+            "needs static shapes (apart from the batch); fix them, e.g. with onnxruntime's "
             "make_dynamic_shape_fixed tool"
         )
     dims = types[name].tensor_type.shape.dim
@@ -455,16 +580,129 @@ def _static_shape(name: str, types: dict[str, onnx.TypeProto], label: str) -> li
     unknown = [d.dim_param or "?" for d in list(dims)[1:] if not d.HasField("dim_value")]
     if unknown or len(shape) < 2:
         raise UserError(
-            f"{label}: input {name!r} has dynamic dimension(s) {', '.join(unknown) or 'rank'} "
-            "beyond the batch; the sparse-int4 backend needs static shapes (fix them, e.g. "
-            "with onnxruntime's make_dynamic_shape_fixed tool)"
+            f"{node_label}: input {name!r} has dynamic dimension(s) "
+            f"{', '.join(unknown) or 'rank'} beyond the batch; the sparse-int4 backend needs "
+            "static shapes (fix them, e.g. with onnxruntime's make_dynamic_shape_fixed tool)"
         )
     return shape
 
 
-def _nonnegative(name: str, producers: dict[str, onnx.NodeProto]) -> bool:
-    """True where ``name`` is a Relu output, possibly through pooling and reshaping."""
-    node = producers.get(name)
-    while node is not None and node.op_type in SIGN_PRESERVING_OPS:
-        node = producers.get(node.input[0])
-    return node is not None and node.op_type in NONNEGATIVE_OPS
+def _kernel_layer(node: onnx.NodeProto, context: Context) -> Layer | None:
+    graph = context.graph
+    if not is_kernel_node(node, graph.initializers):
+        return None
+    weight = graph.constants[node.input[1]].astype(np.float32)
+    bias = None
+    if len(node.input) > 2 and node.input[2]:
+        bias = graph.constants[node.input[2]].astype(np.float32).reshape(-1)
+    rows, _, n, conv = gemm_geometry(node, weight.shape, graph.types)
+    if conv is not None:
+        w_kn = weight.transpose(0, 2, 3, 1).reshape(n, -1).T  # K order (kh, kw, c)
+        channels = weight.shape[1]
+    else:
+        w_kn = weight.T if attributes(node).get("transB", 0) else weight
+        channels = None
+    # What follows the node alone joins its epilogue: bias, then a residual, then a ReLU.
+    output, residual, relu = node.output[0], "", False
+    taken = [output]
+    follower = context.follower(output)
+    if bias is None and conv is None and follower is not None and follower.op_type == "Add":
+        other = _other_input(follower, output)
+        constant = graph.constant(other)
+        if constant is not None and constant.size == n and constant.shape[-1:] == (n,):
+            bias, output = constant.astype(np.float32).reshape(-1), follower.output[0]
+            taken.append(output)
+            follower = context.follower(output)
+    if follower is not None and follower.op_type == "Add":
+        other = _other_input(follower, output)
+        if graph.constant(other) is None and graph.shape(other) == graph.shape(output):
+            residual, output = other, follower.output[0]
+            taken.append(output)
+            follower = context.follower(output)
+    if follower is not None and follower.op_type == "Relu":
+        relu, output = True, follower.output[0]
+        taken.append(output)
+    try:
+        packed, stats = prepare(w_kn, bias, context.options, channels)
+    except UserError as exc:
+        raise UserError(f"{label(node)}: {exc}") from exc
+    sample = tuple(graph.static_shape(node.output[0], label(node))[1:])
+    side = tuple(graph.static_shape(node.input[0], label(node))[2:4]) if conv else (1, 1)
+    return Layer(
+        node=node.name or node.output[0],
+        op=node.op_type,
+        input=node.input[0],
+        output=output,
+        weight=packed,
+        stats=stats,
+        rows_per_sample=rows,
+        signed=node.input[0] not in context.nonnegative,
+        sample=sample,
+        conv=conv,
+        side=(side[0], side[1]),
+        residual=residual,
+        relu=relu,
+        taken=tuple(taken),
+    )
+
+
+def _other_input(node: onnx.NodeProto, name: str) -> str:
+    return node.input[1] if node.input[0] == name else node.input[0]
+
+
+# ------------------------------------------------------------------------------ pooling
+
+
+def _pool(node: onnx.NodeProto, context: Context) -> Pool | None:
+    graph = context.graph
+    shape = graph.shape(node.input[0])
+    out_shape = graph.shape(node.output[0])
+    if shape is None or out_shape is None or len(shape) != 4 or -1 in shape[1:]:
+        return None
+    attrs = attributes(node)
+    name = node.name or node.output[0]
+    if node.op_type == "GlobalAveragePool":
+        return Pool(name, node.input[0], node.output[0], tuple(out_shape[1:]), True)
+    if node.op_type == "ReduceMean":
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1:
+            value = graph.constant(node.input[1])
+            axes = None if value is None else value.tolist()
+        if axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            return None
+        keep = bool(attrs.get("keepdims", 1))
+        return Pool(name, node.input[0], node.output[0], tuple(out_shape[1:]), keep)
+    if node.op_type == "MaxPool" and len(node.output) == 1:
+        kernel_shape = tuple(attrs.get("kernel_shape", ()))
+        if len(kernel_shape) != 2 or attrs.get("ceil_mode", 0) or attrs.get("storage_order", 0):
+            return None
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", b"VALID"):
+            return None
+        pads = tuple(attrs.get("pads", (0, 0, 0, 0)))
+        strides, dilations = attrs.get("strides", (1, 1)), attrs.get("dilations", (1, 1))
+        window = kernel.ConvGeometry(
+            (kernel_shape[0], kernel_shape[1]), (strides[0], strides[1]),
+            (pads[0], pads[1], pads[2], pads[3]), (dilations[0], dilations[1]),
+        )  # fmt: skip
+        return Pool(name, node.input[0], node.output[0], tuple(out_shape[1:]), True, window)
+    return None
+
+
+def _flatten(node: onnx.NodeProto, context: Context) -> Flatten | None:
+    """Flatten, Reshape or Squeeze of a [B, C, 1, 1] image to [B, C]."""
+    graph = context.graph
+    if node.op_type not in ("Flatten", "Reshape", "Squeeze"):
+        return None
+    shape, out_shape = graph.shape(node.input[0]), graph.shape(node.output[0])
+    if shape is None or out_shape is None or len(shape) != 4 or shape[2:] != [1, 1]:
+        return None
+    if len(out_shape) != 2 or out_shape[1] != shape[1]:
+        return None
+    return Flatten(node.name or node.output[0], node.input[0], node.output[0])
+
+
+HANDLERS: tuple[Callable[[onnx.NodeProto, Context], Native | None], ...] = (
+    _kernel_layer,
+    _pool,
+    _flatten,
+)

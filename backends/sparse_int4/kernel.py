@@ -12,6 +12,7 @@ dense [N, planes], or only the kept blocks of 4 when pruned below ``SPARSE_BELOW
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best firs
 ALL_PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
 TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
 MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
+KB_PLANES = _kernel.KB_PLANES  # planes per K block of the sparse loop
 SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
 
@@ -65,8 +67,9 @@ POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel
 @dataclass(frozen=True)
 class PackedWeight:
     """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
-    (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or per
-    channel n the kept blocks ptr[n]:ptr[n + 1] (each its plane and 4 weights); corr[n] = 128 ·
+    (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or the kept
+    blocks (each its plane and 4 weights) of channel n in K block b (KB_PLANES planes) at
+    ptr[b · N + n]:ptr[b · N + n + 1]; corr[n] = 128 ·
     the channel's folded sum (what signed activations' +128 adds); gamma, bias float32 [N]."""
 
     taps: int
@@ -114,6 +117,7 @@ class Activations:
     side: tuple[int, int]
     pads: tuple[int, int, int, int]
     group_rows: int
+    scale_bits: int = SCALE_BITS
 
     @property
     def rows(self) -> int:
@@ -154,10 +158,15 @@ def pack(
     empty = np.zeros(0, np.int32)
     if not sparse:
         common = (taps, channels, w.n, w.vector_size, gamma, bias, corr)
-        return PackedWeight(*common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty)
+        return PackedWeight(
+            *common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty
+        )
     channel, plane = np.nonzero(kept)  # channel-major, planes ascending
-    ptr = np.zeros(w.n + 1, np.int32)
-    np.cumsum(np.bincount(channel, minlength=w.n), out=ptr[1:])
+    run = plane // KB_PLANES * w.n + channel  # the kernel reads K blocks outer, channels inner
+    order = np.argsort(run, kind="stable")
+    channel, plane = channel[order], plane[order]
+    ptr = np.zeros(-(-taps * c4 // KB_PLANES) * w.n + 1, np.int32)
+    np.cumsum(np.bincount(run, minlength=len(ptr) - 1), out=ptr[1:])
     return PackedWeight(
         taps, channels, w.n, w.vector_size, gamma, bias, corr, None, ptr,
         plane.astype(np.uint16), np.ascontiguousarray(planes[channel, plane]),
@@ -173,6 +182,7 @@ def quantize(
     side: tuple[int, int] = (1, 1),
     pads: tuple[int, int, int, int] = (0, 0, 0, 0),
     reach: int = 0,
+    gamma: float | None = None,
     clip: np.ndarray | None = None,
     scale_bits: int = SCALE_BITS,
     path: str | None = None,
@@ -181,36 +191,58 @@ def quantize(
     """Quantize a channel-major float32 tensor [C, M] as ``vsquant.quantize_activations`` does
     (clip="max", or given clipping scalars [ceil(C / V), M], e.g. Octav's) on its rows [M, C]:
     one gamma per image of ``side`` (M = images · H · W), or per row when ``images`` is None
-    (tokens). The planes are laid out with ``pads`` around each image and ``reach`` rows of
-    slack after them (how far the consumer's taps reach past a row; see ``conv_reach``)."""
+    (tokens); a static ``gamma`` (calibrated) serves every group. The planes are laid out with
+    ``pads`` around each image and ``reach`` rows of slack after them (how far the consumer's
+    taps reach past a row; see ``conv_reach``)."""
     x = np.ascontiguousarray(x, np.float32)
     c, m = x.shape
     if images is None:
-        images, side, group_rows = m, (1, 1), 1
+        images, side = m, (1, 1)
         if pads != (0, 0, 0, 0):
             raise UserError("only images take padding")
-    else:
-        group_rows = side[0] * side[1]
     if images * side[0] * side[1] != m:
         raise UserError(f"{m} rows are not {images} images of {side[0]}x{side[1]}")
+    target = planes_for(images, side, c, vector_size, signed, pads, reach, gamma, scale_bits)
     nv = -(-c // vector_size)
-    hs, ws = side[0] + pads[0] + pads[2], side[1] + pads[1] + pads[3]
-    used = images * hs * ws if any(pads) else m
-    rows = _tiled(used) + reach
-    planes = np.empty((-(-c // 4), rows, 4), np.uint8)
-    gamma = np.empty(m // group_rows, np.float32)
     if clip is not None:
         clip = np.ascontiguousarray(clip, np.float32)
         if clip.shape != (nv, m):
             raise UserError(f"clipping scalars must be [{nv}, {m}], not {list(clip.shape)}")
     level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
     _kernel.quantize(
-        x, clip, planes, gamma, np.empty((nv, m), np.float32), np.empty(m, np.float32),
-        (c, images, *side, *pads, rows, group_rows), vector_size, level,
-        -level if signed else 0, 2**scale_bits - 1, SIGNED_OFFSET if signed else 0,
-        path or PATHS[0], _threads(threads),
+        x, clip, target.planes, target.gamma, np.empty((nv, m), np.float32),
+        np.empty(m, np.float32), (c, images, *side, *pads, target.rows, target.group_rows),
+        vector_size, level, -level if signed else 0, 2**scale_bits - 1,
+        SIGNED_OFFSET if signed else 0, -1.0 if gamma is None else gamma, path or PATHS[0],
+        _threads(threads),
     )  # fmt: skip
-    return Activations(planes, gamma, c, vector_size, signed, images, side, pads, group_rows)
+    return target
+
+
+def planes_for(
+    images: int,
+    side: tuple[int, int],
+    channels: int,
+    vector_size: int = 16,
+    signed: bool = True,
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+    reach: int = 0,
+    gamma: float | None = None,
+    scale_bits: int = SCALE_BITS,
+) -> Activations:
+    """Empty planes for a tensor of ``images`` of ``side`` (one-pixel images: tokens, one gamma
+    each) laid out for its consumer, padding and slack already holding zeros; one ``gamma`` for
+    every group when static (a producer's epilogue then writes the planes)."""
+    group_rows = side[0] * side[1]
+    hs, ws = side[0] + pads[0] + pads[2], side[1] + pads[1] + pads[3]
+    rows = _tiled(images * hs * ws) + reach
+    planes = aligned_empty((-(-channels // 4), rows, 4))
+    planes.fill(SIGNED_OFFSET if signed else 0)
+    gamma_array = np.full(images, -1.0 if gamma is None else gamma, np.float32)
+    return Activations(
+        planes, gamma_array, channels, vector_size, signed, images, side, pads, group_rows,
+        scale_bits,
+    )  # fmt: skip
 
 
 def conv_reach(geometry: ConvGeometry, side: tuple[int, int]) -> int:
@@ -233,7 +265,9 @@ def matmul(
     threads: int | None = None,
 ) -> np.ndarray:
     """float32 [N, M]: the GEMM of quantized rows (tokens, or pixels of a 1x1 convolution)."""
-    return conv(a, w, POINTWISE, residual=residual, relu=relu, path=path, threads=threads)
+    out = conv(a, w, POINTWISE, residual=residual, relu=relu, path=path, threads=threads)
+    assert out is not None
+    return out
 
 
 def conv(
@@ -243,71 +277,140 @@ def conv(
     *,
     residual: np.ndarray | None = None,
     relu: bool = False,
+    floats: bool = True,
+    target: Activations | None = None,
     path: str | None = None,
     threads: int | None = None,
-) -> np.ndarray:
-    """float32 [N, B · OH · OW]: the convolution of quantized images (laid out with the
-    convolution's padding) with a packed weight, + bias, + ``residual`` [N, B · OH · OW], then
-    ReLU if asked, each as the reference orders it."""
+) -> np.ndarray | None:
+    """The convolution of quantized images (laid out with the convolution's padding) with a
+    packed weight, + bias, + ``residual`` [N, B · OH · OW], then ReLU if asked, each as the
+    reference orders it: float32 [N, B · OH · OW] when ``floats``, and quantized straight into
+    ``target``'s planes (its static gamma, made by ``planes_for``) when given."""
     if a.channels != w.channels or a.vector_size != w.vector_size or geometry.taps != w.taps:
         raise UserError(
             f"activations ({a.channels} channels, vectors of {a.vector_size}) do not fit the "
             f"weight ({w.channels} channels x {w.taps} taps, vectors of {w.vector_size})"
         )
-    threads = _threads(threads)
-    b, (oh, ow), c4 = a.images, geometry.output_side(a.side), -(-a.channels // 4)
-    m = b * oh * ow
     if a.pads != geometry.pads:
         raise UserError(
             f"activations padded {a.pads} cannot feed a convolution padded {geometry.pads}"
         )
+    threads = _threads(threads)
+    b, (oh, ow), c4 = a.images, geometry.output_side(a.side), -(-a.channels // 4)
+    m = b * oh * ow
+    hs, ws = a.padded_side
     if geometry.implicit:
-        planes, rows, dense_of = a.planes, a.used_rows, _output_rows(a, oh, ow)
-        hs, ws = a.padded_side
+        planes, rows = a.planes, a.used_rows if any(a.pads) else m
+        dense_of = _output_rows(b, (hs, ws), (oh, ow)) if any(a.pads) else None
         (kh, kw), (dh, dw) = geometry.kernel, geometry.dilations
-        shifts = [ky * dh * ws + kx * dw for ky in range(kh) for kx in range(kw)]
+        shifts = tuple(ky * dh * ws + kx * dw for ky in range(kh) for kx in range(kw))
+        table = _table(planes.shape[1] * 4, c4, shifts)
         group_of_row = np.arange(rows) // (hs * ws)
     else:
-        hs, ws = a.padded_side
-        rows, dense_of, shifts = m, None, [0] * geometry.taps
-        planes = np.empty((geometry.taps * c4, _tiled(m), 4), np.uint8)
+        rows, dense_of = m, None
+        planes = aligned_empty((geometry.taps * c4, _tiled(m), 4))
         _kernel.pack_windows(
             a.planes, planes, (c4, a.rows, planes.shape[1], b, hs, ws, *geometry.kernel,
                                *geometry.strides, *geometry.dilations, oh, ow),
             SIGNED_OFFSET * 0x01010101 if a.signed else 0, threads,
         )  # fmt: skip
+        table = _table(planes.shape[1] * 4, geometry.taps * c4, (0,))
         group_of_row = np.arange(rows) // (oh * ow)
-    stride = planes.shape[1] * 4
-    if geometry.implicit:
-        table = np.array([c * stride + 4 * s for s in shifts for c in range(c4)], np.int64)
-    else:
-        table = np.arange(geometry.taps * c4, dtype=np.int64) * stride
     ga = np.zeros(_tiled(rows), np.float32)
     ga[:rows] = a.gamma[group_of_row]
-    out = np.empty((w.n, m), np.float32)
+    out = np.empty((w.n, m), np.float32) if floats else None
     if residual is not None:
         residual = np.ascontiguousarray(residual, np.float32)
-        if residual.shape != out.shape:
-            raise UserError(f"the residual is {list(residual.shape)}, the output {list(out.shape)}")
+        if residual.shape != (w.n, m):
+            raise UserError(f"the residual is {list(residual.shape)}, the output [{w.n}, {m}]")
+    quantized: tuple = (None, None, (0.0, 0, 0, 0, 0, 0))
+    group = 16
+    if target is not None:
+        if target.channels != w.n or target.images != b or target.side != (oh, ow):
+            raise UserError("the target planes do not hold this convolution's output")
+        level = SIGNED_LEVEL if target.signed else UNSIGNED_LEVEL
+        row_of = _target_rows(dense_of, rows, target)
+        quantized = (
+            target.planes, row_of,
+            (float(target.gamma[0]), level, -level if target.signed else 0,
+             2**target.scale_bits - 1, SIGNED_OFFSET if target.signed else 0, target.rows),
+        )  # fmt: skip
+        group = target.vector_size
     _kernel.gemm(
-        planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr, w.idx, w.wv,
-        w.corr if a.signed else None, w.gamma, w.bias, residual, relu, out,
-        path or PATHS[0], threads,
+        planes, table, ga, _padded(dense_of, rows), (rows, m, w.n, w.planes), w.dense, w.ptr,
+        w.idx, w.wv, w.corr if a.signed else None, w.gamma, w.bias, residual, relu, out,
+        *quantized, group, path or PATHS[0], threads,
     )  # fmt: skip
     return out
 
 
-def _output_rows(a: Activations, oh: int, ow: int) -> np.ndarray | None:
-    """int64 [used rows]: the output row of each padded position (-1 where no window starts),
-    or None when every row is an output (no padding)."""
-    if not any(a.pads):
-        return None
-    hs, ws = a.padded_side
+@functools.lru_cache(maxsize=256)
+def _table(stride: int, planes_per_shift: int, shifts: tuple[int, ...]) -> np.ndarray:
+    """int64 [planes]: each plane's byte offset (tap shifts outer, planes inner)."""
+    offsets = [p * stride + 4 * s for s in shifts for p in range(planes_per_shift)]
+    return np.array(offsets, np.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _output_rows(images: int, padded: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
+    """int64 [images · Hs · Ws]: the output row of each padded position (-1 where no window
+    of a stride-1 convolution starts)."""
+    (hs, ws), (oh, ow) = padded, out
     y, x = np.arange(hs)[:, None], np.arange(ws)[None, :]
     inside = (y < oh) & (x < ow)
-    index = np.where(inside, y * ow + x, -1)
-    per_image = np.arange(a.images)[:, None, None] * (oh * ow)
-    return np.where(inside, index + per_image, -1).reshape(-1).astype(np.int64)
+    index = np.where(inside, y * ow + x, -1)[None] + np.where(
+        inside, np.arange(images)[:, None, None] * (oh * ow), 0
+    )
+    rows = index.reshape(-1).astype(np.int64)
+    rows.flags.writeable = False
+    return rows
+
+
+def _target_rows(dense_of: np.ndarray | None, rows: int, target: Activations) -> np.ndarray:
+    """int64 [rows rounded up to a tile]: each virtual row's row in the target's planes (-1:
+    none)."""
+    h, w = target.side
+    hs, ws = target.padded_side
+    o = np.arange(rows) if dense_of is None else dense_of
+    b, y, x = o // (h * w), o % (h * w) // w, o % w
+    placed = np.where(o >= 0, (b * hs + y + target.pads[0]) * ws + x + target.pads[1], -1)
+    return _padded(placed.astype(np.int64), rows)
+
+
+def _padded(rows_of: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """A row map extended with -1 to whole tiles."""
+    if rows_of is None:
+        return None
+    out = np.full(_tiled(rows), -1, np.int64)
+    out[:rows] = rows_of[:rows]
+    return out
+
+
+def max_pool(
+    x: np.ndarray,
+    images: int,
+    side: tuple[int, int],
+    window: ConvGeometry,
+    *,
+    threads: int | None = None,
+) -> np.ndarray:
+    """float32 [C, B · OH · OW]: ONNX MaxPool (padding never wins) of a channel-major tensor
+    [C, B · H · W] of ``images`` images of ``side``."""
+    x = np.ascontiguousarray(x, np.float32)
+    oh, ow = window.output_side(side)
+    out = np.empty((x.shape[0], images * oh * ow), np.float32)
+    geometry = (x.shape[0] * images, *side, *window.kernel, *window.strides, *window.pads[:2],
+                *window.dilations, oh, ow)  # fmt: skip
+    _kernel.max_pool(x, out, geometry, _threads(threads))
+    return out
+
+
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 array whose data starts on a 64-byte boundary: whole-cache-line row vectors."""
+    size = int(np.prod(shape))
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].reshape(shape)
 
 
 def _tiled(rows: int) -> int:

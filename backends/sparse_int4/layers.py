@@ -31,7 +31,8 @@ class SparsityOptions:
     def __post_init__(self) -> None:
         if self.density is not None and not 0 < self.density <= 1:
             raise UserError(f"density must be in (0, 1], not {self.density}")
-        if self.pattern != sparsity.UNSTRUCTURED:
+        sparsity.check_pattern(self.pattern)
+        if self.pattern not in (sparsity.UNSTRUCTURED, sparsity.BLOCKS):
             kept, group = sparsity.parse_pattern(self.pattern)
             if self.density is not None and abs(self.density - kept / group) > 1e-9:
                 raise UserError(
@@ -56,7 +57,7 @@ class SparsityOptions:
 
     @property
     def target_density(self) -> float | None:
-        if self.density is None and self.pattern != sparsity.UNSTRUCTURED:
+        if self.density is None and self.pattern not in (sparsity.UNSTRUCTURED, sparsity.BLOCKS):
             kept, group = sparsity.parse_pattern(self.pattern)
             return kept / group
         return self.density
@@ -92,18 +93,22 @@ class WeightStats:
 
 
 def prepare(
-    w: np.ndarray, bias: np.ndarray | None, options: SparsityOptions
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    options: SparsityOptions,
+    channels: int | None = None,
 ) -> tuple[kernel.PackedWeight, WeightStats]:
-    """Prune (or keep the model's zeros), quantize offline and pack one weight W [K, N]."""
+    """Prune (or keep the model's zeros), quantize offline and pack one weight W [K, N];
+    ``channels``: a convolution's input channels per kernel tap (K = taps x channels)."""
     w = np.asarray(w, np.float32)
     mask = sparsity.existing_mask(w)
     if options.target_density is not None:
-        mask &= sparsity.prune(w, options.target_density, options.pattern)
+        mask &= sparsity.prune(w, options.target_density, options.pattern, channels)
     pruned = np.where(mask, w, np.float32(0))
     clip = options.weight_clip
     if clip == "auto":
         clip = "octav" if mask.all() else "max"
-    qw = vsquant.quantize_weight(pruned, options.vector_size, clip)
+    qw = vsquant.quantize_weight(pruned, options.vector_size, clip, channels=channels)
     stored = sparsity.compress(qw, mask)
     stats = WeightStats(
         k=qw.k,
@@ -120,11 +125,8 @@ def prepare(
 def _clip_ratio(w: np.ndarray, qw: vsquant.QuantizedWeight) -> float:
     """Mean over nonzero vectors of the effective clipping scalar (7 · gamma · sq) over the
     vector's max |w|."""
-    k, n = w.shape
-    v = qw.vector_size
-    padded = np.zeros((-(-k // v) * v, n), np.float32)
-    padded[:k] = np.abs(w)
-    vector_max = padded.reshape(-1, v, n).max(axis=1)
+    starts = np.flatnonzero(np.diff(qw.vector_of, prepend=-1))
+    vector_max = np.maximum.reduceat(np.abs(w), starts, axis=0)
     clip = vsquant.SIGNED_LEVEL * qw.gamma[None, :] * qw.sq.astype(np.float32)
     live = vector_max > 0
     return float(np.mean(clip[live] / vector_max[live])) if live.any() else 1.0

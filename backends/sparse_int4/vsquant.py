@@ -184,10 +184,13 @@ def quantize_activations(
     *,
     scale_bits: int = SCALE_BITS,
     group_rows: int = 1,
+    gamma: float | None = None,
 ) -> QuantizedActivation:
     """Quantize activations X [R, C] at run time: vectors along C, one gamma per group of
     ``group_rows`` consecutive rows (1: per row, as for a MatMul's tokens; the pixels of an
-    image for a convolution's input, rows ordered (image, y, x)).
+    image for a convolution's input, rows ordered (image, y, x)), or one static ``gamma`` for
+    all (calibrated offline: what a producer writing its output quantized uses; vectors beyond
+    its range clip at sq = sqmax).
 
     ``signed=False`` uses 0..15 for non-negative inputs (post-ReLU), one more bit of resolution.
     With clip="max" every step is a float32 operation in this order, so a kernel can repeat it
@@ -203,12 +206,13 @@ def quantize_activations(
         raise UserError("unsigned activations must be non-negative (post-ReLU); use signed=True")
     level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
     groups = data.reshape(-1, group_rows, data.shape[1])
-    q, sq, gamma = _quantize_groups(
-        groups, vector_size, clip, level, scale_bits, OCTAV_RUNTIME_ITERATIONS, signed
+    fixed = None if gamma is None else np.float32(gamma)
+    q, sq, gammas = _quantize_groups(
+        groups, vector_size, clip, level, scale_bits, OCTAV_RUNTIME_ITERATIONS, signed, fixed
     )
     rows = len(data)
     return QuantizedActivation(
-        q.reshape(rows, -1), sq.reshape(rows, -1), gamma, vector_size, signed, scale_bits,
+        q.reshape(rows, -1), sq.reshape(rows, -1), gammas, vector_size, signed, scale_bits,
         group_rows,
     )  # fmt: skip
 
@@ -365,13 +369,18 @@ def _quantize_groups(
     scale_bits: int,
     iterations: int,
     signed: bool = True,
+    fixed: np.float32 | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-level quantization of float32 [G, P, C] with vectors along C and one gamma per group:
-    (q int8 [G, P, C], sq uint8 [G, P, ceil(C / V)], gamma float32 [G])."""
+    """Two-level quantization of float32 [G, P, C] with vectors along C and one gamma per group
+    (its own, or ``fixed`` for all): (q int8 [G, P, C], sq uint8 [G, P, ceil(C / V)], gamma
+    float32 [G])."""
     sq_max = 2**scale_bits - 1
     c = _clip_scalars(t, vector_size, clip, level, iterations, signed)
     s = c / np.float32(level)  # the float per-vector step
-    gamma = s.reshape(len(s), -1).max(axis=1) / np.float32(sq_max)
+    if fixed is None:
+        gamma = s.reshape(len(s), -1).max(axis=1) / np.float32(sq_max)
+    else:
+        gamma = np.full(len(s), fixed, np.float32)
     zero = gamma == 0  # an all-zero group: gamma 0, sq 1, q 0
     ratio = np.divide(s, gamma[:, None, None], out=np.ones_like(s), where=~zero[:, None, None])
     sq = np.clip(np.rint(ratio), 1, sq_max)

@@ -1,0 +1,32 @@
+/* VS-Quant's per-vector arithmetic on LANES rows, shared by the quantize pass and the GEMM
+ * epilogue (included by _quantize_simd.h and _gemm_simd.h with their SIMD, INLINE, LANES, and
+ * VF / VI: float and int32 vectors of LANES). Every operation is one IEEE float32 operation in
+ * the order of vsquant.quantize_activations, so every path rounds alike. */
+
+INLINE VF SIMD(select)(VI mask, VF a, VF b) {
+    return (VF)((mask & (VI)a) | (~mask & (VI)b));
+}
+
+INLINE VF SIMD(round_even)(VF q) {
+    return (q + ROUNDER) - ROUNDER; /* rint, half to even, for |q| < 2^22; clamps cover the rest */
+}
+
+/* A vector's integer scale: clamp(rint(s / gamma), 1, sq_max), 1 where gamma is 0 (not live). */
+INLINE VF SIMD(vector_sq)(VF s, VF gamma, VI live, float sq_max) {
+    const VF one = (VF){0} + 1.0f, top = (VF){0} + sq_max;
+    VF sq = SIMD(round_even)(s / gamma);
+    sq = SIMD(select)(sq >= one, sq, one);
+    sq = SIMD(select)(sq > top, top, sq);
+    return SIMD(select)(live, sq, one);
+}
+
+/* One channel's folded bytes q * sq + offset, q = clamp(rint(x / step), lowest, level) (0 where
+ * not live), in the low byte of each lane. */
+INLINE VI SIMD(fold_values)(VF x, VF step, VF sq, VI live, float lowest, float level, int offset) {
+    const VF low = (VF){0} + lowest, high = (VF){0} + level;
+    VF q = SIMD(round_even)(x / step);
+    q = SIMD(select)(q >= low, q, low); /* NaN -> lowest */
+    q = SIMD(select)(q > high, high, q);
+    q = SIMD(select)(live, q, (VF){0});
+    return (__builtin_convertvector(q * sq, VI) + offset) & 0xff;
+}
