@@ -20,6 +20,36 @@
 
 typedef int32_t SIMD(iv) __attribute__((vector_size(4 * LANES)));
 typedef float SIMD(fv) __attribute__((vector_size(4 * LANES)));
+typedef _Float16 SIMD(hv) __attribute__((vector_size(2 * LANES)));
+
+/* LANES values of a float32 or float16 (half) array from index i, as float32. */
+INLINE SIMD(fv) SIMD(load_values)(const void *p, int half, int64_t i) {
+    SIMD(fv) v;
+    if (!half) {
+        memcpy(&v, (const float *)p + i, sizeof v);
+        return v;
+    }
+    SIMD(hv) h;
+    memcpy(&h, (const _Float16 *)p + i, sizeof h);
+    return __builtin_convertvector(h, SIMD(fv));
+}
+
+/* LANES float32 values at `from` into a float32 or float16 array at index i (float16 rounds to
+ * nearest even, as numpy's astype does). */
+INLINE void SIMD(store_values)(void *p, int half, int64_t i, const float *from) {
+    if (!half) {
+        memcpy((float *)p + i, from, sizeof(float) * LANES);
+        return;
+    }
+    SIMD(fv) v;
+    memcpy(&v, from, sizeof v);
+    const SIMD(hv) h = __builtin_convertvector(v, SIMD(hv));
+    memcpy((_Float16 *)p + i, &h, sizeof h);
+}
+
+INLINE float SIMD(load_value)(const void *p, int half, int64_t i) {
+    return half ? (float)((const _Float16 *)p)[i] : ((const float *)p)[i];
+}
 
 /* The first of LANES int64 row numbers from p (NULL: r0..r0+LANES-1) when the last is LANES - 1
  * after it, else -1: a run of rows when no row between them can be -1 (as in dense_of). */
@@ -36,7 +66,9 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
         const int64_t n = n0 + c;
         const int32_t corr = g->corr ? g->corr[n] : 0;
         const float gw = g->gw[n], bias = g->bias ? g->bias[n] : 0.0f;
-        const float *res = g->residual ? g->residual + n * g->m : NULL;
+        const int half = g->residual_half;
+        const void *res = g->residual;
+        const int64_t base = n * g->m;
         float *dst = f + (n - g0) * TILE_ROWS;
         for (int i = 0; i < rows; i += LANES) {
             SIMD(iv) a;
@@ -48,17 +80,18 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
             if (res) { /* the residual at each lane's output row (0 for rows that are none) */
                 const int64_t *of = g->dense_of ? g->dense_of + r0 + r + i : NULL;
                 const int64_t first = SIMD(run_start)(of, r0 + r + i);
-                float add[LANES];
+                SIMD(fv) add;
                 if (first >= 0 && first + LANES <= g->m)
-                    memcpy(add, res + first, sizeof add);
-                else
+                    add = SIMD(load_values)(res, half, base + first);
+                else {
+                    float part[LANES];
                     for (int l = 0; l < LANES; l++) {
                         const int64_t o = of ? of[l] : r0 + r + i + l;
-                        add[l] = o >= 0 && o < g->m ? res[o] : 0.0f;
+                        part[l] = o >= 0 && o < g->m ? SIMD(load_value)(res, half, base + o) : 0.0f;
                     }
-                SIMD(fv) addv;
-                memcpy(&addv, add, sizeof addv);
-                v = v + addv;
+                    memcpy(&add, part, sizeof add);
+                }
+                v = v + add;
             }
             if (g->relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
             memcpy(dst + r + i, &v, sizeof v);
@@ -73,16 +106,21 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
     const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
     if (g->out)
         for (int c = 0; c < channels; c++) {
-            float *out = g->out + (g0 + c) * g->m;
+            const int64_t base = (g0 + c) * g->m;
             for (int i = 0; i < rows; i += LANES) {
+                const float *from = f + c * TILE_ROWS + i;
                 const int64_t first = i + LANES <= rows ? SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) : -1;
                 if (first >= 0) {
-                    memcpy(out + first, f + c * TILE_ROWS + i, sizeof(float) * LANES);
+                    SIMD(store_values)(g->out, g->out_half, base + first, from);
                     continue;
                 }
                 for (int l = 0; l < LANES && i + l < rows; l++) { /* partial: lane by lane */
                     const int64_t o = g->dense_of ? g->dense_of[r0 + i + l] : r0 + i + l;
-                    if (o >= 0) out[o] = f[c * TILE_ROWS + i + l];
+                    if (o < 0) continue;
+                    if (g->out_half)
+                        ((_Float16 *)g->out)[base + o] = (_Float16)from[l];
+                    else
+                        ((float *)g->out)[base + o] = from[l];
                 }
             }
         }

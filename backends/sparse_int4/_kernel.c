@@ -36,8 +36,11 @@
 #define SP_X86 1
 #include <immintrin.h>
 #define CPU_RELAX() _mm_pause()
+/* Plain loops the compiler vectorizes, built for each SIMD width and picked at load. */
+#define CLONED __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CPU_RELAX() ((void)0)
+#define CLONED
 #endif
 
 #define MAX_THREADS 64
@@ -53,8 +56,9 @@ static int path_supported(int path) {
     if (path == PATH_PORTABLE) return 1;
 #ifdef SP_X86
     __builtin_cpu_init();
-    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2");
-    if (path == PATH_AVXVNNI) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    if (path == PATH_AVXVNNI)
+        return path_supported(PATH_AVX2) && __builtin_cpu_supports("avxvnni");
     if (path == PATH_AVX512VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
@@ -323,7 +327,7 @@ typedef struct {
     uint32_t fill;
 } windows_t;
 
-static void windows_part(void *ctx, int part, int parts) {
+CLONED static void windows_part(void *ctx, int part, int parts) {
     const windows_t *t = ctx;
     const int64_t planes = t->kh * t->kw * t->c4, outputs = t->b * t->oh * t->ow;
     int64_t lo, hi;
@@ -348,29 +352,43 @@ static void windows_part(void *ctx, int part, int parts) {
 typedef struct {
     const float *x;
     float *out;
+    float *lines; /* per part: w floats */
     int64_t planes, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
 } pool_t;
 
-static void pool_part(void *ctx, int part, int parts) {
+/* Separable: the window rows' max into a line (vectorized by the compiler), then along it. */
+CLONED static void pool_part(void *ctx, int part, int parts) {
     const pool_t *t = ctx;
+    float *line = t->lines + part * t->w;
     int64_t lo, hi;
     split(t->planes, part, parts, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
         const float *x = t->x + p * t->h * t->w;
         float *out = t->out + p * t->oh * t->ow;
-        for (int64_t oy = 0; oy < t->oh; oy++)
+        for (int64_t oy = 0; oy < t->oh; oy++) {
+            for (int64_t ix = 0; ix < t->w; ix++) line[ix] = -__builtin_inff();
+            for (int64_t ky = 0; ky < t->kh; ky++) {
+                const int64_t iy = oy * t->sh - t->pt + ky * t->dh;
+                if (iy < 0 || iy >= t->h) continue;
+                const float *row = x + iy * t->w;
+                for (int64_t ix = 0; ix < t->w; ix++) line[ix] = row[ix] > line[ix] ? row[ix] : line[ix];
+            }
             for (int64_t ox = 0; ox < t->ow; ox++) {
+                const int64_t first = ox * t->sw - t->pl, last = first + (t->kw - 1) * t->dw;
                 float top = -__builtin_inff();
-                for (int64_t ky = 0; ky < t->kh; ky++) {
-                    const int64_t iy = oy * t->sh - t->pt + ky * t->dh;
-                    if (iy < 0 || iy >= t->h) continue;
+                if (first >= 0 && last < t->w) /* inside: no bounds to check */
                     for (int64_t kx = 0; kx < t->kw; kx++) {
-                        const int64_t ix = ox * t->sw - t->pl + kx * t->dw;
-                        if (ix >= 0 && ix < t->w && x[iy * t->w + ix] > top) top = x[iy * t->w + ix];
+                        const float v = line[first + kx * t->dw];
+                        top = v > top ? v : top;
                     }
-                }
+                else
+                    for (int64_t kx = 0; kx < t->kw; kx++) {
+                        const int64_t ix = first + kx * t->dw;
+                        if (ix >= 0 && ix < t->w && line[ix] > top) top = line[ix];
+                    }
                 *out++ = top;
             }
+        }
     }
 }
 
@@ -400,8 +418,10 @@ typedef struct {
     const int32_t *wv;       /* sparse: each kept block's 4 s8 */
     const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
     const float *gw, *bias;  /* [n]; bias may be NULL */
-    const float *residual;   /* [n][m] added before the ReLU, or NULL */
-    float *out;              /* [n][m], or NULL: quantized planes only */
+    const void *residual;    /* [n][m] float32 or float16 (residual_half), added before the ReLU,
+                              * or NULL */
+    void *out;               /* [n][m] float32 or float16 (out_half), or NULL: planes only */
+    int residual_half, out_half;
     const quant_out_t *q;    /* the next layer's planes, or NULL */
     int64_t group;           /* channels emitted together: the output's vector size */
     int relu, path;
@@ -455,8 +475,8 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
  * are zero-extended to int16 and multiplied as two pairs (vpmaddwd): a row vector of 8 rows is
  * two registers of (row, pair) sums, added pairwise when stored. */
 #define SIMD(name) name##_avx2
-#define FN __attribute__((target("avx2"))) static
-#define INLINE __attribute__((target("avx2"), always_inline)) static inline
+#define FN __attribute__((target("avx2,f16c"))) static
+#define INLINE __attribute__((target("avx2,f16c"), always_inline)) static inline
 #define LANES 8
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 16
@@ -483,8 +503,8 @@ typedef struct {
 
 /* AVX-VNNI: vpdpbusd on 8 rows (VEX encoding). */
 #define SIMD(name) name##_avxvnni
-#define FN __attribute__((target("avx2,avxvnni"))) static
-#define INLINE __attribute__((target("avx2,avxvnni"), always_inline)) static inline
+#define FN __attribute__((target("avx2,f16c,avxvnni"))) static
+#define INLINE __attribute__((target("avx2,f16c,avxvnni"), always_inline)) static inline
 #define LANES 8
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 16
@@ -501,8 +521,8 @@ typedef struct {
 
 /* AVX-512 VNNI: vpdpbusd on 16 rows. */
 #define SIMD(name) name##_vnni
-#define FN __attribute__((target("avx512f,avx512bw,avx512vnni"))) static
-#define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) static inline
+#define FN __attribute__((target("avx512f,avx512bw,avx512vnni,f16c"))) static
+#define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni,f16c"), always_inline)) static inline
 #define LANES 16
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 64
@@ -759,12 +779,19 @@ static PyObject *py_max_pool(PyObject *self, PyObject *args) {
             ok = 0;
         }
     ok = ok && check_len(&x, t.planes * t.h * t.w, 4, "x") && check_len(&out, t.planes * t.oh * t.ow, 4, "out");
+    const int parts = ok ? parts_for(threads, t.planes) : 0;
+    t.lines = ok ? malloc(sizeof(float) * (size_t)t.w * (size_t)parts) : NULL;
+    if (ok && !t.lines) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
     if (ok) {
         t.x = x.buf;
         t.out = out.buf;
-        Py_BEGIN_ALLOW_THREADS run_parts(pool_part, &t, parts_for(threads, t.planes));
+        Py_BEGIN_ALLOW_THREADS run_parts(pool_part, &t, parts);
         Py_END_ALLOW_THREADS
     }
+    free(t.lines);
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     if (!ok) return NULL;
@@ -773,7 +800,8 @@ static PyObject *py_max_pool(PyObject *self, PyObject *args) {
 
 /* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
  *      gw, bias_or_None, residual_or_None, relu, out_or_None, planes_or_None, row_of_or_None,
- *      (gamma, level, lowest, sq_max, offset, plane_rows), group, path, threads)
+ *      (gamma, level, lowest, sq_max, offset, plane_rows), group, (residual_half, out_half),
+ *      path, threads)
  *   a uint8 planes (every plane a tile reads in bounds); table int64 [k4]; ga float32 [rows
  *   rounded up to TILE_ROWS]; dense_of int64 [same] (-1: no output row); dense int32 [n][k4];
  *   sparse: ptr int32 [blocks of K * n + 1], idx uint16, wv int32; corr int32 [n]; gw, bias
@@ -788,10 +816,12 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpOOO(fiiiiL)Lsi", &a, &table, &ga, &obj[0],
-                          &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3], &obj[4],
-                          &relu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level, &q.lowest, &q.sq_max,
-                          &q.offset, &plane_rows, &group, &path_name, &threads))
+    int residual_half, out_half;
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpOOO(fiiiiL)L(pp)si", &a, &table, &ga,
+                          &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3],
+                          &obj[4], &relu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level, &q.lowest,
+                          &q.sq_max, &q.offset, &plane_rows, &group, &residual_half, &out_half,
+                          &path_name, &threads))
         return NULL;
     enum { DENSE_OF, WD, CORR, BIAS, RESIDUAL, OUT, PLANES, ROW_OF, OPTIONS };
     gemm_t *g = calloc(1, sizeof(gemm_t));
@@ -812,11 +842,11 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     const int64_t nkb = (k4 + KB_PLANES - 1) / KB_PLANES;
     ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
          check_len(&gw, n, 4, "gw") &&
-         (!opt[OUT].obj || check_len(&opt[OUT], n * m, 4, "out")) &&
+         (!opt[OUT].obj || check_len(&opt[OUT], n * m, out_half ? 2 : 4, "out")) &&
          (!opt[DENSE_OF].obj || check_len(&opt[DENSE_OF], tiled, 8, "dense_of")) &&
          (!opt[CORR].obj || check_len(&opt[CORR], n, 4, "corr")) &&
          (!opt[BIAS].obj || check_len(&opt[BIAS], n, 4, "bias")) &&
-         (!opt[RESIDUAL].obj || check_len(&opt[RESIDUAL], n * m, 4, "residual")) &&
+         (!opt[RESIDUAL].obj || check_len(&opt[RESIDUAL], n * m, residual_half ? 2 : 4, "residual")) &&
          (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
          (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
          (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, nkb * n + 1, 4, "ptr"));
@@ -867,6 +897,8 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->bias = opt[BIAS].buf;
         g->residual = opt[RESIDUAL].buf;
         g->out = opt[OUT].buf;
+        g->residual_half = residual_half;
+        g->out_half = out_half;
         g->relu = relu;
         g->path = path;
         if (opt[PLANES].obj) {

@@ -22,8 +22,9 @@ are per sample, and the simulated accelerator consumes them.
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -223,9 +224,50 @@ class Plan:
     def layers(self) -> list[Layer]:
         return [step for step in self.steps if isinstance(step, Layer)]
 
+    @property
+    def floats(self) -> set[str]:
+        """Values something reads as floats: graph outputs, residuals, a MatMul's rows, and
+        whatever is not a kernel layer."""
+        return self._float_reads(residuals=True)
+
+    @property
+    def halves(self) -> set[str]:
+        """Kernel layers' outputs read as floats only as residuals: stored as float16, half the
+        memory traffic of a ResNet's shortcuts (rounding error 2^-11, far below 4-bit steps)."""
+        produced = {layer.output for layer in self.layers}
+        residuals = {layer.residual for layer in self.layers if layer.residual}
+        return (residuals & produced) - self._float_reads(residuals=False)
+
+    def _float_reads(self, residuals: bool) -> set[str]:
+        names = set(self.outputs)
+        for step in self.steps:
+            if isinstance(step, Layer):
+                names.update([step.residual] if residuals and step.conv else [])
+                names.update([] if step.conv else step.inputs)
+            else:
+                names.update(step.inputs)
+        return names
+
+
+@dataclass(frozen=True)
+class Form:
+    """How a kernel layer reads its input: the quantization and the planes' layout."""
+
+    vector_size: int
+    signed: bool
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    reach: int = 0
+    images: bool = True  # one gamma per image (a convolution) or per row (tokens)
+
 
 class GraphExecutor:
-    """Loads a model once (quantizing and packing its weights), then runs batches."""
+    """Loads a model once (quantizing and packing its weights, and, given calibration batches,
+    fixing every convolution input's gamma), then runs batches.
+
+    With a calibrated gamma a layer writes its output straight into the planes of the
+    convolutions that read it (the epilogue quantizes), and floats only where something else
+    reads them; without, each convolution input is quantized at run time with one gamma per
+    image."""
 
     def __init__(
         self,
@@ -234,12 +276,25 @@ class GraphExecutor:
         threads: int | None = None,
         path: str | None = None,
         progress: Callable[[str], None] | None = None,
+        calibration: Sequence[dict[str, np.ndarray]] = (),
     ) -> None:
         self.options = options
         self.threads = threads or kernel.default_threads()
         self.path = path or kernel.PATHS[0]
         self.plan = _build_plan(Graph(model), options, self.threads, progress or (lambda _: None))
-        self._consumers = _quantizations(self.plan)
+        self.forms = {layer.node: _form(layer) for layer in self.plan.layers}
+        self.readers = _kernel_readers(self.plan, self.forms)
+        self.gammas: dict[str, float] = {}  # value -> its static gamma
+        self._local = threading.local()  # per thread: planes and buffers reused across runs
+        if calibration and options.act_clip == "max":
+            self.gammas = self._calibrate(calibration)
+        # float16 where floats serve only residuals, every convolution reading the planes the
+        # producer writes (a convolution quantizing from the floats would see them rounded)
+        self._halves = {
+            name
+            for name in self.plan.halves
+            if name in self.gammas and len(self.readers.get(name, {})) <= 1
+        }
 
     @property
     def layers(self) -> list[Layer]:
@@ -250,17 +305,29 @@ class GraphExecutor:
     ) -> dict[str, np.ndarray]:
         """Outputs for one batch; ``timings`` (if given) accumulates seconds spent in kernel
         layers, other native steps and ONNX Runtime segments, for time splits."""
+        values = self._run(feeds, timings)
+        return {name: np.array(to_onnx(values[name])) for name in self.plan.outputs}
+
+    def _run(
+        self,
+        feeds: dict[str, np.ndarray],
+        timings: dict[str, float] | None = None,
+        observe: Callable[[str, Channels], None] | None = None,
+    ) -> dict[str, np.ndarray | Channels]:
         values: dict[str, np.ndarray | Channels] = dict(feeds)
-        quantized: dict[tuple, kernel.Activations] = {}  # each layer input, once per form
+        quantized: dict[tuple[str, Form], kernel.Activations] = {}  # inputs, once per form
         for step, dead in zip(self.plan.steps, self.plan.release, strict=True):
             start = time.perf_counter()
             if isinstance(step, Segment):
                 feeds_in = {name: to_onnx(values[name]) for name in step.inputs}
-                values.update(
-                    zip(step.outputs, step.session.run(step.outputs, feeds_in), strict=True)
-                )
+                outputs = step.session.run(step.outputs, feeds_in)
+                values.update(zip(step.outputs, outputs, strict=True))
             elif isinstance(step, Layer):
-                values[step.output] = self._run_layer(step, values, quantized)
+                output = self._run_layer(step, values, quantized)
+                if output is not None:
+                    values[step.output] = output
+                    if observe is not None:
+                        observe(step.output, output)
             elif isinstance(step, Pool):
                 values[step.output] = self._pool(step, to_channels(values[step.input], True))
             else:
@@ -273,40 +340,52 @@ class GraphExecutor:
                 values.pop(name, None)
                 for key in [key for key in quantized if key[0] == name]:
                     del quantized[key]
-        return {name: to_onnx(values[name]) for name in self.plan.outputs}
+        return values
 
     def _run_layer(
         self,
         layer: Layer,
         values: dict[str, np.ndarray | Channels],
-        quantized: dict[tuple, kernel.Activations],
-    ) -> Channels:
-        """The layer's output; layers reading one value in one form (a transformer's query,
-        key and value projections; a ResNet block's first convolution and its downsample)
-        share its quantization through ``quantized``."""
-        x = to_channels(values[layer.input], layer.conv is not None)
-        form = self._consumers[layer.node]
-        a = quantized.get((layer.input, *form))
+        quantized: dict[tuple[str, Form], kernel.Activations],
+    ) -> Channels | None:
+        """The layer's float output, if anything reads it as floats. Layers reading one value
+        in one form (a transformer's query, key and value projections; a ResNet block's first
+        convolution and its downsample) share its quantization through ``quantized``; a layer
+        whose output has a static gamma writes it into its readers' planes there too."""
+        form = self.forms[layer.node]
+        a = quantized.get((layer.input, form))
         if a is None:
-            a = quantized[(layer.input, *form)] = self._quantize(layer, x, form)
+            x = to_channels(values[layer.input], layer.conv is not None)
+            a = quantized[(layer.input, form)] = self._quantize(layer.input, x, form)
         residual = None
         if layer.residual:
             residual = to_channels(values[layer.residual], layer.conv is not None).data
-        geometry = layer.conv or kernel.POINTWISE
-        out = kernel.conv(
-            a, layer.weight, geometry, residual=residual, relu=layer.relu, path=self.path,
-            threads=self.threads,
+        forms = self.readers.get(layer.output, {})
+        target, floats = None, True
+        if layer.output in self.gammas and forms:
+            first, *rest = forms
+            sample = layer.sample
+            target = self._planes(layer.output, first, a.images, (sample[1], sample[2]), sample[0])
+            quantized[(layer.output, first)] = target
+            floats = bool(rest) or layer.output in self.plan.floats
+        out = None
+        if floats:
+            shape = (layer.weight.n, a.images * layer.rows_per_sample)
+            out = self._buffer(layer.output, shape, layer.output in self._halves)
+        kernel.conv(
+            a, layer.weight, layer.conv or kernel.POINTWISE, residual=residual, relu=layer.relu,
+            floats=floats, out=out, target=target, path=self.path, threads=self.threads,
         )  # fmt: skip
-        return Channels(out, layer.sample, layer.conv is not None)
+        return None if out is None else Channels(out, layer.sample, layer.conv is not None)
 
-    def _quantize(self, layer: Layer, x: Channels, form: tuple) -> kernel.Activations:
-        vector, signed, pads, reach = form
+    def _quantize(self, name: str, x: Channels, form: Form) -> kernel.Activations:
         clip = None
         if self.options.act_clip == "octav":  # per-vector Octav scalars need the float rows
-            clip = vsquant.activation_clip_scalars(x.data.T, vector, signed).T
-        images = {"images": x.batch, "side": x.side} if layer.conv is not None else {}
+            clip = vsquant.activation_clip_scalars(x.data.T, form.vector_size, form.signed).T
+        images = {"images": x.batch, "side": x.side} if form.images else {}
         return kernel.quantize(
-            x.data, vector, signed, pads=pads, reach=reach, clip=clip, path=self.path,
+            x.data, form.vector_size, form.signed, pads=form.pads, reach=form.reach,
+            gamma=self.gammas.get(name) if form.images else None, clip=clip, path=self.path,
             threads=self.threads, **images,
         )  # fmt: skip
 
@@ -315,20 +394,75 @@ class GraphExecutor:
         if step.window is None:
             mean = x.data.reshape(c, x.batch, -1).mean(axis=2, dtype=np.float32)
             return Channels(np.ascontiguousarray(mean), step.sample, step.image)
-        out = kernel.max_pool(x.data, x.batch, x.side, step.window, threads=self.threads)
+        oh, ow = step.window.output_side(x.side)
+        out = self._buffer(step.output, (c, x.batch * oh * ow))
+        kernel.max_pool(x.data, x.batch, x.side, step.window, out=out, threads=self.threads)
         return Channels(out, step.sample, True)
 
+    def _planes(
+        self, name: str, form: Form, images: int, side: tuple[int, int], channels: int
+    ) -> kernel.Activations:
+        """The planes a producer fills for ``form`` (made once per thread and batch size: their
+        padding never changes)."""
+        cache = self._cache("planes")
+        key = (name, form, images)
+        if key not in cache:
+            cache[key] = kernel.planes_for(
+                images, side, channels, form.vector_size, form.signed, form.pads, form.reach,
+                self.gammas[name],
+            )  # fmt: skip
+        return cache[key]
 
-def _quantizations(plan: Plan) -> dict[str, tuple]:
-    """Each layer's input form (vector size, signed, padding, reach): the layers reading one
-    value alike share one quantization of it."""
-    forms = {}
+    def _buffer(self, name: str, shape: tuple[int, int], half: bool = False) -> np.ndarray:
+        """A float output buffer, reused by the next run of this thread (no page faults)."""
+        cache = self._cache("floats")
+        if cache.get(name) is None or cache[name].shape != shape:
+            cache[name] = np.empty(shape, np.float16 if half else np.float32)
+        return cache[name]
+
+    def _cache(self, kind: str) -> dict:
+        if not hasattr(self._local, kind):
+            setattr(self._local, kind, {})
+        return getattr(self._local, kind)
+
+    def _calibrate(self, batches: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+        """Each convolution input's static gamma: the largest per-vector step over the
+        calibration batches (run with one gamma per image), over the largest integer scale."""
+        steps: dict[str, float] = {}
+        readers = {name: next(iter(forms)) for name, forms in self.readers.items()}
+        inputs = {layer.input: self.forms[layer.node] for layer in self.layers if layer.conv}
+
+        def observe(name: str, value: Channels) -> None:
+            form = readers.get(name) or inputs.get(name)
+            if form is not None and form.images:
+                level = vsquant.SIGNED_LEVEL if form.signed else vsquant.UNSIGNED_LEVEL
+                top = float(np.abs(value.data).max()) / level
+                steps[name] = max(steps.get(name, 0.0), top)
+
+        for batch in batches:
+            values = self._run(batch, observe=observe)
+            for name, form in inputs.items():  # graph inputs and native steps' outputs
+                if name in values and form.images:
+                    observe(name, to_channels(values[name], True))
+        sq_max = 2**vsquant.SCALE_BITS - 1
+        return {name: float(np.float32(step) / np.float32(sq_max)) for name, step in steps.items()}
+
+
+def _form(layer: Layer) -> Form:
+    if layer.conv is None:
+        return Form(layer.weight.vector_size, layer.signed, images=False)
+    reach = kernel.conv_reach(layer.conv, layer.side)
+    return Form(layer.weight.vector_size, layer.signed, layer.conv.pads, reach)
+
+
+def _kernel_readers(plan: Plan, forms: dict[str, Form]) -> dict[str, dict[Form, None]]:
+    """For each kernel layer's output, the forms of the convolutions that read it (ordered)."""
+    produced = {layer.output for layer in plan.layers}
+    readers: dict[str, dict[Form, None]] = {}
     for layer in plan.layers:
-        pads, reach = (0, 0, 0, 0), 0
-        if layer.conv is not None:
-            pads, reach = layer.conv.pads, kernel.conv_reach(layer.conv, layer.side)
-        forms[layer.node] = (layer.weight.vector_size, layer.signed, pads, reach)
-    return forms
+        if layer.input in produced and forms[layer.node].images:
+            readers.setdefault(layer.input, {})[forms[layer.node]] = None
+    return readers
 
 
 # ------------------------------------------------------------------------------ planning

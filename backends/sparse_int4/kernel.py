@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,9 @@ TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole t
 MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
 KB_PLANES = _kernel.KB_PLANES  # planes per K block of the sparse loop
 SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
+HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
+SCRATCH_SHAPES = 16  # temporaries kept per thread: strided convolutions x a few batch sizes
 
 
 def default_threads() -> int:
@@ -278,14 +281,16 @@ def conv(
     residual: np.ndarray | None = None,
     relu: bool = False,
     floats: bool = True,
+    out: np.ndarray | None = None,
     target: Activations | None = None,
     path: str | None = None,
     threads: int | None = None,
 ) -> np.ndarray | None:
     """The convolution of quantized images (laid out with the convolution's padding) with a
-    packed weight, + bias, + ``residual`` [N, B · OH · OW], then ReLU if asked, each as the
-    reference orders it: float32 [N, B · OH · OW] when ``floats``, and quantized straight into
-    ``target``'s planes (its static gamma, made by ``planes_for``) when given."""
+    packed weight, + bias, + ``residual`` [N, B · OH · OW] (float32 or float16), then ReLU if
+    asked, each as the reference orders it: float32 [N, B · OH · OW] when ``floats`` (into
+    ``out`` if given: float16 there rounds to nearest even), and quantized straight into
+    ``target``'s planes (its static gamma, see ``planes_for``)."""
     if a.channels != w.channels or a.vector_size != w.vector_size or geometry.taps != w.taps:
         raise UserError(
             f"activations ({a.channels} channels, vectors of {a.vector_size}) do not fit the "
@@ -299,28 +304,33 @@ def conv(
     b, (oh, ow), c4 = a.images, geometry.output_side(a.side), -(-a.channels // 4)
     m = b * oh * ow
     hs, ws = a.padded_side
+    shifted = geometry.implicit and any(a.pads)  # taps are shifted rows of padded images
+    rows, dense_of, group_of_row = _virtual_rows(b, (hs, ws), (oh, ow), shifted)
     if geometry.implicit:
-        planes, rows = a.planes, a.used_rows if any(a.pads) else m
-        dense_of = _output_rows(b, (hs, ws), (oh, ow)) if any(a.pads) else None
+        planes = a.planes
         (kh, kw), (dh, dw) = geometry.kernel, geometry.dilations
         shifts = tuple(ky * dh * ws + kx * dw for ky in range(kh) for kx in range(kw))
         table = _table(planes.shape[1] * 4, c4, shifts)
-        group_of_row = np.arange(rows) // (hs * ws)
     else:
-        rows, dense_of = m, None
-        planes = aligned_empty((geometry.taps * c4, _tiled(m), 4))
+        planes = _scratch("windows", (geometry.taps * c4, _tiled(m), 4))
         _kernel.pack_windows(
             a.planes, planes, (c4, a.rows, planes.shape[1], b, hs, ws, *geometry.kernel,
                                *geometry.strides, *geometry.dilations, oh, ow),
             SIGNED_OFFSET * 0x01010101 if a.signed else 0, threads,
         )  # fmt: skip
         table = _table(planes.shape[1] * 4, geometry.taps * c4, (0,))
-        group_of_row = np.arange(rows) // (oh * ow)
     ga = np.zeros(_tiled(rows), np.float32)
     ga[:rows] = a.gamma[group_of_row]
-    out = np.empty((w.n, m), np.float32) if floats else None
+    if floats and out is None:
+        out = np.empty((w.n, m), np.float32)
+    elif not floats:
+        out = None
+    elif out.shape != (w.n, m) or out.dtype not in HALF_OR_FLOAT or not out.flags.c_contiguous:
+        raise UserError(f"the output buffer must be float32 or float16 [{w.n}, {m}]")
     if residual is not None:
-        residual = np.ascontiguousarray(residual, np.float32)
+        if residual.dtype not in HALF_OR_FLOAT:
+            residual = residual.astype(np.float32)
+        residual = np.ascontiguousarray(residual)
         if residual.shape != (w.n, m):
             raise UserError(f"the residual is {list(residual.shape)}, the output [{w.n}, {m}]")
     quantized: tuple = (None, None, (0.0, 0, 0, 0, 0, 0))
@@ -329,7 +339,7 @@ def conv(
         if target.channels != w.n or target.images != b or target.side != (oh, ow):
             raise UserError("the target planes do not hold this convolution's output")
         level = SIGNED_LEVEL if target.signed else UNSIGNED_LEVEL
-        row_of = _target_rows(dense_of, rows, target)
+        row_of = _target_rows(b, (hs, ws), (oh, ow), shifted, target.padded_side, target.pads[:2])
         quantized = (
             target.planes, row_of,
             (float(target.gamma[0]), level, -level if target.signed else 0,
@@ -337,9 +347,9 @@ def conv(
         )  # fmt: skip
         group = target.vector_size
     _kernel.gemm(
-        planes, table, ga, _padded(dense_of, rows), (rows, m, w.n, w.planes), w.dense, w.ptr,
+        planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr,
         w.idx, w.wv, w.corr if a.signed else None, w.gamma, w.bias, residual, relu, out,
-        *quantized, group, path or PATHS[0], threads,
+        *quantized, group, (_is_half(residual), _is_half(out)), path or PATHS[0], threads,
     )  # fmt: skip
     return out
 
@@ -352,38 +362,48 @@ def _table(stride: int, planes_per_shift: int, shifts: tuple[int, ...]) -> np.nd
 
 
 @functools.lru_cache(maxsize=256)
-def _output_rows(images: int, padded: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
-    """int64 [images · Hs · Ws]: the output row of each padded position (-1 where no window
-    of a stride-1 convolution starts)."""
+def _virtual_rows(
+    images: int, padded: tuple[int, int], out: tuple[int, int], shifted: bool
+) -> tuple[int, np.ndarray | None, np.ndarray]:
+    """(rows, dense_of, image of each row) of a convolution's GEMM: its output rows, or, when
+    its taps are shifted rows of padded images, every padded position, with the output row
+    of each (-1 where no window starts; whole tiles)."""
     (hs, ws), (oh, ow) = padded, out
+    if not shifted:
+        rows = images * oh * ow
+        return rows, None, _frozen(np.arange(rows) // (oh * ow))
+    rows = images * hs * ws
     y, x = np.arange(hs)[:, None], np.arange(ws)[None, :]
     inside = (y < oh) & (x < ow)
-    index = np.where(inside, y * ow + x, -1)[None] + np.where(
-        inside, np.arange(images)[:, None, None] * (oh * ow), 0
-    )
-    rows = index.reshape(-1).astype(np.int64)
-    rows.flags.writeable = False
-    return rows
+    per_image = np.where(inside, y * ow + x, -1)[None]
+    index = np.where(inside, per_image + np.arange(images)[:, None, None] * (oh * ow), -1)
+    dense_of = np.full(_tiled(rows), -1, np.int64)
+    dense_of[:rows] = index.reshape(-1)
+    return rows, _frozen(dense_of), _frozen(np.arange(rows) // (hs * ws))
 
 
-def _target_rows(dense_of: np.ndarray | None, rows: int, target: Activations) -> np.ndarray:
-    """int64 [rows rounded up to a tile]: each virtual row's row in the target's planes (-1:
-    none)."""
-    h, w = target.side
-    hs, ws = target.padded_side
-    o = np.arange(rows) if dense_of is None else dense_of
-    b, y, x = o // (h * w), o % (h * w) // w, o % w
-    placed = np.where(o >= 0, (b * hs + y + target.pads[0]) * ws + x + target.pads[1], -1)
-    return _padded(placed.astype(np.int64), rows)
+@functools.lru_cache(maxsize=256)
+def _target_rows(
+    images: int,
+    padded: tuple[int, int],
+    out: tuple[int, int],
+    shifted: bool,
+    target_padded: tuple[int, int],
+    target_corner: tuple[int, int],
+) -> np.ndarray:
+    """int64 [rows, whole tiles]: each GEMM row's row in planes laid out with the padding of
+    the layer that reads the output (-1: none)."""
+    rows, dense_of, _ = _virtual_rows(images, padded, out, shifted)
+    (oh, ow), (hs, ws), (top, left) = out, target_padded, target_corner
+    o = np.arange(_tiled(rows)) if dense_of is None else dense_of
+    b, y, x = o // (oh * ow), o % (oh * ow) // ow, o % ow
+    valid = (o >= 0) & (o < images * oh * ow)
+    return _frozen(np.where(valid, (b * hs + y + top) * ws + x + left, -1).astype(np.int64))
 
 
-def _padded(rows_of: np.ndarray | None, rows: int) -> np.ndarray | None:
-    """A row map extended with -1 to whole tiles."""
-    if rows_of is None:
-        return None
-    out = np.full(_tiled(rows), -1, np.int64)
-    out[:rows] = rows_of[:rows]
-    return out
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def max_pool(
@@ -392,17 +412,39 @@ def max_pool(
     side: tuple[int, int],
     window: ConvGeometry,
     *,
+    out: np.ndarray | None = None,
     threads: int | None = None,
 ) -> np.ndarray:
-    """float32 [C, B · OH · OW]: ONNX MaxPool (padding never wins) of a channel-major tensor
-    [C, B · H · W] of ``images`` images of ``side``."""
+    """float32 [C, B · OH · OW] (into ``out`` if given): ONNX MaxPool (padding never wins) of a
+    channel-major tensor [C, B · H · W] of ``images`` images of ``side``."""
     x = np.ascontiguousarray(x, np.float32)
     oh, ow = window.output_side(side)
-    out = np.empty((x.shape[0], images * oh * ow), np.float32)
+    shape = (x.shape[0], images * oh * ow)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise UserError(f"the output buffer must be float32 {list(shape)}")
     geometry = (x.shape[0] * images, *side, *window.kernel, *window.strides, *window.pads[:2],
                 *window.dilations, oh, ow)  # fmt: skip
     _kernel.max_pool(x, out, geometry, _threads(threads))
     return out
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A 64-byte aligned uint8 buffer for one call's temporaries, kept per thread so the next
+    call of the same shape reuses its pages (fresh pages cost a fault each); the last
+    SCRATCH_SHAPES shapes are kept."""
+    buffers = _SCRATCH.__dict__.setdefault(kind, {})
+    buffer = buffers.pop(shape, None)
+    if buffer is None:
+        buffer = aligned_empty(shape)
+        if len(buffers) >= SCRATCH_SHAPES:
+            buffers.pop(next(iter(buffers)))
+    buffers[shape] = buffer  # the most recent last
+    return buffer
 
 
 def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
@@ -411,6 +453,10 @@ def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     raw = np.empty(size + 64, np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start : start + size].reshape(shape)
+
+
+def _is_half(array: np.ndarray | None) -> bool:
+    return array is not None and array.dtype == np.float16
 
 
 def _tiled(rows: int) -> int:
