@@ -20,13 +20,13 @@ INLINE VF SIMD(vector_sq)(VF s, VF gamma, VI live, float sq_max) {
     return SIMD(select)(live, sq, one);
 }
 
-/* One channel's folded bytes q * sq + offset, q = clamp(rint(x / step), lowest, level) (0 where
- * not live), in the low byte of each lane. */
-INLINE VI SIMD(fold_values)(VF x, VF step, VF sq, VI live, float lowest, float level, int offset) {
+/* One channel's folded bytes q * sq + offset, q = clamp(rint(x * inverse), lowest, level) with
+ * inverse = 1 / step (0 where not live), in the low byte of each lane. */
+INLINE VI SIMD(fold_values)(VF x, VF inverse, VF sq, VI live, float lowest, float level, int offset) {
     const VF low = (VF){0} + lowest, high = (VF){0} + level;
-    VF q = SIMD(round_even)(x / step);
+    VF q = SIMD(round_even)(x * inverse);
     q = SIMD(select)(q >= low, q, low); /* NaN -> lowest */
     q = SIMD(select)(q > high, high, q);
-    q = SIMD(select)(live, q, (VF){0});
+    q = SIMD(select)(live, q, (VF){0}); /* a zero group's inverse is inf or NaN: q 0 */
     return (__builtin_convertvector(q * sq, VI) + offset) & 0xff;
 }

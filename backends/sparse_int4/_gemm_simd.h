@@ -137,7 +137,7 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
             top = FOLD(select)(a > top, a, top);
         }
         const SIMD(fv) sq = FOLD(vector_sq)(top / (float)q->level, gamma, live, (float)q->sq_max);
-        const SIMD(fv) step = gamma * sq;
+        const SIMD(fv) inverse = 1.0f / (gamma * sq);
         /* One store when the lanes are LANES output rows in a row (no row between them that is
          * none) and land side by side in the planes. */
         const int whole = i + LANES <= rows &&
@@ -150,7 +150,7 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
                 if (4 * c4 + k < channels) {
                     SIMD(fv) v;
                     memcpy(&v, f + (4 * c4 + k) * TILE_ROWS + i, sizeof v);
-                    folded = FOLD(fold_values)(v, step, sq, live, (float)q->lowest, (float)q->level,
+                    folded = FOLD(fold_values)(v, inverse, sq, live, (float)q->lowest, (float)q->level,
                                                q->offset);
                 }
                 bytes |= folded << (8 * k);

@@ -759,6 +759,48 @@ static PyObject *py_pack_windows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* check_rows(map, limit): every entry of an int64 row map is -1 or a row below limit. */
+static PyObject *py_check_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer map;
+    long long limit;
+    if (!PyArg_ParseTuple(args, "y*L", &map, &limit)) return NULL;
+    const int64_t *d = map.buf, count = map.len / 8;
+    int ok = 1;
+    for (int64_t r = 0; ok && r < count; r++) ok = d[r] >= -1 && d[r] < limit;
+    PyBuffer_Release(&map);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "row map out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* check_blocks(ptr, idx, k4, n): kept blocks' ranges ordered and each block's plane in its own
+ * K block (ptr int32 [blocks of K * n + 1], idx uint16). */
+static PyObject *py_check_blocks(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer ptr, idx;
+    long long k4, n;
+    if (!PyArg_ParseTuple(args, "y*y*LL", &ptr, &idx, &k4, &n)) return NULL;
+    const int64_t runs = (k4 + KB_PLANES - 1) / KB_PLANES * n;
+    const int32_t *p = ptr.buf;
+    const uint16_t *ix = idx.buf;
+    int ok = n >= 1 && k4 >= 1 && ptr.len >= (Py_ssize_t)(4 * (runs + 1)) && p[0] == 0 &&
+             idx.len >= (Py_ssize_t)(2 * (int64_t)p[runs]);
+    for (int64_t r = 0; ok && r < runs; r++) {
+        ok = p[r] <= p[r + 1];
+        for (int64_t i = p[r]; ok && i < p[r + 1]; i++) ok = ix[i] / KB_PLANES == r / n && ix[i] < k4;
+    }
+    PyBuffer_Release(&ptr);
+    PyBuffer_Release(&idx);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "kept blocks out of range");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* max_pool(x, out, (planes, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow), threads) -- x float32
  * [planes][h*w], out [planes][oh*ow] (planes: channels x images of a channel-major tensor). */
 static PyObject *py_max_pool(PyObject *self, PyObject *args) {
@@ -850,25 +892,16 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
          (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
          (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
          (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, nkb * n + 1, 4, "ptr"));
-    if (ok) { /* every plane a tile reads lies in the buffer; every row written is in range */
+    if (ok) { /* every plane a tile reads lies in the buffer (row maps and kept blocks are
+               * checked once, when made: see check_rows and check_blocks) */
         const int64_t *t = table.buf;
         for (int64_t k = 0; ok && k < k4; k++) ok = t[k] >= 0 && t[k] + 4 * tiled <= (int64_t)a.len;
-        const int64_t *d = opt[DENSE_OF].buf, *o = opt[ROW_OF].buf;
-        for (int64_t r = 0; ok && d && r < tiled; r++) ok = d[r] >= -1 && d[r] < m;
-        for (int64_t r = 0; ok && o && r < tiled; r++) ok = o[r] >= -1 && o[r] < plane_rows;
-        ok = ok && (d || rows <= m);
+        ok = ok && (opt[DENSE_OF].obj || rows <= m);
         if (!ok) PyErr_SetString(PyExc_ValueError, "gemm: planes or rows out of range");
     }
-    if (ok && !opt[WD].obj) { /* every kept block's plane exists, in its own K block */
+    if (ok && !opt[WD].obj) {
         const int32_t *p = ptr.buf;
-        const uint16_t *ix = idx.buf;
-        const int64_t runs = nkb * n;
-        ok = p[0] == 0 && check_len(&idx, p[runs], 2, "idx") && check_len(&wv, p[runs], 4, "wv");
-        for (int64_t r = 0; ok && r < runs; r++) {
-            ok = p[r] <= p[r + 1];
-            for (int64_t i = p[r]; ok && i < p[r + 1]; i++) ok = ix[i] / KB_PLANES == r / n && ix[i] < k4;
-        }
-        if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "gemm: kept blocks out of range");
+        ok = check_len(&idx, p[nkb * n], 2, "idx") && check_len(&wv, p[nkb * n], 4, "wv");
     }
     if (ok) {
         g->group = group;
@@ -1005,6 +1038,8 @@ static PyMethodDef METHODS[] = {
     {"pack_windows", py_pack_windows, METH_VARARGS, "A strided convolution's windows as planes."},
     {"gemm", py_gemm, METH_VARARGS, "u8 planes x packed 4-bit weights -> float32 [n][m]."},
     {"max_pool", py_max_pool, METH_VARARGS, "Max pooling of a channel-major tensor."},
+    {"check_rows", py_check_rows, METH_VARARGS, "Check a row map's range."},
+    {"check_blocks", py_check_blocks, METH_VARARGS, "Check a pruned weight's kept blocks."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -66,14 +66,14 @@ FN void SIMD(fold)(const quant_t *t, int64_t lo, int64_t hi) {
             const SIMD(qi) live = gamma > zero; /* an all-zero group: sq 1, q 0 */
             const SIMD(qf) sq = SIMD(vector_sq)(SIMD(load)(t->s + j * t->m + m, n), gamma, live,
                                                 (float)t->sq_max);
-            const SIMD(qf) step = gamma * sq;
+            const SIMD(qf) inverse = 1.0f / (gamma * sq);
             for (int64_t c4 = j * t->vector / 4; c4 < c4_end; c4++) {
                 SIMD(qi) bytes = {0};
                 for (int i = 0; i < 4; i++) {
                     const int64_t c = 4 * c4 + i;
                     SIMD(qi) folded = (SIMD(qi)){0} + t->offset; /* channels past C: padding */
                     if (c < t->c)
-                        folded = SIMD(fold_values)(SIMD(load)(t->x + c * t->m + m, n), step, sq, live,
+                        folded = SIMD(fold_values)(SIMD(load)(t->x + c * t->m + m, n), inverse, sq, live,
                                                    (float)t->lowest, (float)t->level, t->offset);
                     bytes |= folded << (8 * i);
                 }

@@ -285,6 +285,7 @@ class GraphExecutor:
         self.forms = {layer.node: _form(layer) for layer in self.plan.layers}
         self.readers = _kernel_readers(self.plan, self.forms)
         self.gammas: dict[str, float] = {}  # value -> its static gamma
+        self._halves: set[str] = set()
         self._local = threading.local()  # per thread: planes and buffers reused across runs
         if calibration and options.act_clip == "max":
             self.gammas = self._calibrate(calibration)

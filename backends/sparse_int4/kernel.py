@@ -170,9 +170,11 @@ def pack(
     channel, plane = channel[order], plane[order]
     ptr = np.zeros(-(-taps * c4 // KB_PLANES) * w.n + 1, np.int32)
     np.cumsum(np.bincount(run, minlength=len(ptr) - 1), out=ptr[1:])
+    idx = plane.astype(np.uint16)
+    _kernel.check_blocks(ptr, idx, taps * c4, w.n)
     return PackedWeight(
-        taps, channels, w.n, w.vector_size, gamma, bias, corr, None, ptr,
-        plane.astype(np.uint16), np.ascontiguousarray(planes[channel, plane]),
+        taps, channels, w.n, w.vector_size, gamma, bias, corr, None, _frozen(ptr), _frozen(idx),
+        _frozen(np.ascontiguousarray(planes[channel, plane])),
     )  # fmt: skip
 
 
@@ -305,7 +307,7 @@ def conv(
     m = b * oh * ow
     hs, ws = a.padded_side
     shifted = geometry.implicit and any(a.pads)  # taps are shifted rows of padded images
-    rows, dense_of, group_of_row = _virtual_rows(b, (hs, ws), (oh, ow), shifted)
+    rows, dense_of, _ = _virtual_rows(b, (hs, ws), (oh, ow), shifted)
     if geometry.implicit:
         planes = a.planes
         (kh, kw), (dh, dw) = geometry.kernel, geometry.dilations
@@ -319,8 +321,9 @@ def conv(
             SIGNED_OFFSET * 0x01010101 if a.signed else 0, threads,
         )  # fmt: skip
         table = _table(planes.shape[1] * 4, geometry.taps * c4, (0,))
-    ga = np.zeros(_tiled(rows), np.float32)
-    ga[:rows] = a.gamma[group_of_row]
+    key = (b, (hs, ws), (oh, ow), shifted)
+    static = bool((a.gamma == a.gamma[0]).all())
+    ga = _static_gammas(*key, float(a.gamma[0])) if static else _row_gammas(a.gamma, *key)
     if floats and out is None:
         out = np.empty((w.n, m), np.float32)
     elif not floats:
@@ -379,7 +382,26 @@ def _virtual_rows(
     index = np.where(inside, per_image + np.arange(images)[:, None, None] * (oh * ow), -1)
     dense_of = np.full(_tiled(rows), -1, np.int64)
     dense_of[:rows] = index.reshape(-1)
+    _kernel.check_rows(dense_of, images * oh * ow)
     return rows, _frozen(dense_of), _frozen(np.arange(rows) // (hs * ws))
+
+
+def _row_gammas(
+    gamma: np.ndarray, images: int, padded: tuple[int, int], out: tuple[int, int], shifted: bool
+) -> np.ndarray:
+    """float32 [rows, whole tiles]: each GEMM row's gamma (0 past the rows)."""
+    rows, _, image_of = _virtual_rows(images, padded, out, shifted)
+    ga = np.zeros(_tiled(rows), np.float32)
+    ga[:rows] = gamma[image_of]
+    return ga
+
+
+@functools.lru_cache(maxsize=256)
+def _static_gammas(
+    images: int, padded: tuple[int, int], out: tuple[int, int], shifted: bool, gamma: float
+) -> np.ndarray:
+    """``_row_gammas`` of one gamma for all, made once."""
+    return _frozen(_row_gammas(np.full(images, gamma, np.float32), images, padded, out, shifted))
 
 
 @functools.lru_cache(maxsize=256)
@@ -398,7 +420,9 @@ def _target_rows(
     o = np.arange(_tiled(rows)) if dense_of is None else dense_of
     b, y, x = o // (oh * ow), o % (oh * ow) // ow, o % ow
     valid = (o >= 0) & (o < images * oh * ow)
-    return _frozen(np.where(valid, (b * hs + y + top) * ws + x + left, -1).astype(np.int64))
+    rows_of = np.where(valid, (b * hs + y + top) * ws + x + left, -1).astype(np.int64)
+    _kernel.check_rows(rows_of, images * hs * ws)
+    return _frozen(rows_of)
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

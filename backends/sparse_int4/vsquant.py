@@ -195,9 +195,9 @@ def quantize_activations(
     ``signed=False`` uses 0..15 for non-negative inputs (post-ReLU), one more bit of resolution.
     With clip="max" every step is a float32 operation in this order, so a kernel can repeat it
     exactly: c = max |x| per vector; s = c / L (L = 7, or 15 unsigned); gamma = max s over the
-    group / sqmax; sq = clip(rint(s / gamma), 1, sqmax); step = gamma · sq; q = clip(rint(x /
-    step), -L, L) (0..L unsigned). An all-zero group has gamma = 0, sq = 1, q = 0. clip="octav"
-    computes c in float64 by the fixed point (at most 8 steps) before that chain."""
+    group / sqmax; sq = clip(rint(s / gamma), 1, sqmax); step = gamma · sq; q = clip(rint(x ·
+    (1 / step)), -L, L) (0..L unsigned). An all-zero group has gamma = 0, sq = 1, q = 0.
+    clip="octav" computes c in float64 by the fixed point (at most 8 steps) before that chain."""
     data = _checked_matrix(x, "activation")
     _check_options(vector_size, clip, scale_bits)
     if group_rows < 1 or len(data) % group_rows:
@@ -384,9 +384,13 @@ def _quantize_groups(
     zero = gamma == 0  # an all-zero group: gamma 0, sq 1, q 0
     ratio = np.divide(s, gamma[:, None, None], out=np.ones_like(s), where=~zero[:, None, None])
     sq = np.clip(np.rint(ratio), 1, sq_max)
-    step = (gamma[:, None, None] * sq)[:, :, vector_index(t.shape[2], t.shape[2], vector_size)]
-    scaled = np.divide(t, step, out=np.zeros_like(t), where=step > 0)
-    q = np.clip(np.rint(scaled), -level if signed else 0, level)
+    step = gamma[:, None, None] * sq
+    # One reciprocal per vector and a product per value: what a kernel does, one division a vector.
+    inverse = np.divide(np.float32(1), step, out=np.zeros_like(step), where=step > 0)
+    scaled = t * inverse[:, :, vector_index(t.shape[2], t.shape[2], vector_size)]
+    lowest = -level if signed else 0
+    q = np.clip(np.rint(scaled), lowest, level)
+    q[np.isnan(q)] = lowest  # 0 · inf, from a step too small to invert: as the kernel clamps it
     return q.astype(np.int8), sq.astype(np.uint8), gamma
 
 
