@@ -32,7 +32,9 @@ from backends.sparse_int4.vsquant import (
     integer_accumulators,
     quantize_activations,
     quantize_weight,
+    reference_conv,
     reference_matmul,
+    vector_index,
 )
 from harness.errors import UserError
 
@@ -383,7 +385,8 @@ def test_compress_round_trips_exactly(k, density, pattern, positions):
     qw = quantize_weight(w, 16, "octav")  # unpruned: compress drops what the mask drops
     stored = compress(qw, mask)
     assert stored.positions == positions
-    assert stored.nnz == mask.sum()
+    assert stored.blocks == (density == 1.0)  # a dense mask is whole blocks: coded as such
+    assert stored.nnz == (mask.sum() // 4 if stored.blocks else mask.sum())
     assert stored.bits_per_weight == 8 * stored.nbytes / (k * 24)
     restored = stored.decompress()
     assert isinstance(restored, QuantizedWeight)
@@ -409,7 +412,11 @@ def test_rice_coded_gaps_store_each_gap_in_two_parts():
     ("pattern", "layout", "bits_per_weight"),
     [
         # 4-bit values, 3-bit indices, 4-bit scale per 16 weights, float32 gamma per channel.
-        ("1:8", "indices in groups of 8 along K (1 per group)", 0.5 + 3 / 8 + 4 / 16 + 32 / 1024),
+        (
+            "1:8",
+            "indices of weights in groups of 8 along K (1 per group)",
+            0.5 + 3 / 8 + 4 / 16 + 32 / 1024,
+        ),
         # Positions in 4.4 bits per kept weight, and no scales for the 11.5% of vectors that
         # keep nothing.
         ("unstructured", "gaps between kept weights, Golomb-Rice coded with divisor 4", 1.3046),
@@ -432,3 +439,73 @@ def test_one_in_eight_weights_compress_below_a_sixth_of_int8(pattern, layout, bi
 def test_mask_of_another_shape_is_a_user_error():
     with pytest.raises(UserError, match="shape"):
         compress(quantize_weight(gaussian((32, 4))), np.ones((4, 32), bool))
+
+
+# ---------------------------------------------------------------- v2: per-pixel vectors, 1x4
+
+
+def test_a_convolutions_weight_vectors_run_along_each_taps_channels():
+    assert vector_index(12, 3, 16).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert vector_index(40, 20, 16).tolist() == [0] * 16 + [1] * 4 + [2] * 16 + [3] * 4
+    w = gaussian((9 * 20, 5))
+    qw = quantize_weight(w, 16, channels=20)
+    assert qw.sq.shape == (9 * 2, 5) and qw.channels == 20
+    assert sqnr_db(w, qw.dequantize()) > 19
+    with pytest.raises(UserError, match="whole number of taps"):
+        quantize_weight(gaussian((50, 2)), 16, channels=20)
+
+
+def test_one_gamma_per_image_and_static_gammas_clip_at_the_largest_scale():
+    x = np.abs(gaussian((2 * 6, 32), seed=2))
+    x[6:] *= 100  # the second image is far larger: its own gamma
+    qa = quantize_activations(x, 16, signed=False, group_rows=6)
+    assert qa.gamma.shape == (2,) and qa.gamma[1] > 50 * qa.gamma[0]
+    assert np.array_equal(qa.row_gamma, np.repeat(qa.gamma, 6))
+    fixed = quantize_activations(x, 16, signed=False, group_rows=6, gamma=float(qa.gamma[0]))
+    assert (fixed.sq[6:] == 15).all() and fixed.q[6:].max() == 15  # clipped at sq 15, q 15
+    assert np.array_equal(fixed.q[:6], qa.q[:6]) and np.array_equal(fixed.sq[:6], qa.sq[:6])
+    with pytest.raises(UserError, match="whole groups of 5"):
+        quantize_activations(x, 16, group_rows=5)
+
+
+def test_reference_conv_is_the_reference_matmul_of_im2col_rows():
+    b, h, w, c, n = 2, 5, 4, 8, 3
+    x = gaussian((b * h * w, c), seed=6)
+    qa = quantize_activations(x, 16, group_rows=h * w)
+    weight = gaussian((9 * c, n), seed=7)
+    qw = quantize_weight(weight, 16, channels=c)
+    bias = gaussian((n,), seed=8)
+    residual = gaussian((b * h * w, n), seed=9)
+    got = reference_conv(qa, qw, (h, w), (3, 3), pads=(1, 1, 1, 1), bias=bias,
+                         residual=residual, relu=True)  # fmt: skip
+    folded = np.pad(qa.folded().reshape(b, h, w, c), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((b, h, w, n), np.int64)
+    wf = qw.folded().reshape(3, 3, c, n).astype(np.int64)
+    for ky in range(3):
+        for kx in range(3):
+            acc += np.einsum("bhwc,cn->bhwn", folded[:, ky : ky + h, kx : kx + w], wf[ky, kx])
+    scale = np.repeat(qa.gamma, h * w)[:, None] * qw.gamma[None, :]
+    expected = acc.reshape(-1, n).astype(np.float32) * scale + bias + residual
+    np.testing.assert_array_equal(got, np.where(expected > 0, expected, np.float32(0)))
+
+
+def test_1x4_keeps_whole_blocks_of_a_taps_channels_by_their_energy():
+    w = gaussian((2 * 6, 3), seed=10)  # 2 taps of 6 channels: blocks of 4 and 2 per tap
+    mask = prune(w, 0.5, "1x4", channels=6)
+    blocks = vector_index(12, 6, 4)
+    for n in range(3):
+        kept = {int(b) for b in np.unique(blocks[mask[:, n]])}
+        assert len(kept) == 2 and all(mask[blocks == b, n].all() for b in kept)
+        energy = [float(np.square(w[blocks == b, n]).sum()) for b in range(4)]
+        assert kept == set(np.argsort(energy)[-2:].tolist())
+
+
+def test_1x4_blocks_are_coded_as_blocks_below_a_tenth_of_int8():
+    k, n = 1024, 1024
+    w = gaussian((k, n))
+    mask = prune(w, 1 / 8, "1x4")
+    qw = quantize_weight(np.where(mask, w, 0), 16)
+    stored = compress(qw, mask)
+    assert stored.blocks and stored.layout.startswith("gaps between kept blocks")
+    assert stored.nbytes / (k * n) <= 0.1  # of the int8 weight's bytes
+    np.testing.assert_array_equal(stored.decompress().q, qw.q)

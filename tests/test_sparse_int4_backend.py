@@ -14,10 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 from backends.sparse_int4 import kernel
 from backends.sparse_int4.executor import GraphExecutor, Segment
 from backends.sparse_int4.layers import SparsityOptions
-from backends.sparse_int4.vsquant import quantize_activations, quantize_weight, reference_matmul
+from backends.sparse_int4.vsquant import (
+    conv_output_side,
+    quantize_activations,
+    quantize_weight,
+    reference_conv,
+    reference_matmul,
+)
 from harness.errors import UserError
 from tests.conftest import run_cli
-from tests.test_sparse_int4_kernel import numpy_im2col
 
 RNG = np.random.default_rng(11)
 W1 = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
@@ -49,27 +54,78 @@ def conv_relu_conv() -> onnx.ModelProto:
     )
 
 
-def reference_conv(x, w, bias, signed, **geometry) -> np.ndarray:
+def numpy_conv(x, w, bias=None, signed=True, gamma=None, residual=None, relu=False, **geometry):
+    """A convolution of NCHW x by the numpy reference (one gamma per image, or ``gamma`` for
+    all), back to NCHW."""
+    b, c, h, wd = x.shape
     n, _, kh, kw = w.shape
-    rows = numpy_im2col(x, (kh, kw), geometry.get("strides", (1, 1)),
-                        geometry.get("pads", (0, 0, 0, 0)), (1, 1))  # fmt: skip
-    w_kn = w.transpose(0, 2, 3, 1).reshape(n, -1).T
-    out = reference_matmul(quantize_activations(rows, 16, signed=signed), quantize_weight(w_kn, 16))
-    if bias is not None:
-        out = out + bias
-    side = round((rows.shape[0] // x.shape[0]) ** 0.5)
-    return out.reshape(x.shape[0], side, side, n).transpose(0, 3, 1, 2)
+    rows = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    qa = quantize_activations(rows, 16, signed=signed, group_rows=h * wd, gamma=gamma)
+    qw = quantize_weight(w.transpose(0, 2, 3, 1).reshape(n, -1).T, 16, channels=c)
+    strides, pads = geometry.get("strides", (1, 1)), geometry.get("pads", (0, 0, 0, 0))
+    oh, ow = conv_output_side((h, wd), (kh, kw), strides, pads, (1, 1))
+    if residual is not None:
+        residual = residual.transpose(0, 2, 3, 1).reshape(-1, n)
+    out = reference_conv(qa, qw, (h, wd), (kh, kw), strides, pads, bias=bias, residual=residual,
+                         relu=relu)  # fmt: skip
+    return out.reshape(b, oh, ow, n).transpose(0, 3, 1, 2)
 
 
 def test_conv_layers_are_bit_identical_to_the_numpy_reference() -> None:
     executor = GraphExecutor(conv_relu_conv(), SparsityOptions(weight_clip="max"))
     x = RNG.standard_normal((2, 3, 9, 9)).astype(np.float32)
-    first = reference_conv(x, W1, B1, signed=True, strides=(2, 2), pads=(1, 1, 1, 1))
-    expected = reference_conv(np.maximum(first, 0), W2, None, signed=False)
+    first = numpy_conv(x, W1, B1, strides=(2, 2), pads=(1, 1, 1, 1), relu=True)
+    expected = numpy_conv(first, W2, signed=False)
     got = executor.run({"x": x})["y"]
     assert got.tobytes() == np.ascontiguousarray(expected).tobytes()
     signs = [layer.signed for layer in executor.layers]
     assert signs == [True, False]  # the Relu output is quantized unsigned
+    assert [layer.relu for layer in executor.layers] == [True, False]  # fused into the kernel
+
+
+def bottleneck() -> onnx.ModelProto:
+    """conv0 -> Relu = h; conv1(h) -> Relu -> conv2 (3x3) + h -> Relu: a ResNet block."""
+    weights = {
+        "w0": RNG.standard_normal((16, 3, 3, 3)).astype(np.float32) / 4,
+        "w1": RNG.standard_normal((8, 16, 1, 1)).astype(np.float32) / 4,
+        "w2": RNG.standard_normal((16, 8, 3, 3)).astype(np.float32) / 8,
+    }
+    pad = {"pads": [1, 1, 1, 1]}
+    return model(
+        [
+            helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", **pad),
+            helper.make_node("Relu", ["c0"], ["h"], name="relu0"),
+            helper.make_node("Conv", ["h", "w1"], ["c1"], name="conv1"),
+            helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", **pad),
+            helper.make_node("Add", ["h", "c2"], ["sum"], name="add"),
+            helper.make_node("Relu", ["sum"], ["y"], name="relu2"),
+        ],
+        [tensor("x", ["batch", 3, 7, 6])],
+        [tensor("y", ["batch", 16, 7, 6])],
+        [numpy_helper.from_array(a, n) for n, a in weights.items()],
+    ), weights
+
+
+def test_calibrated_layers_write_the_next_layers_planes_bit_for_bit() -> None:
+    block, w = bottleneck()
+    calibration = [{"x": RNG.standard_normal((3, 3, 7, 6)).astype(np.float32)}]
+    executor = GraphExecutor(
+        block, SparsityOptions(weight_clip="max"), calibration=lambda: calibration
+    )
+    assert set(executor.gammas) == {"x", "h", "r1"}  # every convolution input
+    assert [layer.residual for layer in executor.layers] == ["", "", "h"]
+    x = RNG.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    g = executor.gammas
+    h = numpy_conv(x, w["w0"], gamma=g["x"], pads=(1, 1, 1, 1), relu=True)
+    r1 = numpy_conv(h, w["w1"], signed=False, gamma=g["h"], relu=True)
+    shortcut = h.astype(np.float16).astype(np.float32)  # h is kept as float16 for the Add
+    expected = numpy_conv(r1, w["w2"], signed=False, gamma=g["r1"], pads=(1, 1, 1, 1),
+                          residual=shortcut, relu=True)  # fmt: skip
+    got = executor.run({"x": x})["y"]
+    assert got.tobytes() == np.ascontiguousarray(expected).tobytes()
+    # a gamma is the largest vector step seen in the calibration batches, over sq = 15
+    assert g["x"] == pytest.approx(float(np.abs(calibration[0]["x"]).max()) / 7 / 15, rel=1e-6)
 
 
 def transformer_block() -> onnx.ModelProto:

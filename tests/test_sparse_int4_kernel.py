@@ -1,19 +1,25 @@
 """The compiled sparse-int4 kernel against the numpy reference: bit for bit, on every path this
-CPU runs (paths it cannot run are skipped with the reason), on ragged random shapes."""
+CPU runs (paths it cannot run are skipped with the reason), on ragged random shapes, every
+pruning pattern and thread count."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
-from backends.sparse_int4 import kernel
+from backends.sparse_int4 import _kernel, kernel
 from backends.sparse_int4.sparsity import prune
 from backends.sparse_int4.vsquant import (
     activation_clip_scalars,
     quantize_activations,
     quantize_weight,
+    reference_conv,
     reference_matmul,
+    vector_index,
 )
+from harness.errors import UserError
 
 PATHS = [
     pytest.param(
@@ -24,10 +30,31 @@ PATHS = [
     )
     for path in kernel.ALL_PATHS
 ]
+PATTERNS = [(1.0, "unstructured"), (0.5, "1x4"), (0.125, "1x4"), (0.125, "unstructured"),
+            (0.125, "1:8"), (0.03, "1x4")]  # fmt: skip
 
 
-def random_case(rng: np.random.Generator, density: float, pattern: str = "unstructured"):
-    m, k, n = (int(v) for v in rng.integers(1, (150, 300, 90)))
+def channel_major(rows: np.ndarray) -> np.ndarray:
+    """[M, C] rows -> the kernel's [C, M]."""
+    return np.ascontiguousarray(rows.T)
+
+
+def planes_of(a: kernel.Activations) -> np.ndarray:
+    """int32 [rows, C]: the folded values a kernel's planes hold for each image pixel (the
+    signed offset removed), padding and slack left out."""
+    hs, ws = a.padded_side
+    h, w = a.side
+    top, left = a.pads[:2]
+    planes = a.planes[:, : a.images * hs * ws].reshape(-1, a.images, hs, ws, 4)
+    inside = planes[:, :, top : top + h, left : left + w]
+    values = inside.transpose(1, 2, 3, 0, 4).reshape(a.images * h * w, -1)[:, : a.channels]
+    return values.astype(np.int32) - (kernel.SIGNED_OFFSET if a.signed else 0)
+
+
+def random_case(rng: np.random.Generator, density: float, pattern: str):
+    m, n = (int(v) for v in rng.integers(1, (300, 90)))
+    k = 4 * int(rng.integers(1, 80)) if pattern == "1:8" else int(rng.integers(1, 300))
+    k = k - k % 8 + 8 if pattern == "1:8" else k
     vector = int(rng.choice([16, 32, 64]))
     signed = bool(rng.integers(0, 2))
     x = rng.standard_normal((m, k)).astype(np.float32) * rng.uniform(0.01, 10)
@@ -39,58 +66,109 @@ def random_case(rng: np.random.Generator, density: float, pattern: str = "unstru
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("density", [1.0, 0.5, 0.125, 0.03])
-def test_matmul_is_bit_identical_to_the_reference(path: str, density: float) -> None:
-    rng = np.random.default_rng(int(density * 1000))
-    for _ in range(6):
-        x, w, vector, signed = random_case(rng, density)
-        reference = reference_matmul(
-            quantize_activations(x, vector, signed=signed), quantize_weight(w, vector)
-        )
-        a = kernel.quantize(x, vector, signed, path=path)
+@pytest.mark.parametrize(("density", "pattern"), PATTERNS)
+def test_matmul_is_bit_identical_to_the_reference(path: str, density: float, pattern: str) -> None:
+    rng = np.random.default_rng(int(density * 1000) + len(pattern))
+    for _ in range(4):
+        x, w, vector, signed = random_case(rng, density, pattern)
+        bias = rng.standard_normal(w.shape[1]).astype(np.float32)
+        qw = quantize_weight(w, vector)
+        reference = reference_matmul(quantize_activations(x, vector, signed=signed), qw, bias)
+        a = kernel.quantize(channel_major(x), vector, signed, path=path, threads=2)
         for sparse in (False, True):
-            packed = kernel.pack(quantize_weight(w, vector), sparse=sparse)
+            packed = kernel.pack(qw, bias, sparse=sparse)
             for threads in (1, 2, 3):
-                out = kernel.matmul(a, packed, threads=threads)
-                assert out.tobytes() == reference.tobytes(), (x.shape, w.shape, sparse, threads)
+                out = kernel.matmul(a, packed, path=path, threads=threads)
+                assert out.T.tobytes() == reference.tobytes(), (x.shape, w.shape, sparse, threads)
+
+
+GEOMETRIES = [  # NCHW input, kernel, strides, pads, dilations, vector size
+    ((2, 5, 11, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),  # channels not a multiple of 4
+    ((3, 3, 23, 19), (7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 16),  # the ResNet stem
+    ((2, 64, 12, 12), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 32),  # a strided downsample
+    ((1, 48, 16, 16), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),
+    ((2, 20, 11, 9), (3, 2), (2, 1), (0, 1, 2, 0), (2, 1), 64),  # asymmetric, dilated
+    ((2, 24, 7, 7), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 16),  # implicit and dilated
+    ((3, 64, 10, 10), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 16),
+]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_bias_and_nchw_output_follow_the_reference_order(path: str) -> None:
-    rng = np.random.default_rng(7)
-    images, pixels, k, n = 3, 37, 50, 21
-    x = rng.standard_normal((images * pixels, k)).astype(np.float32)
-    w = rng.standard_normal((k, n)).astype(np.float32)
+@pytest.mark.parametrize(("shape", "size", "strides", "pads", "dilations", "vector"), GEOMETRIES)
+def test_conv_is_bit_identical_to_the_reference(
+    path: str, shape, size, strides, pads, dilations, vector: int
+) -> None:
+    rng = np.random.default_rng(sum(shape))
+    b, c, h, w = shape
+    geometry = kernel.ConvGeometry(size, strides, pads, dilations)
+    oh, ow = geometry.output_side((h, w))
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, :, :2] = 0.0  # windows that hold only zeros and padding
+    n = int(rng.integers(3, 40))
+    weight = rng.standard_normal((size[0] * size[1] * c, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    qw = quantize_weight(w, 16)
-    reference = reference_matmul(quantize_activations(x, 16), qw) + bias  # float32 add
-    expected = reference.reshape(images, pixels, n).transpose(0, 2, 1)
-    for sparse in (False, True):
-        packed = kernel.pack(qw, bias, sparse=sparse)
-        out = kernel.matmul(kernel.quantize(x, 16, path=path), packed, pixels=pixels)
-        assert out.shape == (images, n, pixels)
-        assert out.tobytes() == np.ascontiguousarray(expected).tobytes()
+    residual = rng.standard_normal((b * oh * ow, n)).astype(np.float32)
+    for signed in (True, False):
+        image = x if signed else np.abs(x)
+        rows = image.transpose(0, 2, 3, 1).reshape(-1, c)
+        qa = quantize_activations(rows, vector, signed=signed, group_rows=h * w)
+        a = kernel.quantize(
+            channel_major(rows), vector, signed, images=b, side=(h, w), pads=pads,
+            reach=kernel.conv_reach(geometry, (h, w)), path=path, threads=2,
+        )  # fmt: skip
+        assert a.gamma.tobytes() == qa.gamma.tobytes()
+        for density, pattern in ((1.0, "unstructured"), (0.25, "1x4")):
+            qw = quantize_weight(weight * prune(weight, density, pattern, c), vector, channels=c)
+            expected = reference_conv(
+                qa, qw, (h, w), size, strides, pads, dilations, bias, residual, relu=True
+            )
+            for sparse in (False, True):
+                packed = kernel.pack(qw, bias, sparse=sparse)
+                for threads in (1, 3):
+                    out = kernel.conv(
+                        a, packed, geometry, residual=channel_major(residual), relu=True,
+                        path=path, threads=threads,
+                    )  # fmt: skip
+                    assert out.T.tobytes() == expected.tobytes(), (signed, density, sparse)
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_quantize_matches_numpy_values_scales_and_gammas(path: str) -> None:
+def test_quantized_planes_hold_the_reference_values(path: str) -> None:
     rng = np.random.default_rng(3)
-    for _ in range(10):
-        x, _, vector, signed = random_case(rng, 1.0)
-        x[0] = 0.0  # an all-zero row: gamma 0, values 0
-        expected = kernel.from_reference(quantize_activations(x, vector, signed=signed), path)
-        got = kernel.quantize(x, vector, signed, path=path, threads=2)
-        assert np.array_equal(got.tiles, expected.tiles)  # padding rows and column zero too
-        assert got.gamma.tobytes() == expected.gamma.tobytes()
+    for c, vector, pads in ((21, 16, (1, 1, 1, 1)), (64, 32, (0, 0, 0, 0)), (3, 16, (3, 3, 3, 3))):
+        rows = rng.standard_normal((2 * 5 * 6, c)).astype(np.float32)
+        rows[:30] = 0.0  # an all-zero image: gamma 0, every value 0
+        for signed in (True, False):
+            data = rows if signed else np.abs(rows)
+            expected = quantize_activations(data, vector, signed=signed, group_rows=30)
+            got = kernel.quantize(
+                channel_major(data), vector, signed, images=2, side=(5, 6), pads=pads,
+                path=path, threads=3,
+            )  # fmt: skip
+            assert got.gamma.tobytes() == expected.gamma.tobytes()
+            assert np.array_equal(planes_of(got), expected.folded())
+            offset = kernel.SIGNED_OFFSET if signed else 0  # padding and slack hold zeros
+            outside = np.ones(got.planes.shape, bool)
+            hs, ws = got.padded_side
+            view = outside[:, : 2 * hs * ws].reshape(-1, 2, hs, ws, 4)
+            view[:, :, pads[0] : pads[0] + 5, pads[1] : pads[1] + 6, :] = False
+            channel = np.arange(got.planes.shape[0] * 4).reshape(-1, 1, 4) < c
+            assert (got.planes[outside & channel[:, :, :]] == offset).all()
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_quantize_with_octav_clip_scalars_matches_numpy(path: str) -> None:
+def test_tokens_octav_clips_and_static_gammas_follow_the_reference(path: str) -> None:
     x = np.random.default_rng(4).laplace(size=(40, 100)).astype(np.float32)
-    expected = kernel.from_reference(quantize_activations(x, 16, "octav"), path)
-    got = kernel.quantize(x, 16, clip=activation_clip_scalars(x, 16), path=path)
-    assert np.array_equal(got.tiles, expected.tiles)
+    clip = activation_clip_scalars(x, 16)
+    got = kernel.quantize(channel_major(x), 16, clip=channel_major(clip), path=path)
+    expected = quantize_activations(x, 16, "octav")
+    assert np.array_equal(planes_of(got), expected.folded())
     assert got.gamma.tobytes() == expected.gamma.tobytes()
+    gamma = float(np.abs(x).max()) / 7 / 15 * 0.5  # half the range: the largest vectors clip
+    fixed = kernel.quantize(channel_major(x), 16, images=4, side=(2, 5), gamma=gamma, path=path)
+    assert np.array_equal(
+        planes_of(fixed), quantize_activations(x, 16, group_rows=10, gamma=gamma).folded()
+    )
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -103,89 +181,93 @@ def test_quantize_rounds_ties_to_even_and_clamps_like_numpy(path: str) -> None:
         ],
         np.float32,
     )
-    expected = kernel.from_reference(quantize_activations(x, 16), path)
-    got = kernel.quantize(x, 16, path=path)
-    assert got.folded()[0, :10].tolist() == [105, 0, 30, 30, 0, -30, -30, 90, -90, 45]  # q * 15
-    assert np.array_equal(got.tiles, expected.tiles)
-
-
-def numpy_im2col(x, kernel_size, strides, pads, dilations) -> np.ndarray:
-    b, c, h, w = x.shape
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, strides, dilations
-    padded = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
-    rows = np.empty((b, oh, ow, kh, kw, c), np.float32)
-    for ky in range(kh):
-        for kx in range(kw):
-            window = padded[:, :, ky * dh :, kx * dw :][:, :, : sh * oh : sh, : sw * ow : sw]
-            rows[:, :, :, ky, kx, :] = window.transpose(0, 2, 3, 1)
-    return rows.reshape(b * oh * ow, kh * kw * c)
-
-
-@pytest.mark.parametrize(
-    "geometry",
-    [
-        ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
-        ((7, 7), (2, 2), (3, 3, 3, 3), (1, 1)),
-        ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)),
-        ((3, 2), (2, 1), (0, 1, 2, 0), (2, 1)),
-    ],
-)
-def test_im2col_matches_numpy(geometry) -> None:
-    x = np.random.default_rng(5).standard_normal((2, 5, 11, 9)).astype(np.float32)
-    expected = numpy_im2col(x, *geometry)
-    assert np.array_equal(kernel.im2col(x, *geometry, threads=2), expected)
+    got = planes_of(kernel.quantize(channel_major(x), 16, path=path))
+    assert got[0].tolist() == [105, 0, 30, 30, 0, -30, -30, 90, -90, 45]  # q * 15
+    assert np.array_equal(got, quantize_activations(x, 16).folded())
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize(
-    ("shape", "geometry", "vector"),
-    [
-        ((2, 5, 11, 9), ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), 16),  # vectors span taps
-        ((3, 3, 23, 19), ((7, 7), (2, 2), (3, 3, 3, 3), (1, 1)), 16),  # the ResNet stem
-        ((2, 64, 12, 12), ((1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), 32),
-        ((1, 48, 16, 16), ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1)), 16),  # contiguous row groups
-        ((2, 5, 11, 9), ((3, 2), (2, 1), (0, 1, 2, 0), (2, 1)), 64),
-    ],
-)
-def test_quantize_conv_is_quantize_of_im2col(path: str, shape, geometry, vector: int) -> None:
-    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
-    x[0, :, :2] = 0.0  # rows whose windows hold only zeros and padding
-    expected = kernel.from_reference(quantize_activations(numpy_im2col(x, *geometry), vector), path)
-    for threads in (1, 3):
-        got = kernel.quantize_conv(x, *geometry, vector, path=path, threads=threads)
-        assert np.array_equal(got.tiles, expected.tiles)
-        assert got.gamma.tobytes() == expected.gamma.tobytes()
+@pytest.mark.parametrize("relu", [True, False])
+def test_epilogue_writes_the_next_layers_planes_and_half_floats(path: str, relu: bool) -> None:
+    rng = np.random.default_rng(5)
+    b, c, h, w, n = 2, 20, 7, 9, 48
+    geometry = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))  # output rows with gaps
+    x = np.abs(rng.standard_normal((c, b * h * w)).astype(np.float32))
+    weight = rng.standard_normal((9 * c, n)).astype(np.float32)
+    qw = quantize_weight(weight * prune(weight, 0.25, "1x4", c), 16, channels=c)
+    a = kernel.quantize(x, 16, False, images=b, side=(h, w), pads=geometry.pads,
+                        reach=kernel.conv_reach(geometry, (h, w)))  # fmt: skip
+    reader = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))
+    for sparse in (False, True):
+        packed = kernel.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
+        out = kernel.conv(a, packed, geometry, relu=relu, path=path, threads=2)
+        gamma = float(np.abs(out).max()) / 15 / 15 * 0.7  # some vectors clip
+        target = kernel.planes_for(
+            b, (h, w), n, 16, not relu, reader.pads, kernel.conv_reach(reader, (h, w)), gamma
+        )
+        half = np.empty(out.shape, np.float16)
+        kernel.conv(a, packed, geometry, relu=relu, out=half, target=target, path=path, threads=3)
+        assert half.tobytes() == out.astype(np.float16).tobytes()
+        expected = quantize_activations(
+            channel_major(out), 16, signed=not relu, group_rows=h * w, gamma=gamma
+        )
+        assert np.array_equal(planes_of(target), expected.folded())
+        again = kernel.quantize(
+            out, 16, not relu, images=b, side=(h, w), pads=reader.pads,
+            reach=kernel.conv_reach(reader, (h, w)), gamma=gamma, path=path,
+        )  # fmt: skip
+        assert np.array_equal(again.planes, target.planes)
+        assert kernel.conv(a, packed, geometry, floats=False, target=target, path=path) is None
 
 
-def test_sparse_layout_pairs_kept_weights_within_blocks() -> None:
+def test_pruned_weights_keep_only_their_blocks() -> None:
     rng = np.random.default_rng(6)
-    k, n = 2 * kernel.BLOCK + 40, 2 * kernel.GROUP + 5  # a short last block and channel group
-    w = rng.standard_normal((k, n)).astype(np.float32)
-    qw = quantize_weight(w * prune(w, 0.125), 16)
-    packed = kernel.pack(qw)
-    assert packed.sparse
-    kept = qw.q != 0
-    blocks = np.add.reduceat(kept, np.arange(0, k, kernel.BLOCK), axis=0)  # [blocks, N]
-    assert packed.multiply_adds == int(((blocks + 1) // 2).sum())  # two kept weights per entry
-    columns = packed.entries[:, 0]
-    assert ((columns & 0xFFFF) // kernel.BLOCK == (columns >> 16) // kernel.BLOCK).all()
-    assert not kernel.pack(quantize_weight(w, 16)).sparse
+    c, n = 70, 2 * kernel.KB_PLANES + 5  # a short last block of channels, several K blocks
+    weight = rng.standard_normal((9 * c, n)).astype(np.float32)
+    mask = prune(weight, 0.125, "1x4", c)
+    packed = kernel.pack(quantize_weight(weight * mask, 16, channels=c))
+    assert packed.sparse and packed.planes == 9 * 18
+    block_of = vector_index(9 * c, c, 4)  # blocks of 4 channels of a tap, the last of 2
+    kept = np.zeros((len(np.unique(block_of)), n), int)
+    np.add.at(kept, block_of, mask.astype(int))
+    sizes = np.bincount(block_of)[:, None]
+    assert ((kept == 0) | (kept == sizes)).all()  # whole blocks or none
+    assert packed.kept_blocks == int((kept > 0).sum())
+    ptr = packed.ptr.reshape(-1)
+    assert ptr[-1] == packed.kept_blocks and (np.diff(ptr) >= 0).all()
+    assert not kernel.pack(quantize_weight(weight, 16, channels=c)).sparse
 
 
-def test_mismatched_activations_are_refused() -> None:
-    from harness.errors import UserError
+def test_max_pool_equals_onnx_runtime() -> None:
+    x = np.random.default_rng(7).standard_normal((2, 5, 11, 9)).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                            pads=[1, 1, 1, 1])  # fmt: skip
+    graph = helper.make_graph(
+        [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    window = kernel.ConvGeometry((3, 3), (2, 2), (1, 1, 1, 1))
+    got = kernel.max_pool(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(5, -1)), 2,
+                          (11, 9), window, threads=2)  # fmt: skip
+    assert np.array_equal(got.reshape(5, 2, 6, 5).transpose(1, 0, 2, 3), expected)
 
+
+def test_mismatched_or_malformed_inputs_are_refused() -> None:
     w = kernel.pack(quantize_weight(np.ones((32, 4), np.float32), 16))
     with pytest.raises(UserError, match="do not fit"):
-        kernel.matmul(kernel.quantize(np.ones((2, 48), np.float32), 16), w)
+        kernel.matmul(kernel.quantize(np.ones((48, 2), np.float32), 16), w)
+    with pytest.raises(UserError, match="not 2 images"):
+        kernel.quantize(np.ones((8, 10), np.float32), 16, images=2, side=(2, 2))
+    with pytest.raises(ValueError, match="row map out of range"):
+        _kernel.check_rows(np.array([0, 5, -1], np.int64), 5)
+    with pytest.raises(ValueError, match="kept blocks out of range"):
+        _kernel.check_blocks(np.array([0, 1], np.int32), np.array([7], np.uint16), 4, 1)
 
 
-def test_sparse_layout_refuses_k_beyond_its_16_bit_columns() -> None:
-    from harness.errors import UserError
-
-    w = np.zeros((kernel.MAX_K + 2, 1), np.float32)
+def test_k_beyond_the_planes_a_block_can_name_is_refused() -> None:
+    w = np.zeros((4 * kernel.MAX_PLANES + 4, 1), np.float32)
     w[::9] = 1.0
-    with pytest.raises(UserError, match="too long for the sparse kernel"):
-        kernel.pack(quantize_weight(w, 16), sparse=True)
+    with pytest.raises(UserError, match="too long for the kernel"):
+        kernel.pack(quantize_weight(w, 16))

@@ -23,7 +23,7 @@ class SparseInt4Backend(Backend):
     def __init__(
         self,
         density: float | None = None,
-        sparsity_pattern: str = "unstructured",
+        sparsity_pattern: str = "1x4",
         vector_size: int = 16,
         act_clip: str = "max",
         weight_clip: str = "auto",
@@ -49,8 +49,9 @@ class SparseInt4Backend(Backend):
 
     def load(self, model: ModelHandle) -> None:
         self.executor = GraphExecutor(
-            _read(model.path), self.options, self.threads, self.path, progress=_progress
-        )
+            _read(model.path), self.options, self.threads, self.path, progress=_progress,
+            calibration=model.calibration,
+        )  # fmt: skip
         self._outputs = model.output_names
 
     def inspect(self, path: Path) -> list[Layer]:
@@ -74,9 +75,13 @@ class SparseInt4Backend(Backend):
             if density is not None and density < 1
             else "dense"
         )
+        gammas = "calibrated per tensor" if self.executor and self.executor.gammas else "per image"
         return {
             "backend": self.name,
-            "precision": f"int4 VS-Quant (vectors of {self.options.vector_size})",
+            "precision": (
+                f"int4 VS-Quant (vectors of {self.options.vector_size}; convolution inputs' "
+                f"gamma {gammas}, MatMul inputs' per token)"
+            ),
             "sparsity": sparsity,
             "clipping": f"weights {self.options.weight_clip}, activations {self.options.act_clip}",
             "framework": f"sparseperf kernel ({self.path}) + onnxruntime {ort.__version__}",

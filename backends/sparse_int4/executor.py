@@ -276,19 +276,24 @@ class GraphExecutor:
         threads: int | None = None,
         path: str | None = None,
         progress: Callable[[str], None] | None = None,
-        calibration: Sequence[dict[str, np.ndarray]] = (),
+        calibration: Callable[[], Sequence[dict[str, np.ndarray]]] = tuple,
     ) -> None:
         self.options = options
         self.threads = threads or kernel.default_threads()
         self.path = path or kernel.PATHS[0]
-        self.plan = _build_plan(Graph(model), options, self.threads, progress or (lambda _: None))
+        progress = progress or (lambda _: None)
+        self.plan = _build_plan(Graph(model), options, self.threads, progress)
         self.forms = {layer.node: _form(layer) for layer in self.plan.layers}
         self.readers = _kernel_readers(self.plan, self.forms)
         self.gammas: dict[str, float] = {}  # value -> its static gamma
         self._halves: set[str] = set()
         self._local = threading.local()  # per thread: planes and buffers reused across runs
-        if calibration and options.act_clip == "max":
-            self.gammas = self._calibrate(calibration)
+        if options.act_clip == "max" and any(layer.conv for layer in self.layers):
+            batches = calibration()  # drawn only when a convolution will use them
+            if batches:
+                samples = sum(len(next(iter(batch.values()))) for batch in batches)
+                progress(f"calibrating the convolution inputs' gammas on {samples} samples")
+                self.gammas = self._calibrate(batches)
         # float16 where floats serve only residuals, every convolution reading the planes the
         # producer writes (a convolution quantizing from the floats would see them rounded)
         self._halves = {
@@ -313,7 +318,7 @@ class GraphExecutor:
         self,
         feeds: dict[str, np.ndarray],
         timings: dict[str, float] | None = None,
-        observe: Callable[[str, Channels], None] | None = None,
+        observe: Callable[[str, Channels, Form], None] | None = None,
     ) -> dict[str, np.ndarray | Channels]:
         values: dict[str, np.ndarray | Channels] = dict(feeds)
         quantized: dict[tuple[str, Form], kernel.Activations] = {}  # inputs, once per form
@@ -324,11 +329,9 @@ class GraphExecutor:
                 outputs = step.session.run(step.outputs, feeds_in)
                 values.update(zip(step.outputs, outputs, strict=True))
             elif isinstance(step, Layer):
-                output = self._run_layer(step, values, quantized)
+                output = self._run_layer(step, values, quantized, observe)
                 if output is not None:
                     values[step.output] = output
-                    if observe is not None:
-                        observe(step.output, output)
             elif isinstance(step, Pool):
                 values[step.output] = self._pool(step, to_channels(values[step.input], True))
             else:
@@ -348,6 +351,7 @@ class GraphExecutor:
         layer: Layer,
         values: dict[str, np.ndarray | Channels],
         quantized: dict[tuple[str, Form], kernel.Activations],
+        observe: Callable[[str, Channels, Form], None] | None = None,
     ) -> Channels | None:
         """The layer's float output, if anything reads it as floats. Layers reading one value
         in one form (a transformer's query, key and value projections; a ResNet block's first
@@ -357,6 +361,8 @@ class GraphExecutor:
         a = quantized.get((layer.input, form))
         if a is None:
             x = to_channels(values[layer.input], layer.conv is not None)
+            if observe is not None:
+                observe(layer.input, x, form)
             a = quantized[(layer.input, form)] = self._quantize(layer.input, x, form)
         residual = None
         if layer.residual:
@@ -371,7 +377,8 @@ class GraphExecutor:
             floats = bool(rest) or layer.output in self.plan.floats
         out = None
         if floats:
-            shape = (layer.weight.n, a.images * layer.rows_per_sample)
+            rows = a.images * layer.rows_per_sample if layer.conv else a.images  # tokens: images
+            shape = (layer.weight.n, rows)
             out = self._buffer(layer.output, shape, layer.output in self._halves)
         kernel.conv(
             a, layer.weight, layer.conv or kernel.POINTWISE, residual=residual, relu=layer.relu,
@@ -430,21 +437,15 @@ class GraphExecutor:
         """Each convolution input's static gamma: the largest per-vector step over the
         calibration batches (run with one gamma per image), over the largest integer scale."""
         steps: dict[str, float] = {}
-        readers = {name: next(iter(forms)) for name, forms in self.readers.items()}
-        inputs = {layer.input: self.forms[layer.node] for layer in self.layers if layer.conv}
 
-        def observe(name: str, value: Channels) -> None:
-            form = readers.get(name) or inputs.get(name)
-            if form is not None and form.images:
+        def observe(name: str, value: Channels, form: Form) -> None:
+            if form.images:
                 level = vsquant.SIGNED_LEVEL if form.signed else vsquant.UNSIGNED_LEVEL
                 top = float(np.abs(value.data).max()) / level
                 steps[name] = max(steps.get(name, 0.0), top)
 
         for batch in batches:
-            values = self._run(batch, observe=observe)
-            for name, form in inputs.items():  # graph inputs and native steps' outputs
-                if name in values and form.images:
-                    observe(name, to_channels(values[name], True))
+            self._run(batch, observe=observe)
         sq_max = 2**vsquant.SCALE_BITS - 1
         return {name: float(np.float32(step) / np.float32(sq_max)) for name, step in steps.items()}
 
@@ -789,6 +790,8 @@ def _other_input(node: onnx.NodeProto, name: str) -> str:
 
 
 def _pool(node: onnx.NodeProto, context: Context) -> Pool | None:
+    if node.op_type not in ("GlobalAveragePool", "ReduceMean", "MaxPool"):
+        return None
     graph = context.graph
     shape = graph.shape(node.input[0])
     out_shape = graph.shape(node.output[0])

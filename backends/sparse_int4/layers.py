@@ -23,7 +23,7 @@ class SparsityOptions:
     would drag Octav's MSE-optimal scalar down onto the few weights that survive."""
 
     density: float | None = None
-    pattern: str = sparsity.UNSTRUCTURED
+    pattern: str = sparsity.BLOCKS
     vector_size: int = 16
     act_clip: str = "max"
     weight_clip: str = "auto"
