@@ -83,7 +83,8 @@ def test_a_device_faster_than_the_host_is_reported_host_bound(tmp_path, capsys, 
 
 def test_functional_outputs_are_the_sparse_int4_numerics(tmp_path, capsys):
     base = ["run", "--model", "bert-tiny", "--mode", "accuracy", "--preset", "smoke",
-            "--dataset-count", "16", "--density", "0.5", "--runs-dir", str(tmp_path)]  # fmt: skip
+            "--dataset-count", "16", "--density", "0.5", "--sparsity-pattern", "unstructured",
+            "--runs-dir", str(tmp_path)]  # fmt: skip
     simulated = [*base, "--backend", "simaccel", "--device", "moffett-s4", "--tokens", "real"]
     code, _, err = run_cli(simulated, capsys)
     assert code == 0, err
