@@ -14,8 +14,8 @@
  * are shifted planes (implicit GEMM).
  *
  * Tiles compute a group of channels (the output's vector, see gemm_t.group) over TILE_ROWS rows
- * into a float buffer, in the reference's order: (float)(acc - corr) * (ga * gw) + bias +
- * residual, then max(., 0); emit then writes the group out as floats, as the next layer's
+ * into a float buffer, in the reference's order: (float)(acc - corr) * (ga * gw) + bias, GELU,
+ * + residual, then max(., 0); emit then writes the group out as floats, as the next layer's
  * quantized planes, or both. */
 
 typedef int32_t SIMD(iv) __attribute__((vector_size(4 * LANES)));
@@ -32,6 +32,25 @@ INLINE SIMD(fv) SIMD(load_values)(const void *p, int half, int64_t i) {
     SIMD(hv) h;
     memcpy(&h, (const _Float16 *)p + i, sizeof h);
     return __builtin_convertvector(h, SIMD(fv));
+}
+
+/* erf on LANES values: vsquant.erf's rational approximation, one float32 operation a step. */
+INLINE SIMD(fv) SIMD(erf)(SIMD(fv) x) {
+    static const float P[7] = {-2.72614225801306e-10f, 2.77068142495902e-08f, -2.10102402082508e-06f,
+                               -5.69250639462346e-05f, -7.34990630326855e-04f, -2.95459980854025e-03f,
+                               -1.60960333262415e-02f};
+    static const float Q[5] = {-1.45660718464996e-05f, -2.13374055278905e-04f, -1.68282697438203e-03f,
+                               -7.37332916720468e-03f, -1.42647390514189e-02f};
+    const SIMD(fv) high = (SIMD(fv)){0} + 4.0f, low = (SIMD(fv)){0} - 4.0f;
+    SIMD(fv) t = (SIMD(fv))(((SIMD(iv))(x < low) & (SIMD(iv))low) | ((SIMD(iv))(x >= low) & (SIMD(iv))x));
+    t = (SIMD(fv))(((SIMD(iv))(t > high) & (SIMD(iv))high) | ((SIMD(iv))(t <= high) & (SIMD(iv))t));
+    const SIMD(fv) t2 = t * t;
+    SIMD(fv) p = t2 * P[0] + P[1];
+    for (int i = 2; i < 7; i++) p = p * t2 + P[i];
+    p = t * p;
+    SIMD(fv) q = t2 * Q[0] + Q[1];
+    for (int i = 2; i < 5; i++) q = q * t2 + Q[i];
+    return p / q;
 }
 
 /* LANES float32 values at `from` into a float32 or float16 array at index i (float16 rounds to
@@ -77,6 +96,7 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
             memcpy(&ga, g->ga + r0 + r + i, sizeof ga);
             v = __builtin_convertvector(a - corr, SIMD(fv)) * (ga * gw);
             if (g->bias) v = v + bias;
+            if (g->gelu) v = (v * (SIMD(erf)(v / 1.41421356237309505f) + 1.0f)) * 0.5f;
             if (res) { /* the residual at each lane's output row (0 for rows that are none) */
                 const int64_t *of = g->dense_of ? g->dense_of + r0 + r + i : NULL;
                 const int64_t first = SIMD(run_start)(of, r0 + r + i);

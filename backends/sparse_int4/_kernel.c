@@ -392,6 +392,52 @@ CLONED static void pool_part(void *ctx, int part, int parts) {
     }
 }
 
+/* ---------------------------------------------------------------- layer normalization */
+
+/* LayerNormalization over the channels of a channel-major tensor [c][m], in vsquant.layer_norm's
+ * float32 order; rows are independent, so the compiler vectorizes along them. */
+typedef struct {
+    const float *x, *scale, *bias;
+    float *out;
+    float *work; /* per part: 3 x ROWS_PER_PASS floats */
+    int64_t c, m;
+    float epsilon;
+} norm_t;
+
+#define NORM_ROWS 256 /* rows normalized together: their sums stay in L1 */
+
+CLONED static void norm_part(void *ctx, int part, int parts) {
+    const norm_t *t = ctx;
+    float *total = t->work + (size_t)part * 3 * NORM_ROWS, *squares = total + NORM_ROWS;
+    float *inverse = squares + NORM_ROWS;
+    int64_t lo, hi;
+    split((t->m + NORM_ROWS - 1) / NORM_ROWS, part, parts, &lo, &hi);
+    for (int64_t m0 = lo * NORM_ROWS; m0 < hi * NORM_ROWS && m0 < t->m; m0 += NORM_ROWS) {
+        const int64_t n = t->m - m0 < NORM_ROWS ? t->m - m0 : NORM_ROWS;
+        for (int64_t r = 0; r < n; r++) total[r] = squares[r] = 0.0f;
+        for (int64_t c = 0; c < t->c; c++) {
+            const float *x = t->x + c * t->m + m0;
+            for (int64_t r = 0; r < n; r++) total[r] = total[r] + x[r];
+        }
+        for (int64_t r = 0; r < n; r++) total[r] = total[r] / (float)t->c; /* the mean */
+        for (int64_t c = 0; c < t->c; c++) {
+            const float *x = t->x + c * t->m + m0;
+            for (int64_t r = 0; r < n; r++) {
+                const float d = x[r] - total[r];
+                squares[r] = squares[r] + d * d;
+            }
+        }
+        for (int64_t r = 0; r < n; r++)
+            inverse[r] = 1.0f / __builtin_sqrtf(squares[r] / (float)t->c + t->epsilon);
+        for (int64_t c = 0; c < t->c; c++) {
+            const float *x = t->x + c * t->m + m0;
+            float *y = t->out + c * t->m + m0;
+            const float scale = t->scale[c], bias = t->bias[c];
+            for (int64_t r = 0; r < n; r++) y[r] = ((x[r] - total[r]) * inverse[r]) * scale + bias;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- GEMM */
 
 /* The next layer's quantized planes, written by the epilogue: one static gamma, vectors of the
@@ -424,7 +470,7 @@ typedef struct {
     int residual_half, out_half;
     const quant_out_t *q;    /* the next layer's planes, or NULL */
     int64_t group;           /* channels emitted together: the output's vector size */
-    int relu, path;
+    int relu, gelu, path;
     float *fbuf;             /* per part: group x TILE_ROWS floats */
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
     uint8_t *state;          /* per part: state_bytes of accumulators waiting between K blocks */
@@ -759,6 +805,44 @@ static PyObject *py_pack_windows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* layer_norm(x, scale, bias, epsilon, out, threads) -- x, out float32 [c][m]; scale, bias [c]. */
+static PyObject *py_layer_norm(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer x, scale, bias, out;
+    norm_t t = {0};
+    int threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*fw*i", &x, &scale, &bias, &t.epsilon, &out, &threads))
+        return NULL;
+    t.c = scale.len / 4;
+    t.m = t.c ? x.len / 4 / t.c : 0;
+    int ok = threads_ok(threads);
+    if (ok && (t.c < 1 || t.m < 1 || x.len != 4 * t.c * t.m || bias.len != scale.len || out.len != x.len)) {
+        PyErr_SetString(PyExc_ValueError, "layer_norm: x and out [c][m], scale and bias [c]");
+        ok = 0;
+    }
+    const int parts = ok ? parts_for(threads, (t.m + NORM_ROWS - 1) / NORM_ROWS) : 0;
+    t.work = ok ? malloc(sizeof(float) * 3 * NORM_ROWS * (size_t)parts) : NULL;
+    if (ok && !t.work) {
+        PyErr_NoMemory();
+        ok = 0;
+    }
+    if (ok) {
+        t.x = x.buf;
+        t.scale = scale.buf;
+        t.bias = bias.buf;
+        t.out = out.buf;
+        Py_BEGIN_ALLOW_THREADS run_parts(norm_part, &t, parts);
+        Py_END_ALLOW_THREADS
+    }
+    free(t.work);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&scale);
+    PyBuffer_Release(&bias);
+    PyBuffer_Release(&out);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* check_rows(map, limit): every entry of an int64 row map is -1 or a row below limit. */
 static PyObject *py_check_rows(PyObject *self, PyObject *args) {
     (void)self;
@@ -841,7 +925,7 @@ static PyObject *py_max_pool(PyObject *self, PyObject *args) {
 }
 
 /* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
- *      gw, bias_or_None, residual_or_None, relu, out_or_None, planes_or_None, row_of_or_None,
+ *      gw, bias_or_None, residual_or_None, (relu, gelu), out_or_None, planes_or_None, row_of_or_None,
  *      (gamma, level, lowest, sq_max, offset, plane_rows), group, (residual_half, out_half),
  *      path, threads)
  *   a uint8 planes (every plane a tile reads in bounds); table int64 [k4]; ga float32 [rows
@@ -858,12 +942,12 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
-    int residual_half, out_half;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OOpOOO(fiiiiL)L(pp)si", &a, &table, &ga,
+    int residual_half, out_half, gelu;
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OO(pp)OOO(fiiiiL)L(pp)si", &a, &table, &ga,
                           &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3],
-                          &obj[4], &relu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level, &q.lowest,
-                          &q.sq_max, &q.offset, &plane_rows, &group, &residual_half, &out_half,
-                          &path_name, &threads))
+                          &obj[4], &relu, &gelu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level,
+                          &q.lowest, &q.sq_max, &q.offset, &plane_rows, &group, &residual_half,
+                          &out_half, &path_name, &threads))
         return NULL;
     enum { DENSE_OF, WD, CORR, BIAS, RESIDUAL, OUT, PLANES, ROW_OF, OPTIONS };
     gemm_t *g = calloc(1, sizeof(gemm_t));
@@ -933,6 +1017,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->residual_half = residual_half;
         g->out_half = out_half;
         g->relu = relu;
+        g->gelu = gelu;
         g->path = path;
         if (opt[PLANES].obj) {
             q.planes = opt[PLANES].buf;
@@ -1039,6 +1124,7 @@ static PyMethodDef METHODS[] = {
     {"gemm", py_gemm, METH_VARARGS, "u8 planes x packed 4-bit weights -> float32 [n][m]."},
     {"max_pool", py_max_pool, METH_VARARGS, "Max pooling of a channel-major tensor."},
     {"check_rows", py_check_rows, METH_VARARGS, "Check a row map's range."},
+    {"layer_norm", py_layer_norm, METH_VARARGS, "LayerNormalization of a channel-major tensor."},
     {"check_blocks", py_check_blocks, METH_VARARGS, "Check a pruned weight's kept blocks."},
     {NULL, NULL, 0, NULL},
 };

@@ -282,6 +282,7 @@ def conv(
     *,
     residual: np.ndarray | None = None,
     relu: bool = False,
+    gelu: bool = False,
     floats: bool = True,
     out: np.ndarray | None = None,
     target: Activations | None = None,
@@ -289,10 +290,10 @@ def conv(
     threads: int | None = None,
 ) -> np.ndarray | None:
     """The convolution of quantized images (laid out with the convolution's padding) with a
-    packed weight, + bias, + ``residual`` [N, B · OH · OW] (float32 or float16), then ReLU if
-    asked, each as the reference orders it: float32 [N, B · OH · OW] when ``floats`` (into
-    ``out`` if given: float16 there rounds to nearest even), and quantized straight into
-    ``target``'s planes (its static gamma, see ``planes_for``)."""
+    packed weight, + bias, then GELU if asked, + ``residual`` [N, B · OH · OW] (float32 or
+    float16), then ReLU if asked, each as the reference orders it: float32 [N, B · OH · OW]
+    when ``floats`` (into ``out`` if given: float16 there rounds to nearest even), and
+    quantized straight into ``target``'s planes (its static gamma, see ``planes_for``)."""
     if a.channels != w.channels or a.vector_size != w.vector_size or geometry.taps != w.taps:
         raise UserError(
             f"activations ({a.channels} channels, vectors of {a.vector_size}) do not fit the "
@@ -351,7 +352,7 @@ def conv(
         group = target.vector_size
     _kernel.gemm(
         planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr,
-        w.idx, w.wv, w.corr if a.signed else None, w.gamma, w.bias, residual, relu, out,
+        w.idx, w.wv, w.corr if a.signed else None, w.gamma, w.bias, residual, (relu, gelu), out,
         *quantized, group, (_is_half(residual), _is_half(out)), path or PATHS[0], threads,
     )  # fmt: skip
     return out
@@ -428,6 +429,26 @@ def _target_rows(
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
+
+
+def layer_norm(
+    x: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    epsilon: float,
+    *,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """float32 [C, M]: ``vsquant.layer_norm`` of a channel-major tensor (into ``out`` if
+    given)."""
+    x = np.ascontiguousarray(x, np.float32)
+    out = np.empty_like(x) if out is None else out
+    scale, bias = (np.ascontiguousarray(v, np.float32).reshape(-1) for v in (scale, bias))
+    if scale.shape != (x.shape[0],) or bias.shape != scale.shape or out.shape != x.shape:
+        raise UserError(f"LayerNormalization over {x.shape[0]} channels needs as many scales")
+    _kernel.layer_norm(x, scale, bias, float(epsilon), out, _threads(threads))
+    return out
 
 
 def max_pool(

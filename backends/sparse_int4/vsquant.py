@@ -37,6 +37,7 @@ Decisions:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -307,14 +308,70 @@ def epilogue(
     bias: np.ndarray | None = None,
     residual: np.ndarray | None = None,
     relu: bool = False,
+    gelu: bool = False,
 ) -> np.ndarray:
-    """float32 [R, N] from int32 accumulators, in the kernel's float32 order."""
+    """float32 [R, N] from int32 accumulators, in the kernel's float32 order: scale, + bias,
+    then GELU, + residual, then ReLU."""
     out = acc.astype(np.float32) * (row_gamma[:, None] * weight_gamma[None, :])
     if bias is not None:
         out = out + np.asarray(bias, np.float32)[None, :]
+    if gelu:
+        out = gelu_erf(out)
     if residual is not None:
         out = out + np.asarray(residual, np.float32)
-    return np.maximum(out, np.float32(0)) if relu else out
+    return np.where(out > 0, out, np.float32(0)) if relu else out
+
+
+# erf(x) = x P(x^2) / Q(x^2) on [-4, 4] (±1 beyond, to float32 precision): the rational
+# approximation TensorFlow and Eigen use, each step one float32 operation.
+ERF_CLAMP = 4.0
+ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+         -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+         -1.60960333262415e-02)  # fmt: skip
+ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+         -7.37332916720468e-03, -1.42647390514189e-02)  # fmt: skip
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """float32 erf, in the kernel's order (Horner, no fused multiply-adds)."""
+    f = np.float32
+    t = np.clip(np.asarray(x, f), f(-ERF_CLAMP), f(ERF_CLAMP))
+    t2 = t * t
+    p = t2 * f(ERF_P[0]) + f(ERF_P[1])
+    for c in ERF_P[2:]:
+        p = p * t2 + f(c)
+    p = t * p
+    q = t2 * f(ERF_Q[0]) + f(ERF_Q[1])
+    for c in ERF_Q[2:]:
+        q = q * t2 + f(c)
+    return p / q
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """float32 BERT GELU, x · 0.5 · (1 + erf(x / √2)): ((x · (1 + erf(x / √2))) · 0.5), the
+    order of the ONNX graph, with ``erf`` above."""
+    f = np.float32
+    x = np.asarray(x, f)
+    return (x * (erf(x / f(math.sqrt(2))) + f(1))) * f(0.5)
+
+
+def layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, epsilon: float) -> np.ndarray:
+    """float32 LayerNormalization over the channels of a channel-major [C, M] tensor, in the
+    kernel's order: sums channel by channel (per row), mean = sum / C, var = sum (x - mean)^2
+    / C, y = ((x - mean) · (1 / sqrt(var + eps))) · scale + bias."""
+    f = np.float32
+    x = np.asarray(x, f)
+    c = len(x)
+    total = np.zeros(x.shape[1], f)
+    for row in x:
+        total = total + row
+    mean = total / f(c)
+    centred = x - mean
+    squares = np.zeros(x.shape[1], f)
+    for row in centred:
+        squares = squares + row * row
+    inverse = f(1) / np.sqrt(squares / f(c) + f(epsilon))
+    return (centred * inverse) * np.asarray(scale, f)[:, None] + np.asarray(bias, f)[:, None]
 
 
 def conv_output_side(
