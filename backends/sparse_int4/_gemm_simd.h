@@ -126,7 +126,7 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
     const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
     if (g->out)
         for (int c = 0; c < channels; c++) {
-            const int64_t base = (g0 + c) * g->m;
+            const int64_t base = (g0 + c) * g->ldo;
             for (int i = 0; i < rows; i += LANES) {
                 const float *from = f + c * TILE_ROWS + i;
                 const int64_t first = i + LANES <= rows ? SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) : -1;
@@ -272,6 +272,8 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
         SIMD(emit)(g, f, g0, (int)(g1 - g0), r0);
     }
 }
+
+#include "_attention_simd.h"
 
 #undef SIMD
 #undef FN

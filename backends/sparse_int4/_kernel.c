@@ -457,6 +457,7 @@ typedef struct {
     const int64_t *dense_of; /* [rows rounded up to TILE_ROWS] output row of each virtual row
                               * (-1: none), or NULL: itself */
     int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
+    int64_t ldo;             /* the output's row stride (channel n's rows start at n * ldo) */
     int64_t nkb;             /* K blocks of KB_PLANES planes (sparse) */
     const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
     const int32_t *ptr;      /* sparse: kept blocks of channel n in K block kb: ptr[kb*n + n].. */
@@ -482,6 +483,76 @@ typedef struct {
 #define KB_PLANES 64   /* planes of a sparse K block: a tile's block of activations is 32 KiB */
 #define STATE_PER_ROW 8 /* bytes of accumulator state per row and channel, at most (AVX2) */
 #define STATE_CHANNELS 256 /* channels whose accumulators wait between K blocks: 256 KiB, in L2 */
+
+/* int8 attention's shared pieces (the per-path passes are in _attention_simd.h). */
+typedef struct {
+    const float *q, *k, *v, *mask; /* mask [batch][seq] added to each key's scores, or NULL */
+    float *out;
+    int64_t batch, seq, heads, dim, m;
+    float scale;
+    int path;
+    uint8_t *work; /* per part: work_bytes */
+    size_t work_bytes;
+} attn_t;
+
+#define ATTN_GROUP 16 /* channels emitted together by the tiles (floats only) */
+
+static inline float round_even(float v) { return (v + ROUNDER) - ROUNDER; }
+
+static inline float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* 8-bit scales of `count` vectors of `len` values (value l of vector i at x[i * step + l * lstep]):
+ * scale = max |x| / 127, inverse 1 / scale (0 for an all-zero vector). */
+static void int8_scales(const float *x, int64_t count, int64_t step, int64_t len, int64_t lstep,
+                        float *scale, float *inverse) {
+    for (int64_t i = 0; i < count; i++) scale[i] = 0.0f;
+    for (int64_t l = 0; l < len; l++)
+        for (int64_t i = 0; i < count; i++) {
+            const float a = __builtin_fabsf(x[i * step + l * lstep]);
+            scale[i] = a > scale[i] ? a : scale[i];
+        }
+    for (int64_t i = 0; i < count; i++) {
+        scale[i] = scale[i] / 127.0f;
+        inverse[i] = scale[i] > 0.0f ? 1.0f / scale[i] : 0.0f;
+    }
+}
+
+static inline int32_t int8_value(float x, float inverse) {
+    return (int32_t)clampf(round_even(x * inverse), -127.0f, 127.0f);
+}
+
+/* The work of one part, carved into 64-byte aligned pieces. */
+typedef struct {
+    uint8_t *qplanes, *pplanes;
+    int32_t *wk, *wv, *corr, *acc;
+    float *ga1, *ga2, *gw1, *gw2, *bias, *scores, *inverse, *fbuf;
+    int64_t *table1, *table2;
+} attn_work_t;
+
+static size_t attn_carve(const attn_t *t, uint8_t *base, attn_work_t *w) {
+    const int64_t seq = t->seq, tiled = (seq + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    const int64_t c4 = t->dim / 4, j4 = (seq + 3) / 4;
+    size_t at = 0;
+#define CARVE(field, bytes) (w->field = (void *)(base ? base + at : NULL), at += ((size_t)(bytes) + 63) / 64 * 64)
+    CARVE(qplanes, c4 * tiled * 4);
+    CARVE(pplanes, j4 * tiled * 4);
+    CARVE(wk, 4 * seq * c4);
+    CARVE(wv, 4 * t->dim * j4);
+    CARVE(corr, 4 * seq);
+    CARVE(acc, 4 * TILE_ROWS * MAX_CHANNELS);
+    CARVE(ga1, 4 * tiled);
+    CARVE(ga2, 4 * tiled);
+    CARVE(gw1, 4 * seq);
+    CARVE(gw2, 4 * t->dim);
+    CARVE(bias, 4 * seq);
+    CARVE(scores, 4 * seq * seq);
+    CARVE(inverse, 4 * (seq > t->dim ? seq : t->dim));
+    CARVE(fbuf, 4 * ATTN_GROUP * TILE_ROWS);
+    CARVE(table1, 8 * c4);
+    CARVE(table2, 8 * j4);
+#undef CARVE
+    return at;
+}
 
 /* Portable: plain C, one row at a time. */
 #define SIMD(name) name##_portable
@@ -645,6 +716,33 @@ static int balance(gemm_t *g, int parts) {
     return parts;
 }
 
+/* ---------------------------------------------------------------- attention */
+
+/* int8 attention of (image, head) pairs split between the parts (see _attention_simd.h). */
+typedef void (*pair_fn)(const attn_t *, const attn_work_t *, int64_t, int64_t);
+
+static pair_fn attention_kernel(int path) {
+#ifdef SP_X86
+    if (path == PATH_AVX2) return attention_pair_avx2;
+    if (path == PATH_AVXVNNI) return attention_pair_avxvnni;
+    if (path == PATH_AVX512VNNI) return attention_pair_vnni;
+#endif
+    return attention_pair_portable;
+}
+
+static void attention_part(void *ctx, int part, int parts) {
+    const attn_t *t = ctx;
+    attn_work_t w;
+    attn_carve(t, t->work + (size_t)part * t->work_bytes, &w);
+    const int64_t tiled = (t->seq + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    for (int64_t k = 0; k < t->dim / 4; k++) w.table1[k] = k * tiled * 4;
+    for (int64_t k = 0; k < (t->seq + 3) / 4; k++) w.table2[k] = k * tiled * 4;
+    const pair_fn pair = attention_kernel(t->path);
+    int64_t lo, hi;
+    split(t->batch * t->heads, part, parts, &lo, &hi);
+    for (int64_t p = lo; p < hi; p++) pair(t, &w, p / t->heads, p % t->heads);
+}
+
 /* ---------------------------------------------------------------- Python bindings */
 
 static int parse_path(const char *name) {
@@ -800,6 +898,56 @@ static PyObject *py_pack_windows(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&in);
+    PyBuffer_Release(&out);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* attention(q, k, v, mask_or_None, out, (batch, seq, heads, dim), scale, path, threads) -- q, k,
+ * v, out float32 [heads * dim][batch * seq]; mask float32 [batch][seq]. */
+static PyObject *py_attention(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer q, k, v, out, mask = {0};
+    PyObject *mask_obj;
+    attn_t t = {0};
+    long long batch, seq, heads, dim;
+    const char *path_name;
+    int threads;
+    if (!PyArg_ParseTuple(args, "y*y*y*Ow*(LLLL)fsi", &q, &k, &v, &mask_obj, &out, &batch, &seq, &heads,
+                          &dim, &t.scale, &path_name, &threads))
+        return NULL;
+    t.path = parse_path(path_name);
+    int ok = t.path >= 0 && threads_ok(threads);
+    ok = ok && (mask_obj == Py_None || PyObject_GetBuffer(mask_obj, &mask, PyBUF_SIMPLE) == 0);
+    t.batch = batch, t.seq = seq, t.heads = heads, t.dim = dim, t.m = batch * seq;
+    if (ok && (batch < 1 || seq < 1 || heads < 1 || dim < 4 || dim % 4)) {
+        PyErr_SetString(PyExc_ValueError, "attention: sizes must be positive, dim a multiple of 4");
+        ok = 0;
+    }
+    const int64_t size = heads * dim * t.m;
+    ok = ok && check_len(&q, size, 4, "q") && check_len(&k, size, 4, "k") && check_len(&v, size, 4, "v") &&
+         check_len(&out, size, 4, "out") && (!mask.obj || check_len(&mask, t.m, 4, "mask"));
+    const int parts = ok ? parts_for(threads, batch * heads) : 0;
+    if (ok) {
+        t.work_bytes = attn_carve(&t, NULL, &(attn_work_t){0});
+        void *work = NULL;
+        t.work = posix_memalign(&work, 64, t.work_bytes * (size_t)parts) ? NULL : work;
+        if (!t.work) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+    }
+    if (ok) {
+        t.q = q.buf, t.k = k.buf, t.v = v.buf, t.out = out.buf;
+        t.mask = mask.obj ? mask.buf : NULL;
+        Py_BEGIN_ALLOW_THREADS run_parts(attention_part, &t, parts);
+        Py_END_ALLOW_THREADS
+    }
+    free(t.work);
+    if (mask.obj) PyBuffer_Release(&mask);
+    PyBuffer_Release(&q);
+    PyBuffer_Release(&k);
+    PyBuffer_Release(&v);
     PyBuffer_Release(&out);
     if (!ok) return NULL;
     Py_RETURN_NONE;
@@ -1004,7 +1152,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->table = table.buf;
         g->ga = ga.buf;
         g->dense_of = opt[DENSE_OF].buf;
-        g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->nkb = nkb;
+        g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->nkb = nkb, g->ldo = m;
         g->wd = opt[WD].buf;
         g->ptr = ptr.buf;
         g->idx = idx.buf;
@@ -1125,6 +1273,7 @@ static PyMethodDef METHODS[] = {
     {"max_pool", py_max_pool, METH_VARARGS, "Max pooling of a channel-major tensor."},
     {"check_rows", py_check_rows, METH_VARARGS, "Check a row map's range."},
     {"layer_norm", py_layer_norm, METH_VARARGS, "LayerNormalization of a channel-major tensor."},
+    {"attention", py_attention, METH_VARARGS, "int8 scaled dot-product attention."},
     {"check_blocks", py_check_blocks, METH_VARARGS, "Check a pruned weight's kept blocks."},
     {NULL, NULL, 0, NULL},
 };

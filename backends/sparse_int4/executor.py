@@ -121,6 +121,7 @@ class Layer:
     side: tuple[int, int] = (1, 1)  # a convolution's input H x W
     residual: str = ""  # a value added before the ReLU
     relu: bool = False
+    gelu: bool = False  # BERT's GELU, after the bias
     taken: tuple[str, ...] = ()  # the outputs of the nodes it stands for
 
     @property
@@ -200,6 +201,31 @@ class Flatten:
 
 
 @dataclass
+class LayerNorm:
+    """LayerNormalization over the last axis (the channels of a channel-major tensor)."""
+
+    node: str
+    input: str
+    output: str
+    scale: np.ndarray
+    bias: np.ndarray
+    epsilon: float
+    sample: tuple[int, ...]
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+    @property
+    def taken(self) -> tuple[str, ...]:
+        return (self.output,)
+
+
+@dataclass
 class Segment:
     """Consecutive non-native ops run as one ONNX Runtime session."""
 
@@ -209,7 +235,7 @@ class Segment:
     ops: int
 
 
-Native = Layer | Pool | Flatten
+Native = Layer | Pool | Flatten | LayerNorm
 Step = Native | Segment
 
 
@@ -334,6 +360,13 @@ class GraphExecutor:
                     values[step.output] = output
             elif isinstance(step, Pool):
                 values[step.output] = self._pool(step, to_channels(values[step.input], True))
+            elif isinstance(step, LayerNorm):
+                x = to_channels(values[step.input], False)
+                out = self._buffer(step.output, x.data.shape)
+                kernel.layer_norm(
+                    x.data, step.scale, step.bias, step.epsilon, out=out, threads=self.threads
+                )
+                values[step.output] = Channels(out, step.sample, False)
             else:
                 x = to_channels(values[step.input], True)
                 values[step.output] = Channels(x.data, (x.data.shape[0],), False)
@@ -749,6 +782,11 @@ def _kernel_layer(node: onnx.NodeProto, context: Context) -> Layer | None:
             bias, output = constant.astype(np.float32).reshape(-1), follower.output[0]
             taken.append(output)
             follower = context.follower(output)
+    gelu_nodes = _gelu_after(output, context)
+    if gelu_nodes:
+        output = gelu_nodes[-1]
+        taken.extend(gelu_nodes)
+        follower = context.follower(output)
     if follower is not None and follower.op_type == "Add":
         other = _other_input(follower, output)
         if graph.constant(other) is None and graph.shape(other) == graph.shape(output):
@@ -778,12 +816,41 @@ def _kernel_layer(node: onnx.NodeProto, context: Context) -> Layer | None:
         side=(side[0], side[1]),
         residual=residual,
         relu=relu,
+        gelu=bool(gelu_nodes),
         taken=tuple(taken),
     )
 
 
 def _other_input(node: onnx.NodeProto, name: str) -> str:
     return node.input[1] if node.input[0] == name else node.input[0]
+
+
+def _gelu_after(name: str, context: Context) -> list[str]:
+    """The outputs of the five nodes of BERT's GELU on ``name`` (x · 0.5 · (1 + erf(x / √2)),
+    as Div, Erf, Add, Mul, Mul), when nothing else reads them; else []."""
+    graph = context.graph
+    readers = graph.readers.get(name, [])
+    if name in graph.outputs or len(readers) != 2:
+        return []
+
+    def constant_is(node: onnx.NodeProto, other: str, value: float) -> bool:
+        c = graph.constant(_other_input(node, other))
+        return c is not None and c.size == 1 and abs(float(c) - value) <= 1e-6 * abs(value)
+
+    div = next((n for n in readers if n.op_type == "Div" and n.input[0] == name), None)
+    if div is None or not constant_is(div, name, math.sqrt(2)):
+        return []
+    erf = context.follower(div.output[0])
+    add = erf and erf.op_type == "Erf" and context.follower(erf.output[0])
+    if not add or add.op_type != "Add" or not constant_is(add, erf.output[0], 1.0):
+        return []
+    mul = context.follower(add.output[0])
+    if mul is None or mul.op_type != "Mul" or mul not in readers:
+        return []
+    half = context.follower(mul.output[0])
+    if half is None or half.op_type != "Mul" or not constant_is(half, mul.output[0], 0.5):
+        return []
+    return [node.output[0] for node in (div, erf, add, mul, half)]
 
 
 # ------------------------------------------------------------------------------ pooling
@@ -839,8 +906,28 @@ def _flatten(node: onnx.NodeProto, context: Context) -> Flatten | None:
     return Flatten(node.name or node.output[0], node.input[0], node.output[0])
 
 
+def _layer_norm(node: onnx.NodeProto, context: Context) -> LayerNorm | None:
+    """LayerNormalization over the last axis with constant scale and bias."""
+    if node.op_type != "LayerNormalization" or len(node.input) < 3 or len(node.output) != 1:
+        return None
+    graph = context.graph
+    shape = graph.shape(node.input[0])
+    scale, bias = graph.constant(node.input[1]), graph.constant(node.input[2])
+    attrs = attributes(node)
+    if shape is None or len(shape) < 2 or -1 in shape[1:] or scale is None or bias is None:
+        return None
+    if attrs.get("axis", -1) not in (-1, len(shape) - 1) or attrs.get("stash_type", 1) != 1:
+        return None
+    return LayerNorm(
+        node.name or node.output[0], node.input[0], node.output[0],
+        scale.astype(np.float32).reshape(-1), bias.astype(np.float32).reshape(-1),
+        float(attrs.get("epsilon", 1e-5)), tuple(shape[1:]),
+    )  # fmt: skip
+
+
 HANDLERS: tuple[Callable[[onnx.NodeProto, Context], Native | None], ...] = (
     _kernel_layer,
     _pool,
     _flatten,
+    _layer_norm,
 )

@@ -431,6 +431,38 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def attention(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    mask: np.ndarray | None,
+    heads: int,
+    batch: int,
+    scale: float,
+    *,
+    out: np.ndarray | None = None,
+    path: str | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """float32 [heads · dim, batch · seq]: ``attention.reference_attention`` of channel-major
+    Q, K, V (mask [batch, seq] or None) on the kernel's int8 tiles (into ``out`` if given)."""
+    q, k, v = (np.ascontiguousarray(t, np.float32) for t in (q, k, v))
+    channels, rows = q.shape
+    if k.shape != q.shape or v.shape != q.shape or channels % heads or rows % batch:
+        raise UserError("attention needs Q, K, V of one shape [heads x dim, batch x seq]")
+    dim, seq = channels // heads, rows // batch
+    if dim % 4:
+        raise UserError(f"attention heads of {dim} dimensions: the kernel needs a multiple of 4")
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, np.float32).reshape(batch, seq)
+    out = np.empty_like(q) if out is None else out
+    _kernel.attention(
+        q, k, v, mask, out, (batch, seq, heads, dim), float(scale), path or PATHS[0],
+        _threads(threads),
+    )  # fmt: skip
+    return out
+
+
 def layer_norm(
     x: np.ndarray,
     scale: np.ndarray,
