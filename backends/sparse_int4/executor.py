@@ -226,6 +226,31 @@ class LayerNorm:
 
 
 @dataclass
+class Attention:
+    """Scaled dot-product attention of rows Q, K, V [batch, seq, heads · dim] with an additive
+    key mask [batch, 1, 1, seq], in int8 on the kernel's tiles (see attention.py)."""
+
+    node: str
+    q: str
+    k: str
+    v: str
+    mask: str
+    output: str
+    heads: int
+    scale: float
+    sample: tuple[int, ...]
+    taken: tuple[str, ...]
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.q, self.k, self.v, *([self.mask] if self.mask else [])]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [self.output]
+
+
+@dataclass
 class Segment:
     """Consecutive non-native ops run as one ONNX Runtime session."""
 
@@ -235,7 +260,7 @@ class Segment:
     ops: int
 
 
-Native = Layer | Pool | Flatten | LayerNorm
+Native = Layer | Pool | Flatten | LayerNorm | Attention
 Step = Native | Segment
 
 
@@ -360,6 +385,8 @@ class GraphExecutor:
                     values[step.output] = output
             elif isinstance(step, Pool):
                 values[step.output] = self._pool(step, to_channels(values[step.input], True))
+            elif isinstance(step, Attention):
+                values[step.output] = self._attention(step, values)
             elif isinstance(step, LayerNorm):
                 x = to_channels(values[step.input], False)
                 out = self._buffer(step.output, x.data.shape)
@@ -415,6 +442,7 @@ class GraphExecutor:
             out = self._buffer(layer.output, shape, layer.output in self._halves)
         kernel.conv(
             a, layer.weight, layer.conv or kernel.POINTWISE, residual=residual, relu=layer.relu,
+            gelu=layer.gelu,
             floats=floats, out=out, target=target, path=self.path, threads=self.threads,
         )  # fmt: skip
         return None if out is None else Channels(out, layer.sample, layer.conv is not None)
@@ -429,6 +457,18 @@ class GraphExecutor:
             gamma=self.gammas.get(name) if form.images else None, clip=clip, path=self.path,
             threads=self.threads, **images,
         )  # fmt: skip
+
+    def _attention(self, step: Attention, values: dict[str, np.ndarray | Channels]) -> Channels:
+        q, k, v = (to_channels(values[name], False) for name in (step.q, step.k, step.v))
+        mask = None
+        if step.mask:
+            mask = np.asarray(to_onnx(values[step.mask]), np.float32).reshape(q.batch, -1)
+        out = self._buffer(step.output, q.data.shape)
+        kernel.attention(
+            q.data, k.data, v.data, mask, step.heads, q.batch, step.scale, out=out,
+            path=self.path, threads=self.threads,
+        )  # fmt: skip
+        return Channels(out, step.sample, False)
 
     def _pool(self, step: Pool, x: Channels) -> Channels:
         c = x.data.shape[0]
@@ -520,13 +560,20 @@ def _build_plan(
         if step is not None:
             natives[max(index[out] for out in step.outputs)] = step
             context.taken.update(step.taken)
-            if step.relu if isinstance(step, Layer) else step.input in context.nonnegative:
+            if _nonnegative_output(step, context.nonnegative):
                 context.nonnegative.update(step.outputs)
         elif node.op_type == "Relu" or (
             node.op_type in SIGN_PRESERVING_OPS and node.input[0] in context.nonnegative
         ):
             context.nonnegative.add(node.output[0])
     return _order_steps(graph, natives, context.taken, threads)
+
+
+def _nonnegative_output(step: Native, nonnegative: set[str]) -> bool:
+    """Whether a step's output is >= 0: a ReLU'd layer, or pooling and reshapes of such."""
+    if isinstance(step, Layer):
+        return step.relu
+    return isinstance(step, (Pool, Flatten)) and step.input in nonnegative
 
 
 @dataclass
@@ -925,9 +972,109 @@ def _layer_norm(node: onnx.NodeProto, context: Context) -> LayerNorm | None:
     )  # fmt: skip
 
 
+def _attention(node: onnx.NodeProto, context: Context) -> Attention | None:
+    """From the scores MatMul: Q, K, V rows [B, S, H · D] split into heads (Reshape [0, 0, H, D]
+    and Transpose to [B, H, S, D], K to [B, H, D, S]), MatMul, Mul by a scalar, Add a mask
+    [B, 1, 1, S], Softmax over the keys, MatMul by V's heads, Transpose back, Reshape to
+    [B, S, H · D]: BERT's attention as exported unfused."""
+    graph = context.graph
+    if node.op_type != "MatMul" or any(graph.constant(name) is not None for name in node.input):
+        return None
+    q = _heads_of(node.input[0], (0, 2, 1, 3), graph)
+    k = _heads_of(node.input[1], (0, 2, 3, 1), graph)
+    if q is None or k is None or q[1:3] != k[1:3]:
+        return None
+    chain, name = [node.output[0]], node.output[0]
+    scale, mask = 1.0, ""
+    follower = context.follower(name)
+    if follower is not None and follower.op_type in ("Mul", "Div"):
+        value = graph.constant(_other_input(follower, name))
+        if value is None or value.size != 1 or follower.input[0] != name:
+            return None
+        scale = float(value) if follower.op_type == "Mul" else 1.0 / float(value)
+        name = follower.output[0]
+        chain.append(name)
+        follower = context.follower(name)
+    if follower is not None and follower.op_type == "Add":
+        mask = _other_input(follower, name)
+        shape = graph.shape(mask)
+        if (
+            graph.constant(mask) is not None
+            or shape is None
+            or len(shape) != 4
+            or shape[1:3] != [1, 1]
+        ):
+            return None
+        name = follower.output[0]
+        chain.append(name)
+        follower = context.follower(name)
+    if follower is None or follower.op_type != "Softmax":
+        return None
+    if attributes(follower).get("axis", -1) not in (-1, 3):
+        return None
+    name = follower.output[0]
+    chain.append(name)
+    context_mm = context.follower(name)
+    if context_mm is None or context_mm.op_type != "MatMul" or context_mm.input[0] != name:
+        return None
+    v = _heads_of(context_mm.input[1], (0, 2, 1, 3), graph)
+    if v is None or v[1:3] != q[1:3]:
+        return None
+    chain.append(context_mm.output[0])
+    back = context.follower(context_mm.output[0])
+    if (
+        back is None
+        or back.op_type != "Transpose"
+        or tuple(attributes(back).get("perm", ())) != (0, 2, 1, 3)
+    ):
+        return None
+    merge = context.follower(back.output[0])
+    if merge is None or merge.op_type != "Reshape":
+        return None
+    out_shape = graph.shape(merge.output[0])
+    heads, dim = q[1:3]
+    if out_shape is None or len(out_shape) != 3 or out_shape[2] != heads * dim or dim % 4:
+        return None
+    chain += [back.output[0], merge.output[0], *q[3], *k[3], *v[3]]
+    return Attention(
+        node.name or node.output[0], q[0], k[0], v[0], mask, merge.output[0], heads, scale,
+        tuple(out_shape[1:]), tuple(chain),
+    )  # fmt: skip
+
+
+def _heads_of(
+    name: str, perm: tuple[int, ...], graph: Graph
+) -> tuple[str, int, int, list[str]] | None:
+    """(rows value, heads, dim, the two outputs) when ``name`` is Transpose(perm) of a Reshape
+    of rows [B, S, H · D] to [B, S, H, D] that nothing else reads."""
+    transpose = graph.producer.get(name)
+    if transpose is None or transpose.op_type != "Transpose":
+        return None
+    if (
+        tuple(attributes(transpose).get("perm", ())) != perm
+        or len(graph.readers.get(name, [])) != 1
+    ):
+        return None
+    reshape = graph.producer.get(transpose.input[0])
+    if (
+        reshape is None
+        or reshape.op_type != "Reshape"
+        or graph.sole_reader(reshape.output[0]) is None
+    ):
+        return None
+    split = graph.shape(reshape.output[0])
+    rows = graph.shape(reshape.input[0])
+    if split is None or rows is None or len(split) != 4 or len(rows) != 3 or -1 in split[2:]:
+        return None
+    if split[2] * split[3] != rows[2]:
+        return None
+    return reshape.input[0], split[2], split[3], [reshape.output[0], transpose.output[0]]
+
+
 HANDLERS: tuple[Callable[[onnx.NodeProto, Context], Native | None], ...] = (
     _kernel_layer,
     _pool,
     _flatten,
     _layer_norm,
+    _attention,
 )
