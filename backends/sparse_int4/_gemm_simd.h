@@ -8,6 +8,7 @@
  *   ACC_STORE(dst, acc)   the LANES int32 row sums of acc, in row order
  *   ACC_ADD(a, b)         the sum of two accumulators
  *   FOLD(name)   the quantize flavour of LANES rows whose _fold.h helpers the epilogue uses
+ *   STREAM_F(p, v), STREAM_H(p, h)  store LANES floats / halves past the caches (aligned p)
  *
  * Activations are u8 planes of 4 channels: row r of the 4 K values of plane k4 sits at
  * a + table[k4] + 4 r, so one row vector is LANES * 4 consecutive bytes and a convolution's taps
@@ -55,15 +56,23 @@ INLINE SIMD(fv) SIMD(erf)(SIMD(fv) x) {
 
 /* LANES float32 values at `from` into a float32 or float16 array at index i (float16 rounds to
  * nearest even, as numpy's astype does). */
-INLINE void SIMD(store_values)(void *p, int half, int64_t i, const float *from) {
-    if (!half) {
-        memcpy((float *)p + i, from, sizeof(float) * LANES);
-        return;
-    }
+INLINE void SIMD(store_values)(void *p, int half, int64_t i, const float *from, int stream) {
     SIMD(fv) v;
     memcpy(&v, from, sizeof v);
+    if (!half) {
+        float *to = (float *)p + i;
+        if (stream && (uintptr_t)to % sizeof v == 0)
+            STREAM_F(to, v);
+        else
+            memcpy(to, &v, sizeof v);
+        return;
+    }
     const SIMD(hv) h = __builtin_convertvector(v, SIMD(hv));
-    memcpy((_Float16 *)p + i, &h, sizeof h);
+    _Float16 *to = (_Float16 *)p + i;
+    if (stream && (uintptr_t)to % sizeof h == 0)
+        STREAM_H(to, h);
+    else
+        memcpy(to, &h, sizeof h);
 }
 
 INLINE float SIMD(load_value)(const void *p, int half, int64_t i) {
@@ -131,7 +140,7 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
                 const float *from = f + c * TILE_ROWS + i;
                 const int64_t first = i + LANES <= rows ? SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) : -1;
                 if (first >= 0) {
-                    SIMD(store_values)(g->out, g->out_half, base + first, from);
+                    SIMD(store_values)(g->out, g->out_half, base + first, from, g->stream);
                     continue;
                 }
                 for (int l = 0; l < LANES && i + l < rows; l++) { /* partial: lane by lane */
@@ -290,3 +299,5 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
 #undef ACC_STORE
 #undef ACC_ADD
 #undef FOLD
+#undef STREAM_F
+#undef STREAM_H

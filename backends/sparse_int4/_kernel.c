@@ -472,6 +472,7 @@ typedef struct {
     const quant_out_t *q;    /* the next layer's planes, or NULL */
     int64_t group;           /* channels emitted together: the output's vector size */
     int relu, gelu, path;
+    int stream;              /* the float output is larger than the caches: store past them */
     float *fbuf;             /* per part: group x TILE_ROWS floats */
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
     uint8_t *state;          /* per part: state_bytes of accumulators waiting between K blocks */
@@ -481,6 +482,7 @@ typedef struct {
 
 #define MAX_CHANNELS 8 /* channels of a dense tile, at most */
 #define KB_PLANES 64   /* planes of a sparse K block: a tile's block of activations is 32 KiB */
+#define STREAM_ABOVE (8u << 20) /* outputs larger (bytes) are stored past the caches */
 #define STATE_PER_ROW 8 /* bytes of accumulator state per row and channel, at most (AVX2) */
 #define STATE_CHANNELS 256 /* channels whose accumulators wait between K blocks: 256 KiB, in L2 */
 
@@ -585,6 +587,8 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
 }
 #define ACC_ADD(a, b) acc_add_portable(a, b)
 #define FOLD(name) name##_portable
+#define STREAM_F(p, v) memcpy(p, &(v), sizeof(v))
+#define STREAM_H(p, h) memcpy(p, &(h), sizeof(h))
 #include "_gemm_simd.h"
 
 #ifdef SP_X86
@@ -616,6 +620,8 @@ typedef struct {
                         _mm256_permute4x64_epi64(_mm256_hadd_epi32((s).lo, (s).hi), 0xD8))
 #define ACC_ADD(a, b) ((acc_avx2){_mm256_add_epi32((a).lo, (b).lo), _mm256_add_epi32((a).hi, (b).hi)})
 #define FOLD(name) name##_avx2
+#define STREAM_F(p, v) _mm256_stream_ps(p, (__m256)(v))
+#define STREAM_H(p, h) _mm_stream_si128((__m128i *)(void *)(p), (__m128i)(h))
 #include "_gemm_simd.h"
 
 /* AVX-VNNI: vpdpbusd on 8 rows (VEX encoding). */
@@ -634,6 +640,8 @@ typedef struct {
 #define ACC_STORE(dst, s) _mm256_storeu_si256((__m256i *)(void *)(dst), (s))
 #define ACC_ADD(a, b) _mm256_add_epi32(a, b)
 #define FOLD(name) name##_avx2
+#define STREAM_F(p, v) _mm256_stream_ps(p, (__m256)(v))
+#define STREAM_H(p, h) _mm_stream_si128((__m128i *)(void *)(p), (__m128i)(h))
 #include "_gemm_simd.h"
 
 /* AVX-512 VNNI: vpdpbusd on 16 rows. */
@@ -652,6 +660,8 @@ typedef struct {
 #define ACC_STORE(dst, s) _mm512_storeu_si512((void *)(dst), (s))
 #define ACC_ADD(a, b) _mm512_add_epi32(a, b)
 #define FOLD(name) name##_avx512
+#define STREAM_F(p, v) _mm512_stream_ps(p, (__m512)(v))
+#define STREAM_H(p, h) _mm256_stream_si256((__m256i *)(void *)(p), (__m256i)(h))
 #include "_gemm_simd.h"
 #endif
 
@@ -677,6 +687,9 @@ static void gemm_part(void *ctx, int part, int parts) {
     float *f = g->fbuf + (size_t)part * (size_t)g->group * TILE_ROWS;
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
         kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, state, f);
+#ifdef SP_X86
+    if (g->stream) _mm_sfence(); /* streamed stores are seen before the caller reads them */
+#endif
 }
 
 /* A channel's work: its kept blocks when sparse (plus a little for its state), else 1. */
@@ -1164,6 +1177,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->out = opt[OUT].buf;
         g->residual_half = residual_half;
         g->out_half = out_half;
+        g->stream = g->out && (size_t)(n * m) * (out_half ? 2 : 4) > STREAM_ABOVE;
         g->relu = relu;
         g->gelu = gelu;
         g->path = path;
