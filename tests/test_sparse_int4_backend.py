@@ -324,3 +324,33 @@ def test_sparsity_table_refuses_bad_densities(capsys, tmp_path) -> None:
         ["sparsity-table", "--densities", "1,0", "--out", str(tmp_path / "t")], capsys
     )
     assert code != 0 and "every density must be in (0, 1]" in err
+
+
+def test_bert_layers_run_natively_and_track_onnx_runtime(tmp_path, monkeypatch) -> None:
+    from backends.sparse_int4 import executor as executor_module
+    from harness.models.bert import BertConfig, build_bert
+
+    path = tmp_path / "bert.onnx"
+    build_bert(path, BertConfig("bert-test", 1, 64, 2, 128, vocab_size=500))
+    block = onnx.load(str(path))
+    ids = RNG.integers(1, 500, (2, 384)).astype(np.int64)
+    mask = (np.arange(384)[None] < np.array([[384], [100]])).astype(np.int64)
+    feeds = {"input_ids": ids, "input_mask": mask, "segment_ids": np.zeros_like(ids)}
+    expected = ort.InferenceSession(block.SerializeToString()).run(None, feeds)
+    native = GraphExecutor(block, SparsityOptions())
+    kinds = [type(step).__name__ for step in native.plan.steps]
+    assert kinds.count("Attention") == 1 and kinds.count("LayerNorm") == 3
+    assert kinds.count("Segment") == 2  # the embeddings and mask before, the logits' split after
+    assert [layer.gelu for layer in native.layers] == [False] * 4 + [True, False, False]
+    got = native.run(feeds)
+    sqnr = 10 * np.log10(
+        np.sum(expected[0] ** 2) / np.sum((got["output_start_logits"] - expected[0]) ** 2)
+    )
+    assert sqnr > 12, sqnr  # W4A4 throughout, int8 attention
+    # the int8 attention in place of ONNX Runtime's float attention changes little
+    handlers = tuple(h for h in executor_module.HANDLERS if h is not executor_module._attention)
+    monkeypatch.setattr(executor_module, "HANDLERS", handlers)
+    floats = GraphExecutor(block, SparsityOptions()).run(feeds)["output_start_logits"]
+    assert (
+        10 * np.log10(np.sum(floats**2) / np.sum((got["output_start_logits"] - floats) ** 2)) > 20
+    )
