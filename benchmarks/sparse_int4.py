@@ -1,25 +1,31 @@
 """sparse-int4 kernel and backend against ONNX Runtime int8, side by side in one run.
 
     python benchmarks/sparse_int4.py [--parts peak,gemm,resnet50,bert] [--repeats 5]
+                                     [--path avx512vnni|avxvnni|avx2|portable] [--threads N]
 
-- peak: the register-only multiply-accumulate rate of this machine on all threads: the int16
-  vpmaddwd + vpaddd pair the kernel uses, and the exact int8 sequence (vpmaddubsw, vpmaddwd by
-  ones, vpaddd: the work of one VNNI vpdpbusd, which AVX2-only CPUs lack), the int8 peak.
+- peak: the register-only multiply-accumulate rate of each kernel path's instruction on all
+  threads: vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16 vpmaddwd + vpaddd pair
+  (AVX2, whose u8 x s8 products are exact only as int16 pairs).
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
-  densities 1 and 1/8 (unstructured and 1:8) on BERT-Large's FFN shape and ResNet-50 conv shapes
-  (batch 8, rows quantized straight from the NCHW input), activation quantization included
-  (and once without it, as ORT's MatMulInteger takes uint8 input), measured interleaved, each
-  case after a short busy wait (see settle), and the median kept; with peak, density 1 as a
-  share of the int8 peak.
-- resnet50 / bert: end-to-end batches of the built-in models, onnxruntime int8 (static QDQ,
-  dynamic for BERT) against sparse-int4 at the chosen density, with the sparse-int4 time split
-  between kernel layers and ONNX Runtime segments.
+  density 1, and 1/8 in the 1x4 (fast), unstructured and 1:8 patterns, on BERT-Large's FFN shape
+  and ResNet-50 convolution shapes (batch 8; stride-1 convolutions read the planes' shifted rows),
+  the kernel's activation quantization included (and once without, as MatMulInteger is handed
+  uint8), measured interleaved, each case after a short busy wait (see settle); with the peak,
+  density 1 as a share of the path's instruction peak.
+- resnet50 / bert: end-to-end batches of the built-in models (8 images, 4 sequences), onnxruntime
+  int8 (static QDQ; dynamic for BERT) against sparse-int4 at 1/8 in the 1x4 pattern, with each
+  backend's time split: sparse-int4 between kernel layers, its other native steps and ONNX
+  Runtime segments; ONNX Runtime between its weight layers and the rest (from its profiler).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -34,15 +40,31 @@ from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.sparsity import prune
 from backends.sparse_int4.vsquant import quantize_weight
 
-GEMM_SHAPES = {  # name: (NCHW input of a stride-1 "same" convolution, kernel side, N)
-    "bert-large FFN 384x1024x4096": ((384, 1024, 1, 1), 1, 4096),  # rows: 384 one-pixel images
-    "resnet50 layer1 3x3 (b8)": ((8, 64, 56, 56), 3, 64),
-    "resnet50 layer2 3x3 (b8)": ((8, 128, 28, 28), 3, 128),
-    "resnet50 layer3 3x3 (b8)": ((8, 256, 14, 14), 3, 256),
-    "resnet50 layer4 3x3 (b8)": ((8, 512, 7, 7), 3, 512),
-    "resnet50 layer2 1x1 expand (b8)": ((8, 128, 28, 28), 1, 512),
-    "resnet50 layer3 1x1 reduce (b8)": ((8, 1024, 14, 14), 1, 256),
+GEMM_SHAPES = {  # name: (NCHW input of a "same" convolution, kernel side, stride, N)
+    "bert-large FFN 384x1024x4096": ((384, 1024, 1, 1), 1, 1, 4096),  # rows: 384 tokens
+    "resnet50 layer1 3x3 (b8)": ((8, 64, 56, 56), 3, 1, 64),
+    "resnet50 layer2 3x3 (b8)": ((8, 128, 28, 28), 3, 1, 128),
+    "resnet50 layer3 3x3 (b8)": ((8, 256, 14, 14), 3, 1, 256),
+    "resnet50 layer4 3x3 (b8)": ((8, 512, 7, 7), 3, 1, 512),
+    "resnet50 layer2 1x1 expand (b8)": ((8, 128, 28, 28), 1, 1, 512),
+    "resnet50 layer3 1x1 reduce (b8)": ((8, 1024, 14, 14), 1, 1, 256),
 }
+CASES = (  # label, density, pattern
+    ("kernel d=1", 1.0, "unstructured"),
+    ("kernel d=1/8 1x4", 0.125, "1x4"),
+    ("kernel d=1/8 unstructured", 0.125, "unstructured"),
+    ("kernel d=1/8 1:8", 0.125, "1:8"),
+)
+PEAKS = {  # kernel path: (_kernel.peak kind, its instruction)
+    "avx512vnni": (2, "vpdpbusd zmm"),
+    "avxvnni": (1, "vpdpbusd ymm"),
+    "avx2": (0, "vpmaddwd + vpaddd ymm"),
+}
+# ONNX Runtime ops that multiply by a model's weights, for its time split.
+ORT_WEIGHT_OPS = frozenset(
+    {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat",
+     "DynamicQuantizeMatMul", "ConvInteger", "Conv", "FusedConv", "Gemm", "FusedGemm"}
+)  # fmt: skip
 
 
 def median_time(function: Callable[[], object], repeats: int) -> float:
@@ -58,38 +80,48 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
 
 def settle(seconds: float = 0.1) -> None:
     """Busy-waits before a case is timed. ONNX Runtime's workers spin for some 50 ms after each
-    run; on 2 cores that took a core from whatever ran next (the kernel right after ORT's
-    MatMulInteger ran 1.7-2x slower). Sleeping instead would let the cores idle down, which
-    slows the next case as well."""
+    run; on 2 cores that took a core from whatever ran next. Sleeping instead would let the
+    cores idle down, which slows the next case as well."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
 
 
-def session(model: onnx.ModelProto | str, threads: int) -> ort.InferenceSession:
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def session(model: onnx.ModelProto | str, threads: int, profile: str = "") -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if profile:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile
     data = model if isinstance(model, str) else model.SerializeToString()
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-PEAK_KINDS = {  # _kernel.peak kind: what it measures
-    "int16 vpmaddwd+vpaddd (the kernel's instructions)": 0,
-    "int8 exact u8 x s8 -> int32 (one VNNI vpdpbusd's work)": 1,
-}
-
-
 def peak(threads: int) -> dict[str, float]:
-    """Register-only multiply-accumulate peaks in TOPS (2 ops per MAC) on ``threads``."""
-    iterations = 50_000_000
+    """Register-only multiply-accumulate peaks in TOPS (2 ops per MAC) of each path here."""
     tops = {}
-    for name, kind in PEAK_KINDS.items():
+    for path, (kind, instruction) in PEAKS.items():
+        if path not in kernel.PATHS:
+            print(f"peak {instruction}: this CPU has no {path}")
+            continue
+        iterations = 20_000_000
         _kernel.peak(kind, iterations // 10, threads)  # warm up the clocks
         start = time.perf_counter()
         macs = _kernel.peak(kind, iterations, threads)
-        tops[name] = 2 * macs / (time.perf_counter() - start) / 1e12
-        print(f"peak {name}: {tops[name]:.3f} TOPS on {threads} threads")
+        tops[path] = 2 * macs / (time.perf_counter() - start) / 1e12
+        print(f"peak {instruction} ({path}): {tops[path]:.3f} TOPS on {threads} threads")
     return tops
 
 
@@ -103,59 +135,80 @@ def ort_matmul_integer(m: int, k: int, n: int, threads: int) -> Callable[[], obj
         [helper.make_tensor_value_info("y", TensorProto.INT32, [m, n])],
         [weight],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    s = session(model, threads)
+    s = session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), threads)
     a = rng.integers(0, 255, (m, k)).astype(np.uint8)
     return lambda: s.run(None, {"a": a})
 
 
-def gemm(threads: int, repeats: int, int8_peak: float | None) -> None:
+def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None:
     rng = np.random.default_rng(1)
-    for name, (shape, side, n) in GEMM_SHAPES.items():
-        x = np.abs(rng.standard_normal(shape).astype(np.float32))
-        m, k = shape[0] * shape[2] * shape[3], shape[1] * side * side
-        w = rng.standard_normal((k, n)).astype(np.float32)
+    for name, ((b, c, h, w), side, stride, n) in GEMM_SHAPES.items():
+        tokens = side == 1 and h == 1
+        geometry = kernel.ConvGeometry((side, side), (stride, stride), (side // 2,) * 4)
+        oh, ow = geometry.output_side((h, w))
+        m, k = b * oh * ow, c * side * side
+        x = np.abs(rng.standard_normal((c, b * h * w)).astype(np.float32))  # post-ReLU
+        images = {} if tokens else {"images": b, "side": (h, w), "pads": geometry.pads,
+                                    "reach": kernel.conv_reach(geometry, (h, w))}  # fmt: skip
 
-        def quantize(x=x, side=side) -> kernel.Activations:  # conv rows straight from NCHW
-            pads = (side // 2,) * 4
-            return kernel.quantize_conv(x, (side, side), pads=pads, signed=False, threads=threads)
+        def quantize(x=x, images=images) -> kernel.Activations:
+            return kernel.quantize(x, 16, False, path=path, threads=threads, **images)
 
+        weight = rng.standard_normal((k, n)).astype(np.float32)
+        out = np.empty((n, m), np.float32)
         cases: dict[str, Callable[[], object]] = {"ort int8": ort_matmul_integer(m, k, n, threads)}
-        for label, density, pattern in (
-            ("kernel d=1", 1.0, "unstructured"),
-            ("kernel d=1/8", 0.125, "unstructured"),
-            ("kernel d=1/8 1:8", 0.125, "1:8"),
-        ):
-            packed = kernel.pack(quantize_weight(w * prune(w, density, pattern), 16))
+        packed = {}
+        for label, density, pattern in CASES:
+            mask = prune(weight, density, pattern, None if tokens else c)
+            qw = quantize_weight(weight * mask, 16, channels=None if tokens else c)
+            packed[label] = kernel.pack(qw)
 
-            def run(packed=packed, quantize=quantize) -> object:
-                return kernel.matmul(quantize(), packed, threads=threads)
+            def run(p=packed[label], quantize=quantize, g=geometry, out=out) -> object:
+                return kernel.conv(quantize(), p, g, out=out, path=path, threads=threads)
 
             cases[label] = run
-        # ORT's MatMulInteger takes activations already in uint8: the same GEMM without the
-        # kernel's per-vector activation quantization, for a like-for-like kernel comparison.
         a = quantize()
-        sparse = kernel.pack(quantize_weight(w * prune(w, 0.125), 16))
-        cases["GEMM only d=1/8"] = lambda a=a, w=sparse: kernel.matmul(a, w, threads=threads)
-        times = {label: [] for label in cases}
+        fast = packed["kernel d=1/8 1x4"]
+        cases["GEMM only d=1/8 1x4"] = lambda a=a, p=fast, g=geometry, out=out: kernel.conv(
+            a, p, g, out=out, path=path, threads=threads
+        )
+        times: dict[str, list[float]] = {label: [] for label in cases}
         for _ in range(repeats):  # interleaved, so machine noise hits every case alike
             for label, function in cases.items():
                 times[label].append(median_time(function, 1))
         tops = {label: 2 * m * k * n / statistics.median(t) / 1e12 for label, t in times.items()}
-        cells = ", ".join(f"{label} {value:.3f}" for label, value in tops.items())
-        print(f"{name}: TOPS {cells}")
-        share = ""
-        if int8_peak:
-            share = f", d=1 at {tops['kernel d=1'] / int8_peak:.0%} of the int8 peak"
+        print(f"{name}: TOPS " + ", ".join(f"{label} {v:.3f}" for label, v in tops.items()))
+        share = (
+            f", d=1 at {tops['kernel d=1'] / path_peak:.0%} of the {path} peak" if path_peak else ""
+        )
+        fast_tops = tops["kernel d=1/8 1x4"]
         print(
-            f"  d=1/8 vs ort int8 {tops['kernel d=1/8'] / tops['ort int8']:.2f}x, "
-            f"vs own d=1 {tops['kernel d=1/8'] / tops['kernel d=1']:.2f}x; 1:8 vs ort "
-            f"{tops['kernel d=1/8 1:8'] / tops['ort int8']:.2f}x; GEMM only d=1/8 vs ort "
-            f"{tops['GEMM only d=1/8'] / tops['ort int8']:.2f}x{share}"
+            f"  d=1/8 1x4 vs ort int8 {fast_tops / tops['ort int8']:.2f}x, vs own d=1 "
+            f"{fast_tops / tops['kernel d=1']:.2f}x; unstructured vs ort "
+            f"{tops['kernel d=1/8 unstructured'] / tops['ort int8']:.2f}x; 1:8 vs ort "
+            f"{tops['kernel d=1/8 1:8'] / tops['ort int8']:.2f}x; GEMM only 1x4 vs ort "
+            f"{tops['GEMM only d=1/8 1x4'] / tops['ort int8']:.2f}x{share}"
         )
 
 
-def end_to_end(model_name: str, density: float, threads: int, repeats: int) -> None:
+def ort_split(path: str, feeds: dict[str, np.ndarray], threads: int) -> dict[str, float]:
+    """Shares of ONNX Runtime's node time in weight layers and in the rest, from its profiler."""
+    with tempfile.TemporaryDirectory() as folder:
+        s = session(path, threads, profile=os.path.join(folder, "ort"))
+        for _ in range(2):
+            s.run(None, feeds)
+        with open(s.end_profiling()) as file:
+            events = json.load(file)
+    times = {"weight layers": 0.0, "other ops": 0.0}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            kind = "weight layers" if event["args"]["op_name"] in ORT_WEIGHT_OPS else "other ops"
+            times[kind] += event["dur"]
+    total = sum(times.values()) or 1.0
+    return {part: value / total for part, value in times.items()}
+
+
+def end_to_end(model_name: str, threads: int, repeats: int, path: str) -> None:
     from backends.base import ModelHandle
     from backends.onnxruntime import quantize_int8
     from harness.runner import prepare_model
@@ -164,15 +217,19 @@ def end_to_end(model_name: str, density: float, threads: int, repeats: int) -> N
 
     spec = RunSpec(model=model_name)
     workload = get_workload(model_name)
-    path = prepare_model(spec)
-    data = workload.open_data(spec.data_source, path, lambda _: None)
+    model_path = prepare_model(spec)
+    data = workload.open_data(spec.data_source, model_path, lambda _: None)
     handle = ModelHandle(
-        path, model_name, tuple(t.name for t in workload.inputs), workload.outputs,
+        model_path, model_name, tuple(t.name for t in workload.inputs), workload.outputs,
         calibration=data.calibration, int8_activations=workload.int8_activations,
     )  # fmt: skip
     batch = data.load(np.arange(8 if model_name == "resnet50" else 4))
-    dense = session(str(quantize_int8(handle, workload.int8_activations)), threads)
-    sparse = GraphExecutor(onnx.load(str(path)), SparsityOptions(density), threads)
+    int8_path = str(quantize_int8(handle, workload.int8_activations))
+    dense = session(int8_path, threads)
+    options = SparsityOptions(0.125, "1x4")
+    sparse = GraphExecutor(
+        onnx.load(str(model_path)), options, threads, path, calibration=data.calibration
+    )
     split: dict[str, float] = {}
     times: dict[str, list[float]] = {"ort int8": [], "sparse-int4": []}
     for _ in range(repeats):
@@ -180,29 +237,36 @@ def end_to_end(model_name: str, density: float, threads: int, repeats: int) -> N
         times["sparse-int4"].append(median_time(lambda: sparse.run(batch, split), 1))
     ort_s, ours = (statistics.median(times[k]) for k in ("ort int8", "sparse-int4"))
     share = {part: seconds / sum(split.values()) for part, seconds in split.items()}
+    ort_share = ort_split(int8_path, batch, threads)
     print(
-        f"{model_name} batch {len(next(iter(batch.values())))}, density {density:g}: ort int8 "
-        f"{ort_s * 1e3:.0f} ms, sparse-int4 {ours * 1e3:.0f} ms -> {ort_s / ours:.2f}x; "
-        "sparse-int4 split " + ", ".join(f"{p} {v:.0%}" for p, v in share.items())
+        f"{model_name} batch {len(next(iter(batch.values())))}, density 1/8 1x4: ort int8 "
+        f"{ort_s * 1e3:.0f} ms, sparse-int4 {ours * 1e3:.0f} ms -> {ort_s / ours:.2f}x "
+        f"(best of {repeats}: {min(times['ort int8']) / min(times['sparse-int4']):.2f}x); "
+        "sparse-int4 split "
+        + ", ".join(f"{p} {v:.0%}" for p, v in share.items())
+        + "; ort int8 split "
+        + ", ".join(f"{p} {v:.0%}" for p, v in ort_share.items())
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="peak,gemm,resnet50")
+    parser.add_argument("--parts", default="peak,gemm,resnet50,bert")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--density", type=float, default=0.125)
     parser.add_argument("--threads", type=int, default=kernel.default_threads())
+    parser.add_argument("--path", default=kernel.PATHS[0], choices=kernel.PATHS)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    print(f"kernel paths on this CPU: {', '.join(kernel.PATHS)}; threads {args.threads}")
+    print(
+        f"CPU: {cpu_model()}; kernel paths here: {', '.join(kernel.PATHS)}; measuring "
+        f"{args.path} on {args.threads} threads; onnxruntime {ort.__version__}"
+    )
     peaks = peak(args.threads) if "peak" in parts else {}
     if "gemm" in parts:
-        int8_peak = next((tops for name, tops in peaks.items() if name.startswith("int8")), None)
-        gemm(args.threads, args.repeats, int8_peak)
+        gemm(args.threads, args.repeats, args.path, peaks.get(args.path))
     for model_name in ("resnet50", "bert-large", "bert-tiny"):
         if model_name in parts or (model_name == "bert-large" and "bert" in parts):
-            end_to_end(model_name, args.density, args.threads, args.repeats)
+            end_to_end(model_name, args.threads, args.repeats, args.path)
 
 
 if __name__ == "__main__":
