@@ -9,6 +9,7 @@
  *   ACC_ADD(a, b)         the sum of two accumulators
  *   FOLD(name)   the quantize flavour of LANES rows whose _fold.h helpers the epilogue uses
  *   STREAM_F(p, v), STREAM_H(p, h)  store LANES floats / halves past the caches (aligned p)
+ *   FLOAT_TO_HALF(v), HALF_TO_FLOAT(h)  LANES float32 <-> float16, to nearest even
  *
  * Activations are u8 planes of 4 channels: row r of the 4 K values of plane k4 sits at
  * a + table[k4] + 4 r, so one row vector is LANES * 4 consecutive bytes and a convolution's taps
@@ -32,7 +33,7 @@ INLINE SIMD(fv) SIMD(load_values)(const void *p, int half, int64_t i) {
     }
     SIMD(hv) h;
     memcpy(&h, (const _Float16 *)p + i, sizeof h);
-    return __builtin_convertvector(h, SIMD(fv));
+    return HALF_TO_FLOAT(h);
 }
 
 /* erf on LANES values: vsquant.erf's rational approximation, one float32 operation a step. */
@@ -67,7 +68,7 @@ INLINE void SIMD(store_values)(void *p, int half, int64_t i, const float *from, 
             memcpy(to, &v, sizeof v);
         return;
     }
-    const SIMD(hv) h = __builtin_convertvector(v, SIMD(hv));
+    const SIMD(hv) h = FLOAT_TO_HALF(v);
     _Float16 *to = (_Float16 *)p + i;
     if (stream && (uintptr_t)to % sizeof h == 0)
         STREAM_H(to, h);
@@ -90,40 +91,48 @@ INLINE int64_t SIMD(run_start)(const int64_t *p, int64_t r0) {
  * -> f [group][TILE_ROWS], float32. */
 FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int channels, int64_t g0,
                        int64_t r0, int r, int rows, float *f) {
+    /* the call's settings as locals: stores through f cannot change them (no reloads) */
+    const int32_t *const corrs = g->corr;
+    const float *const gws = g->gw, *const biases = g->bias, *const ga_rows = g->ga + r0 + r;
+    const int64_t *const dense_of = g->dense_of ? g->dense_of + r0 + r : NULL;
+    const void *const res = g->residual;
+    const int half = g->residual_half, gelu = g->gelu, relu = g->relu;
+    const int64_t m = g->m, first_row = r0 + r;
     for (int c = 0; c < channels; c++) {
         const int64_t n = n0 + c;
-        const int32_t corr = g->corr ? g->corr[n] : 0;
-        const float gw = g->gw[n], bias = g->bias ? g->bias[n] : 0.0f;
-        const int half = g->residual_half;
-        const void *res = g->residual;
-        const int64_t base = n * g->m;
-        float *dst = f + (n - g0) * TILE_ROWS;
+        const int32_t corr = corrs ? corrs[n] : 0;
+        const float gw = gws[n], bias = biases ? biases[n] : 0.0f;
+        const int64_t base = n * m;
+        float *const dst = f + (n - g0) * TILE_ROWS + r;
         for (int i = 0; i < rows; i += LANES) {
             SIMD(iv) a;
             SIMD(fv) ga, v;
             memcpy(&a, acc + c * ROWS + i, sizeof a);
-            memcpy(&ga, g->ga + r0 + r + i, sizeof ga);
+            memcpy(&ga, ga_rows + i, sizeof ga);
             v = __builtin_convertvector(a - corr, SIMD(fv)) * (ga * gw);
-            if (g->bias) v = v + bias;
-            if (g->gelu) v = (v * (SIMD(erf)(v / 1.41421356237309505f) + 1.0f)) * 0.5f;
+            if (biases) v = v + bias;
+            if (gelu) v = (v * (SIMD(erf)(v / 1.41421356237309505f) + 1.0f)) * 0.5f;
             if (res) { /* the residual at each lane's output row (0 for rows that are none) */
-                const int64_t *of = g->dense_of ? g->dense_of + r0 + r + i : NULL;
-                const int64_t first = SIMD(run_start)(of, r0 + r + i);
+                const int64_t *of = dense_of ? dense_of + i : NULL;
+                const int64_t first = SIMD(run_start)(of, first_row + i);
                 SIMD(fv) add;
-                if (first >= 0 && first + LANES <= g->m)
+                /* the next tile's residual, while the tile's other channels run: read from
+                 * memory a chunk per channel, too many streams for the hardware prefetcher */
+                __builtin_prefetch((const char *)res + (base + first_row + i + TILE_ROWS) * (half ? 2 : 4), 0, 1);
+                if (first >= 0 && first + LANES <= m)
                     add = SIMD(load_values)(res, half, base + first);
                 else {
                     float part[LANES];
                     for (int l = 0; l < LANES; l++) {
-                        const int64_t o = of ? of[l] : r0 + r + i + l;
-                        part[l] = o >= 0 && o < g->m ? SIMD(load_value)(res, half, base + o) : 0.0f;
+                        const int64_t o = of ? of[l] : first_row + i + l;
+                        part[l] = o >= 0 && o < m ? SIMD(load_value)(res, half, base + o) : 0.0f;
                     }
                     memcpy(&add, part, sizeof add);
                 }
                 v = v + add;
             }
-            if (g->relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
-            memcpy(dst + r + i, &v, sizeof v);
+            if (relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
+            memcpy(dst + i, &v, sizeof v);
         }
     }
 }
@@ -133,30 +142,37 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
  * bytes of every 4 channels). */
 FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, int64_t r0) {
     const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
-    if (g->out)
+    const int64_t *const dense_of = g->dense_of ? g->dense_of + r0 : NULL;
+    void *const out = g->out;
+    const int half = g->out_half, stream = g->stream;
+    const int64_t ldo = g->ldo;
+    if (out)
         for (int c = 0; c < channels; c++) {
-            const int64_t base = (g0 + c) * g->ldo;
+            const int64_t base = (g0 + c) * ldo;
             for (int i = 0; i < rows; i += LANES) {
                 const float *from = f + c * TILE_ROWS + i;
-                const int64_t first = i + LANES <= rows ? SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) : -1;
+                const int64_t first = i + LANES <= rows ? SIMD(run_start)(dense_of ? dense_of + i : NULL, r0 + i) : -1;
                 if (first >= 0) {
-                    SIMD(store_values)(g->out, g->out_half, base + first, from, g->stream);
+                    SIMD(store_values)(out, half, base + first, from, stream);
                     continue;
                 }
                 for (int l = 0; l < LANES && i + l < rows; l++) { /* partial: lane by lane */
-                    const int64_t o = g->dense_of ? g->dense_of[r0 + i + l] : r0 + i + l;
+                    const int64_t o = dense_of ? dense_of[i + l] : r0 + i + l;
                     if (o < 0) continue;
-                    if (g->out_half)
-                        ((_Float16 *)g->out)[base + o] = (_Float16)from[l];
+                    if (half)
+                        ((_Float16 *)out)[base + o] = (_Float16)from[l];
                     else
-                        ((float *)g->out)[base + o] = from[l];
+                        ((float *)out)[base + o] = from[l];
                 }
             }
         }
     if (!g->q) return;
-    const quant_out_t *q = g->q;
-    const SIMD(fv) gamma = (SIMD(fv)){0} + q->gamma;
+    const quant_out_t q = *g->q;
+    const SIMD(fv) gamma = (SIMD(fv)){0} + q.gamma;
     const SIMD(iv) live = gamma > 0.0f;
+    const float level = (float)q.level, lowest = (float)q.lowest, sq_max = (float)q.sq_max;
+    const int64_t *const row_of = q.row_of + r0;
+    uint32_t *const planes = (uint32_t *)(void *)q.planes + (g0 / 4) * q.rows;
     for (int i = 0; i < rows; i += LANES) {
         SIMD(fv) top = {0};
         for (int c = 0; c < channels; c++) {
@@ -165,32 +181,30 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
             const SIMD(fv) a = (SIMD(fv))((SIMD(iv))v & 0x7fffffff); /* |x| */
             top = FOLD(select)(a > top, a, top);
         }
-        const SIMD(fv) sq = FOLD(vector_sq)(top / (float)q->level, gamma, live, (float)q->sq_max);
+        const SIMD(fv) sq = FOLD(vector_sq)(top / level, gamma, live, sq_max);
         const SIMD(fv) inverse = 1.0f / (gamma * sq);
         /* One store when the lanes are LANES output rows in a row (no row between them that is
          * none) and land side by side in the planes. */
-        const int whole = i + LANES <= rows &&
-                          SIMD(run_start)(g->dense_of ? g->dense_of + r0 + i : NULL, r0 + i) >= 0;
-        const int64_t first = whole ? SIMD(run_start)(q->row_of + r0 + i, 0) : -1;
+        const int whole = i + LANES <= rows && SIMD(run_start)(dense_of ? dense_of + i : NULL, r0 + i) >= 0;
+        const int64_t first = whole ? SIMD(run_start)(row_of + i, 0) : -1;
         for (int c4 = 0; c4 < (channels + 3) / 4; c4++) {
             SIMD(iv) bytes = {0};
             for (int k = 0; k < 4; k++) {
-                SIMD(iv) folded = (SIMD(iv)){0} + q->offset; /* channels past C: padding */
+                SIMD(iv) folded = (SIMD(iv)){0} + q.offset; /* channels past C: padding */
                 if (4 * c4 + k < channels) {
                     SIMD(fv) v;
                     memcpy(&v, f + (4 * c4 + k) * TILE_ROWS + i, sizeof v);
-                    folded = FOLD(fold_values)(v, inverse, sq, live, (float)q->lowest, (float)q->level,
-                                               q->offset);
+                    folded = FOLD(fold_values)(v, inverse, sq, live, lowest, level, q.offset);
                 }
                 bytes |= folded << (8 * k);
             }
-            uint32_t *plane = (uint32_t *)(void *)q->planes + (g0 / 4 + c4) * q->rows;
+            uint32_t *plane = planes + c4 * q.rows;
             if (first >= 0) {
                 memcpy(plane + first, &bytes, sizeof bytes);
                 continue;
             }
             for (int l = 0; l < LANES && i + l < rows; l++) {
-                const int64_t o = q->row_of[r0 + i + l];
+                const int64_t o = row_of[i + l];
                 if (o >= 0) plane[o] = (uint32_t)bytes[l];
             }
         }
@@ -210,27 +224,14 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
         const int64_t c1 = c0 + STATE_CHANNELS < n1 ? c0 + STATE_CHANNELS : n1;
         for (int64_t kb = 0; kb < g->nkb; kb++)
             for (int64_t n = c0; n < c1; n++) {
-                ACC s[ROWS / LANES], t[ROWS / LANES], *keep = saved + (n - c0) * (ROWS / LANES);
-                for (int i = 0; i < ROWS / LANES; i++) {
-                    s[i] = kb ? keep[i] : ACC_ZERO();
-                    t[i] = ACC_ZERO(); /* a second chain: twice the multiply-adds in flight */
-                }
+                ACC s[ROWS / LANES], *keep = saved + (n - c0) * (ROWS / LANES);
+                for (int i = 0; i < ROWS / LANES; i++) s[i] = kb ? keep[i] : ACC_ZERO();
                 const int32_t *ptr = g->ptr + kb * g->n + n;
-                int32_t p = ptr[0];
-                for (; p + 1 < ptr[1]; p += 2) {
-                    const uint8_t *x = a + g->table[g->idx[p]], *y = a + g->table[g->idx[p + 1]];
-                    const WV w = W_SET1(g->wv[p]), v = W_SET1(g->wv[p + 1]);
-                    for (int i = 0; i < ROWS / LANES; i++) {
-                        ACC_DP(s[i], x + 4 * LANES * i, w);
-                        ACC_DP(t[i], y + 4 * LANES * i, v);
-                    }
-                }
-                if (p < ptr[1]) {
+                for (int32_t p = ptr[0]; p < ptr[1]; p++) { /* ROWS / LANES chains in flight */
                     const uint8_t *x = a + g->table[g->idx[p]];
                     const WV w = W_SET1(g->wv[p]);
                     for (int i = 0; i < ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
                 }
-                for (int i = 0; i < ROWS / LANES; i++) s[i] = ACC_ADD(s[i], t[i]);
                 if (kb + 1 < g->nkb) {
                     for (int i = 0; i < ROWS / LANES; i++) keep[i] = s[i];
                     continue;
@@ -272,8 +273,12 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
             const uint8_t *a = g->a + 4 * (r0 + r);
             const int rows = g->rows - r0 - r < DENSE_ROWS ? (int)(g->rows - r0 - r) : DENSE_ROWS;
             for (int64_t n = g0; n < g1;) {
+                /* constant channel counts, so the accumulators stay in registers */
                 const int channels = g1 - n < DENSE_CHANNELS ? 1 : DENSE_CHANNELS;
-                SIMD(dense_block)(g, a, n, channels, acc);
+                if (channels == DENSE_CHANNELS)
+                    SIMD(dense_block)(g, a, n, DENSE_CHANNELS, acc);
+                else
+                    SIMD(dense_block)(g, a, n, 1, acc);
                 SIMD(epilogue)(g, acc, n, channels, g0, r0, r, (rows + LANES - 1) / LANES * LANES, f);
                 n += channels;
             }
@@ -301,3 +306,5 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
 #undef FOLD
 #undef STREAM_F
 #undef STREAM_H
+#undef FLOAT_TO_HALF
+#undef HALF_TO_FLOAT

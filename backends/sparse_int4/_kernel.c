@@ -589,6 +589,8 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
 #define FOLD(name) name##_portable
 #define STREAM_F(p, v) memcpy(p, &(v), sizeof(v))
 #define STREAM_H(p, h) memcpy(p, &(h), sizeof(h))
+#define FLOAT_TO_HALF(v) __builtin_convertvector(v, hv_portable)
+#define HALF_TO_FLOAT(h) __builtin_convertvector(h, fv_portable)
 #include "_gemm_simd.h"
 
 #ifdef SP_X86
@@ -622,6 +624,8 @@ typedef struct {
 #define FOLD(name) name##_avx2
 #define STREAM_F(p, v) _mm256_stream_ps(p, (__m256)(v))
 #define STREAM_H(p, h) _mm_stream_si128((__m128i *)(void *)(p), (__m128i)(h))
+#define FLOAT_TO_HALF(v) ((SIMD(hv))_mm256_cvtps_ph((__m256)(v), _MM_FROUND_TO_NEAREST_INT))
+#define HALF_TO_FLOAT(h) ((SIMD(fv))_mm256_cvtph_ps((__m128i)(h)))
 #include "_gemm_simd.h"
 
 /* AVX-VNNI: vpdpbusd on 8 rows (VEX encoding). */
@@ -642,6 +646,8 @@ typedef struct {
 #define FOLD(name) name##_avx2
 #define STREAM_F(p, v) _mm256_stream_ps(p, (__m256)(v))
 #define STREAM_H(p, h) _mm_stream_si128((__m128i *)(void *)(p), (__m128i)(h))
+#define FLOAT_TO_HALF(v) ((SIMD(hv))_mm256_cvtps_ph((__m256)(v), _MM_FROUND_TO_NEAREST_INT))
+#define HALF_TO_FLOAT(h) ((SIMD(fv))_mm256_cvtph_ps((__m128i)(h)))
 #include "_gemm_simd.h"
 
 /* AVX-512 VNNI: vpdpbusd on 16 rows. */
@@ -662,6 +668,8 @@ typedef struct {
 #define FOLD(name) name##_avx512
 #define STREAM_F(p, v) _mm512_stream_ps(p, (__m512)(v))
 #define STREAM_H(p, h) _mm256_stream_si256((__m256i *)(void *)(p), (__m256i)(h))
+#define FLOAT_TO_HALF(v) ((SIMD(hv))_mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT))
+#define HALF_TO_FLOAT(h) ((SIMD(fv))_mm512_cvtph_ps((__m256i)(h)))
 #include "_gemm_simd.h"
 #endif
 

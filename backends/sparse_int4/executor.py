@@ -498,7 +498,7 @@ class GraphExecutor:
         """A float output buffer, reused by the next run of this thread (no page faults)."""
         cache = self._cache("floats")
         if cache.get(name) is None or cache[name].shape != shape:
-            cache[name] = np.empty(shape, np.float16 if half else np.float32)
+            cache[name] = kernel.aligned_empty(shape, np.float16 if half else np.float32)
         return cache[name]
 
     def _cache(self, kind: str) -> dict:

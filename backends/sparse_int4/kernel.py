@@ -329,7 +329,7 @@ def conv(
     static = bool((a.gamma == a.gamma[0]).all())
     ga = _static_gammas(*key, float(a.gamma[0])) if static else _row_gammas(a.gamma, *key)
     if floats and out is None:
-        out = np.empty((w.n, m), np.float32)
+        out = aligned_empty((w.n, m), np.float32)
     elif not floats:
         out = None
     elif out.shape != (w.n, m) or out.dtype not in HALF_OR_FLOAT or not out.flags.c_contiguous:
@@ -458,7 +458,7 @@ def attention(
         raise UserError(f"attention heads of {dim} dimensions: the kernel needs a multiple of 4")
     if mask is not None:
         mask = np.ascontiguousarray(mask, np.float32).reshape(batch, seq)
-    out = np.empty_like(q) if out is None else out
+    out = aligned_empty(q.shape, np.float32) if out is None else out
     _kernel.attention(
         q, k, v, mask, out, (batch, seq, heads, dim), float(scale), path or PATHS[0],
         _threads(threads),
@@ -478,7 +478,7 @@ def layer_norm(
     """float32 [C, M]: ``vsquant.layer_norm`` of a channel-major tensor (into ``out`` if
     given)."""
     x = np.ascontiguousarray(x, np.float32)
-    out = np.empty_like(x) if out is None else out
+    out = aligned_empty(x.shape, np.float32) if out is None else out
     scale, bias = (np.ascontiguousarray(v, np.float32).reshape(-1) for v in (scale, bias))
     if scale.shape != (x.shape[0],) or bias.shape != scale.shape or out.shape != x.shape:
         raise UserError(f"LayerNormalization over {x.shape[0]} channels needs as many scales")
@@ -501,7 +501,7 @@ def max_pool(
     oh, ow = window.output_side(side)
     shape = (x.shape[0], images * oh * ow)
     if out is None:
-        out = np.empty(shape, np.float32)
+        out = aligned_empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise UserError(f"the output buffer must be float32 {list(shape)}")
     geometry = (x.shape[0] * images, *side, *window.kernel, *window.strides, *window.pads[:2],
@@ -527,12 +527,14 @@ def _scratch(kind: str, shape: tuple[int, ...]) -> np.ndarray:
     return buffer
 
 
-def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
-    """uint8 array whose data starts on a 64-byte boundary: whole-cache-line row vectors."""
-    size = int(np.prod(shape))
+def aligned_empty(shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
+    """An array whose data starts on a 64-byte boundary (numpy's own are 16-byte aligned): row
+    vectors fill whole cache lines, and large outputs can be stored past the caches."""
+    item = np.dtype(dtype).itemsize
+    size = int(np.prod(shape)) * item
     raw = np.empty(size + 64, np.uint8)
     start = -raw.ctypes.data % 64
-    return raw[start : start + size].reshape(shape)
+    return raw[start : start + size].view(dtype).reshape(shape)
 
 
 def _is_half(array: np.ndarray | None) -> bool:
