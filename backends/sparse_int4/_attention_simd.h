@@ -91,7 +91,7 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
     g1.a = w->qplanes, g1.table = w->table1, g1.ga = w->ga1, g1.rows = seq, g1.m = seq, g1.ldo = seq;
     g1.n = seq, g1.k4 = c4, g1.wd = w->wk, g1.corr = w->corr, g1.gw = w->gw1;
     g1.bias = t->mask ? w->bias : NULL, g1.out = w->scores, g1.group = ATTN_GROUP, g1.path = t->path;
-    for (int64_t r0 = 0; r0 < seq; r0 += TILE_ROWS) SIMD(dense_tile)(&g1, 0, seq, r0, w->acc, NULL, w->fbuf);
+    for (int64_t r0 = 0; r0 < seq; r0 += TILE_ROWS) SIMD(dense_tile)(&g1, 0, seq, r0, w->acc, w->fbuf);
     /* softmax over the keys of each query: e = exp(s - max) as u8 planes against the max, and
      * the row scale 1 / (255 * sum e) */
     memset(w->pplanes, 0, (size_t)(j4 * tiled * 4));
@@ -133,5 +133,5 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
     g2.a = w->pplanes, g2.table = w->table2, g2.ga = w->ga2, g2.rows = seq, g2.m = seq, g2.ldo = m;
     g2.n = dim, g2.k4 = j4, g2.wd = w->wv, g2.gw = w->gw2, g2.out = t->out + h * dim * m + b * seq;
     g2.group = ATTN_GROUP, g2.path = t->path;
-    for (int64_t r0 = 0; r0 < seq; r0 += TILE_ROWS) SIMD(dense_tile)(&g2, 0, dim, r0, w->acc, NULL, w->fbuf);
+    for (int64_t r0 = 0; r0 < seq; r0 += TILE_ROWS) SIMD(dense_tile)(&g2, 0, dim, r0, w->acc, w->fbuf);
 }

@@ -1,7 +1,8 @@
 /* The GEMM tiles and their epilogue for one kernel path, included by _kernel.c once per path (this
  * file undefines its parameters at the end) with:
  *   SIMD(name)   the path's function names          FN, INLINE   function attributes (target)
- *   LANES        rows per row vector                ROWS         rows of a sparse tile
+ *   LANES        rows per row vector                ROWS         rows of a tile (TILE_ROWS)
+ *   SPARSE_ROWS  rows the sparse loop keeps in registers
  *   DENSE_ROWS, DENSE_CHANNELS  rows and channels of a dense block (its accumulators)
  *   ACC          a row vector's accumulator type    WV           a broadcast 4-byte weight
  *   ACC_ZERO(), W_SET1(w), ACC_DP(acc, p, w)   acc += u8x4 at p (LANES rows) . s8x4 w, per row
@@ -211,37 +212,42 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
     }
 }
 
-/* Pruned weights, in groups of STATE_CHANNELS channels: K blocks of KB_PLANES planes outer (the
- * tile's block of activations, ROWS x KB_PLANES x 4 bytes, stays in L1 while the group's channels
- * pass over it), channels inner: each kept block broadcasts its 4 weights against the 4 K values
- * of its plane, so only kept blocks are multiplied. A channel's accumulators wait in `state` (in
- * L2) between K blocks; after the last they go through the epilogue, a group at a time. */
+/* Pruned weights, channel by channel: each kept block broadcasts its 4 weights against the 4 K
+ * values of its plane for SPARSE_ROWS rows at a time (the tile's rows in two or more passes), so
+ * only kept blocks are multiplied and the accumulators stay in registers over all of K; the tile's
+ * activations come from L2, SPARSE_ROWS * 4 bytes of a plane per kept block. */
 FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
-                          void *state, float *f) {
+                          float *f) {
     const uint8_t *a = g->a + 4 * r0;
-    ACC *saved = state;
-    for (int64_t c0 = n0; c0 < n1; c0 += STATE_CHANNELS) {
-        const int64_t c1 = c0 + STATE_CHANNELS < n1 ? c0 + STATE_CHANNELS : n1;
-        for (int64_t kb = 0; kb < g->nkb; kb++)
-            for (int64_t n = c0; n < c1; n++) {
-                ACC s[ROWS / LANES], *keep = saved + (n - c0) * (ROWS / LANES);
-                for (int i = 0; i < ROWS / LANES; i++) s[i] = kb ? keep[i] : ACC_ZERO();
-                const int32_t *ptr = g->ptr + kb * g->n + n;
-                for (int32_t p = ptr[0]; p < ptr[1]; p++) { /* ROWS / LANES chains in flight */
-                    const uint8_t *x = a + g->table[g->idx[p]];
-                    const WV w = W_SET1(g->wv[p]);
-                    for (int i = 0; i < ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
+    const int64_t *table = g->table;
+    const uint16_t *idx = g->idx;
+    const int32_t *wv = g->wv;
+    for (int64_t n = n0; n < n1; n++) {
+        for (int h = 0; h < TILE_ROWS / SPARSE_ROWS; h++) {
+            const uint8_t *rows = a + 4 * SPARSE_ROWS * h;
+            ACC s[SPARSE_ROWS / LANES], t[SPARSE_ROWS / LANES]; /* two chains of multiply-adds */
+            for (int i = 0; i < SPARSE_ROWS / LANES; i++) s[i] = t[i] = ACC_ZERO();
+            const int32_t end = g->ptr[n + 1];
+            int32_t p = g->ptr[n];
+            for (; p + 1 < end; p += 2) {
+                const uint8_t *x = rows + table[idx[p]], *y = rows + table[idx[p + 1]];
+                const WV w = W_SET1(wv[p]), v = W_SET1(wv[p + 1]);
+                for (int i = 0; i < SPARSE_ROWS / LANES; i++) {
+                    ACC_DP(s[i], x + 4 * LANES * i, w);
+                    ACC_DP(t[i], y + 4 * LANES * i, v);
                 }
-                if (kb + 1 < g->nkb) {
-                    for (int i = 0; i < ROWS / LANES; i++) keep[i] = s[i];
-                    continue;
-                }
-                for (int i = 0; i < ROWS / LANES; i++) ACC_STORE(acc + LANES * i, s[i]);
-                const int64_t g0 = n / g->group * g->group;
-                SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
-                if (n + 1 == c1 || (n + 1) % g->group == 0)
-                    SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
             }
+            if (p < end) {
+                const uint8_t *x = rows + table[idx[p]];
+                const WV w = W_SET1(wv[p]);
+                for (int i = 0; i < SPARSE_ROWS / LANES; i++) ACC_DP(s[i], x + 4 * LANES * i, w);
+            }
+            for (int i = 0; i < SPARSE_ROWS / LANES; i++)
+                ACC_STORE(acc + SPARSE_ROWS * h + LANES * i, ACC_ADD(s[i], t[i]));
+        }
+        const int64_t g0 = n / g->group * g->group;
+        SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
+        if (n + 1 == n1 || (n + 1) % g->group == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
     }
 }
 
@@ -265,8 +271,7 @@ INLINE void SIMD(dense_block)(const gemm_t *g, const uint8_t *a, int64_t n, int 
 
 /* Dense: each group of channels in blocks of DENSE_CHANNELS x DENSE_ROWS over the tile. */
 FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
-                         void *state, float *f) {
-    (void)state;
+                         float *f) {
     for (int64_t g0 = n0; g0 < n1; g0 += g->group) {
         const int64_t g1 = g0 + g->group < n1 ? g0 + g->group : n1;
         for (int r = 0; r < ROWS && r0 + r < g->rows; r += DENSE_ROWS) {
@@ -294,6 +299,7 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
 #undef INLINE
 #undef LANES
 #undef ROWS
+#undef SPARSE_ROWS
 #undef DENSE_ROWS
 #undef DENSE_CHANNELS
 #undef ACC

@@ -458,9 +458,8 @@ typedef struct {
                               * (-1: none), or NULL: itself */
     int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
     int64_t ldo;             /* the output's row stride (channel n's rows start at n * ldo) */
-    int64_t nkb;             /* K blocks of KB_PLANES planes (sparse) */
     const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
-    const int32_t *ptr;      /* sparse: kept blocks of channel n in K block kb: ptr[kb*n + n].. */
+    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) */
     const uint16_t *idx;     /* sparse: each kept block's plane */
     const int32_t *wv;       /* sparse: each kept block's 4 s8 */
     const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
@@ -475,16 +474,11 @@ typedef struct {
     int stream;              /* the float output is larger than the caches: store past them */
     float *fbuf;             /* per part: group x TILE_ROWS floats */
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
-    uint8_t *state;          /* per part: state_bytes of accumulators waiting between K blocks */
-    size_t state_bytes;
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
 } gemm_t;
 
 #define MAX_CHANNELS 8 /* channels of a dense tile, at most */
-#define KB_PLANES 64   /* planes of a sparse K block: a tile's block of activations is 32 KiB */
 #define STREAM_ABOVE (8u << 20) /* outputs larger (bytes) are stored past the caches */
-#define STATE_PER_ROW 8 /* bytes of accumulator state per row and channel, at most (AVX2) */
-#define STATE_CHANNELS 256 /* channels whose accumulators wait between K blocks: 256 KiB, in L2 */
 
 /* int8 attention's shared pieces (the per-path passes are in _attention_simd.h). */
 typedef struct {
@@ -564,6 +558,7 @@ static size_t attn_carve(const attn_t *t, uint8_t *base, attn_work_t *w) {
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 32
 #define DENSE_CHANNELS 4
+#define SPARSE_ROWS 32
 typedef struct {
     int32_t v[8];
 } acc_portable;
@@ -604,6 +599,7 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 16
 #define DENSE_CHANNELS 3
+#define SPARSE_ROWS 32
 typedef struct {
     __m256i lo, hi;
 } acc_avx2;
@@ -636,6 +632,7 @@ typedef struct {
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 16
 #define DENSE_CHANNELS 6
+#define SPARSE_ROWS 64
 #define ACC __m256i
 #define WV __m256i
 #define ACC_ZERO() _mm256_setzero_si256()
@@ -658,6 +655,7 @@ typedef struct {
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 64
 #define DENSE_CHANNELS 6
+#define SPARSE_ROWS 64
 #define ACC __m512i
 #define WV __m512i
 #define ACC_ZERO() _mm512_setzero_si512()
@@ -673,7 +671,7 @@ typedef struct {
 #include "_gemm_simd.h"
 #endif
 
-typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *, void *, float *);
+typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *, float *);
 
 static tile_fn tile_kernel(int path, int sparse) {
 #ifdef SP_X86
@@ -691,21 +689,17 @@ static void gemm_part(void *ctx, int part, int parts) {
     const gemm_t *g = ctx;
     const tile_fn kernel = tile_kernel(g->path, g->wd == NULL);
     int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
-    void *state = g->state + (size_t)part * g->state_bytes;
     float *f = g->fbuf + (size_t)part * (size_t)g->group * TILE_ROWS;
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
-        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, state, f);
+        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, f);
 #ifdef SP_X86
     if (g->stream) _mm_sfence(); /* streamed stores are seen before the caller reads them */
 #endif
 }
 
-/* A channel's work: its kept blocks when sparse (plus a little for its state), else 1. */
+/* A channel's work: its kept blocks when sparse (and a little for its epilogue), else 1. */
 static int64_t work_of(const gemm_t *g, int64_t n) {
-    if (g->wd) return 1;
-    int64_t blocks = 0;
-    for (int64_t kb = 0; kb < g->nkb; kb++) blocks += g->ptr[kb * g->n + n + 1] - g->ptr[kb * g->n + n];
-    return blocks + g->nkb;
+    return g->wd ? 1 : g->ptr[n + 1] - g->ptr[n] + 1;
 }
 
 /* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
@@ -1029,21 +1023,20 @@ static PyObject *py_check_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* check_blocks(ptr, idx, k4, n): kept blocks' ranges ordered and each block's plane in its own
- * K block (ptr int32 [blocks of K * n + 1], idx uint16). */
+/* check_blocks(ptr, idx, k4, n): kept blocks' ranges ordered and every block's plane below k4
+ * (ptr int32 [n + 1], idx uint16). */
 static PyObject *py_check_blocks(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer ptr, idx;
     long long k4, n;
     if (!PyArg_ParseTuple(args, "y*y*LL", &ptr, &idx, &k4, &n)) return NULL;
-    const int64_t runs = (k4 + KB_PLANES - 1) / KB_PLANES * n;
     const int32_t *p = ptr.buf;
     const uint16_t *ix = idx.buf;
-    int ok = n >= 1 && k4 >= 1 && ptr.len >= (Py_ssize_t)(4 * (runs + 1)) && p[0] == 0 &&
-             idx.len >= (Py_ssize_t)(2 * (int64_t)p[runs]);
-    for (int64_t r = 0; ok && r < runs; r++) {
-        ok = p[r] <= p[r + 1];
-        for (int64_t i = p[r]; ok && i < p[r + 1]; i++) ok = ix[i] / KB_PLANES == r / n && ix[i] < k4;
+    int ok = n >= 1 && k4 >= 1 && ptr.len >= (Py_ssize_t)(4 * (n + 1)) && p[0] == 0 &&
+             idx.len >= (Py_ssize_t)(2 * (int64_t)p[n]);
+    for (int64_t c = 0; ok && c < n; c++) {
+        ok = p[c] <= p[c + 1];
+        for (int64_t i = p[c]; ok && i < p[c + 1]; i++) ok = ix[i] < k4;
     }
     PyBuffer_Release(&ptr);
     PyBuffer_Release(&idx);
@@ -1134,7 +1127,6 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         ok = 0;
     }
     const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
-    const int64_t nkb = (k4 + KB_PLANES - 1) / KB_PLANES;
     ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
          check_len(&gw, n, 4, "gw") &&
          (!opt[OUT].obj || check_len(&opt[OUT], n * m, out_half ? 2 : 4, "out")) &&
@@ -1144,7 +1136,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
          (!opt[RESIDUAL].obj || check_len(&opt[RESIDUAL], n * m, residual_half ? 2 : 4, "residual")) &&
          (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
          (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
-         (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, nkb * n + 1, 4, "ptr"));
+         (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
     if (ok) { /* every plane a tile reads lies in the buffer (row maps and kept blocks are
                * checked once, when made: see check_rows and check_blocks) */
         const int64_t *t = table.buf;
@@ -1154,16 +1146,13 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     }
     if (ok && !opt[WD].obj) {
         const int32_t *p = ptr.buf;
-        ok = check_len(&idx, p[nkb * n], 2, "idx") && check_len(&wv, p[nkb * n], 4, "wv");
+        ok = check_len(&idx, p[n], 2, "idx") && check_len(&wv, p[n], 4, "wv");
     }
     if (ok) {
         g->group = group;
         g->acc = malloc(sizeof(int32_t) * TILE_ROWS * MAX_CHANNELS * (size_t)threads);
         g->fbuf = malloc(sizeof(float) * TILE_ROWS * (size_t)group * (size_t)threads);
-        g->state_bytes = opt[WD].obj ? 0 : (size_t)STATE_CHANNELS * TILE_ROWS * STATE_PER_ROW;
-        void *state = NULL; /* 64-byte aligned: register-sized accumulators are stored whole */
-        g->state = posix_memalign(&state, 64, g->state_bytes * (size_t)threads + 64) ? NULL : state;
-        if (!g->acc || !g->state || !g->fbuf) {
+        if (!g->acc || !g->fbuf) {
             PyErr_NoMemory();
             ok = 0;
         }
@@ -1173,7 +1162,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->table = table.buf;
         g->ga = ga.buf;
         g->dense_of = opt[DENSE_OF].buf;
-        g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->nkb = nkb, g->ldo = m;
+        g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->ldo = m;
         g->wd = opt[WD].buf;
         g->ptr = ptr.buf;
         g->idx = idx.buf;
@@ -1201,7 +1190,6 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     }
     if (g) {
         free(g->acc);
-        free(g->state);
         free(g->fbuf);
     }
     free(g);
@@ -1307,8 +1295,7 @@ PyMODINIT_FUNC PyInit__kernel(void) {
     if (!forked_handler) forked_handler = pthread_atfork(NULL, NULL, pool_reset_after_fork) == 0;
     PyObject *module = PyModule_Create(&MODULE);
     if (module && (PyModule_AddIntConstant(module, "TILE_ROWS", TILE_ROWS) < 0 ||
-                   PyModule_AddIntConstant(module, "MAX_PLANES", 65536) < 0 ||
-                   PyModule_AddIntConstant(module, "KB_PLANES", KB_PLANES) < 0))
+                   PyModule_AddIntConstant(module, "MAX_PLANES", 65536) < 0))
         Py_CLEAR(module);
     return module;
 }

@@ -33,10 +33,10 @@ PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best firs
 ALL_PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
 TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
 MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
-KB_PLANES = _kernel.KB_PLANES  # planes per K block of the sparse loop
 SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
 HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
+PLANE_PERIOD, PLANE_PHASE = 256, 128  # plane rows are PLANE_PHASE past a multiple of PERIOD
 SCRATCH_SHAPES = 16  # temporaries kept per thread: strided convolutions x a few batch sizes
 
 
@@ -71,8 +71,7 @@ POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel
 class PackedWeight:
     """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
     (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or the kept
-    blocks (each its plane and 4 weights) of channel n in K block b (KB_PLANES planes) at
-    ptr[b · N + n]:ptr[b · N + n + 1]; corr[n] = 128 ·
+    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1]; corr[n] = 128 ·
     the channel's folded sum (what signed activations' +128 adds); gamma, bias float32 [N]."""
 
     taps: int
@@ -165,11 +164,8 @@ def pack(
             *common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty
         )
     channel, plane = np.nonzero(kept)  # channel-major, planes ascending
-    run = plane // KB_PLANES * w.n + channel  # the kernel reads K blocks outer, channels inner
-    order = np.argsort(run, kind="stable")
-    channel, plane = channel[order], plane[order]
-    ptr = np.zeros(-(-taps * c4 // KB_PLANES) * w.n + 1, np.int32)
-    np.cumsum(np.bincount(run, minlength=len(ptr) - 1), out=ptr[1:])
+    ptr = np.zeros(w.n + 1, np.int32)
+    np.cumsum(np.bincount(channel, minlength=w.n), out=ptr[1:])
     idx = plane.astype(np.uint16)
     _kernel.check_blocks(ptr, idx, taps * c4, w.n)
     return PackedWeight(
@@ -240,7 +236,7 @@ def planes_for(
     every group when static (a producer's epilogue then writes the planes)."""
     group_rows = side[0] * side[1]
     hs, ws = side[0] + pads[0] + pads[2], side[1] + pads[1] + pads[3]
-    rows = _tiled(images * hs * ws) + reach
+    rows = _plane_rows(_tiled(images * hs * ws) + reach)
     planes = aligned_empty((-(-channels // 4), rows, 4))
     planes.fill(SIGNED_OFFSET if signed else 0)
     gamma_array = np.full(images, -1.0 if gamma is None else gamma, np.float32)
@@ -318,7 +314,7 @@ def conv(
         shifts = tuple(ky * dh * ws + kx * dw for ky in range(kh) for kx in range(kw))
         table = _table(planes.shape[1] * 4, c4, shifts)
     else:
-        planes = _scratch("windows", (geometry.taps * c4, _tiled(m), 4))
+        planes = _scratch("windows", (geometry.taps * c4, _plane_rows(_tiled(m)), 4))
         _kernel.pack_windows(
             a.planes, planes, (c4, a.rows, planes.shape[1], b, hs, ws, *geometry.kernel,
                                *geometry.strides, *geometry.dilations, oh, ow),
@@ -535,6 +531,13 @@ def aligned_empty(shape: tuple[int, ...], dtype: type = np.uint8) -> np.ndarray:
     raw = np.empty(size + 64, np.uint8)
     start = -raw.ctypes.data % 64
     return raw[start : start + size].view(dtype).reshape(shape)
+
+
+def _plane_rows(rows: int) -> int:
+    """At least ``rows``, and 128 past a multiple of 256: planes then lie 8 cache lines (mod 16)
+    apart, so a tile's row vectors of 64 planes spread over every L1 set. A power-of-two
+    stride (6144 bytes for 1536 tokens) put them all in 2 of the 64 sets."""
+    return rows + (PLANE_PHASE - rows) % PLANE_PERIOD
 
 
 def _is_half(array: np.ndarray | None) -> bool:
