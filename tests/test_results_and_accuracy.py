@@ -103,14 +103,27 @@ def test_imagenet_top1_uses_first_response_per_sample(tmp_path):
 def test_corrupt_accuracy_log(tmp_path):
     bad = tmp_path / "a.json"
     bad.write_text("[{")
-    with pytest.raises(UserError, match="cannot read accuracy log"):
+    with pytest.raises(UserError, match=r"accuracy log .* is not valid JSON"):
+        read_responses(bad)
+    bad.write_text('[{"qsl_idx": 1}]')
+    with pytest.raises(UserError, match="is not a LoadGen accuracy log"):
         read_responses(bad)
 
 
+def as_float(batch):
+    return {name: values.astype(np.float32) * 10 for name, values in batch.items()}
+
+
 def test_sample_store_gathers_loaded_samples_by_qsl_index():
-    store = SampleStore(10, lambda idx: {"x": idx.astype(np.float32) * 10})
+    """Loaded samples are held as fetched (compact) and made model inputs per batch; inputs a
+    backend does not read stay zero-copy views of one converted sample."""
+    store = SampleStore(10, lambda idx: {"x": idx.astype(np.uint8), "y": idx[:, None]}, as_float)
     store.load_samples([7, 2, 5])
-    assert store.batch([5, 7, 5])["x"].tolist() == [50, 70, 50]
+    batch = store.batch([5, 7, 5])
+    assert batch["x"].dtype == np.float32 and batch["x"].tolist() == [50, 70, 50]
+    views = store.batch([2, 7, 5], only=frozenset({"x"}))
+    assert views["y"].shape == (3, 1) and views["y"].strides[0] == 0
+    assert views["y"][:, 0].tolist() == [20, 20, 20]
     store.unload_samples([7, 2, 5])
     with pytest.raises(RuntimeError, match="not loaded"):
         store.batch([5])

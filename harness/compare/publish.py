@@ -3,7 +3,6 @@ baseline results.json, and read run folders back for ``sparseperf report``."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 from harness.compare import tables
 from harness.compare.rows import COLUMNS, read_row, write_rows
 from harness.errors import UserError
+from harness.files import read_json
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file
 
@@ -102,10 +102,7 @@ def check_baseline(rows: list[dict[str, Any]], baseline: Path, fail_below: float
 
 
 def read_baseline(path: Path) -> list[dict[str, Any]]:
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read baseline {path}: {exc}") from exc
+    rows = read_json(path, "baseline")
     if not isinstance(rows, list) or not all(
         isinstance(r, dict) and set(COLUMNS) <= set(r) for r in rows
     ):

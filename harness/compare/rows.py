@@ -10,6 +10,7 @@ from typing import Any
 
 from harness.compare.choices import backend_spec
 from harness.errors import UserError
+from harness.files import read_json_object
 from harness.results import RUN_FORMAT
 from harness.spec import RunSpec
 
@@ -147,13 +148,7 @@ def _accuracy_target(model: str, result: dict) -> float:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(body, dict):
-        raise UserError(f"{path} is not a run file (expected a JSON object)")
-    return body
+    return read_json_object(path, "run record")
 
 
 def write_rows(rows: list[dict[str, Any]], out: Path) -> None:
