@@ -88,8 +88,8 @@ class Heartbeat:
         if busy <= 0:
             return None
         waited = time.monotonic() - since
-        limit, why = _limit(KINDS[int(kind)], slowest, stall_s)
-        if waited <= limit:
+        limit_s, why = limit(KINDS[int(kind)], slowest, stall_s)
+        if waited <= limit_s:
             return None
         what = self._what.value.decode("utf-8", "replace")
         return f"{what} made no progress for {waited:.0f} s (limit: {why}); the run was stopped"
@@ -100,12 +100,12 @@ class Heartbeat:
         self._numbers[_SINCE] = when
 
 
-def _limit(kind: str, slowest: float, stall_s: float) -> tuple[float, str]:
+def limit(kind: str, slowest: float, stall_s: float) -> tuple[float, str]:
     """How long a call of this kind may go without progress, and how that was decided."""
     setting = f"--stall-timeout {stall_s:g} s"
     if kind == "harness":
-        limit = max(HARNESS_S, stall_s)
-        return limit, f"{limit:g} s for the harness's own steps"
+        longest = max(HARNESS_S, stall_s)
+        return longest, f"{longest:g} s for the harness's own steps"
     if kind == "backend" or slowest <= 0:
         return stall_s, f"{setting} before a batch is timed; raise it if the backend is only slow"
     derived = max(FLOOR_S, FACTOR * slowest)

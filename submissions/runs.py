@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import runfolder
 from harness.errors import UserError
 from harness.files import read_json_object
 from harness.results import read_detail_log
@@ -83,6 +84,14 @@ def read_run(folder: Path) -> RunRecord:
     """A finished run folder; anything else is an error that says what is wrong with it."""
     if not folder.is_dir():
         raise UserError(f"run folder {folder} does not exist")
+    kind = runfolder.state(folder)
+    if kind != runfolder.PUBLISHED:
+        why = {
+            runfolder.RUNNING: "it is still in progress",
+            runfolder.ABANDONED: runfolder.ABANDONED_REASON,
+            runfolder.FAILED: "the run failed",
+        }[kind]
+        raise UserError(f"{folder} is not a complete run: {why}")
     for name in ("result.json", "run.json"):
         if not (folder / name).is_file():
             raise UserError(f"{folder} is not a complete run folder: {name} is missing")
