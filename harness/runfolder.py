@@ -179,18 +179,19 @@ def recover(runs_dir: Path, say: Callable[[str], None]) -> list[Path]:
 
 def check_complete(folder: Path, mode: str) -> dict[str, Any]:
     """The run's result, if its run process left a complete one; else UserError why not."""
-    for name in ("result.json", "run.json"):
-        if not (folder / name).is_file():
-            raise UserError(f"the run process ended without writing {name}")
+    if not (folder / "result.json").is_file():
+        raise UserError("the run process ended without writing result.json")
     result = read_json_object(folder / "result.json", "result record")
-    read_json_object(folder / "run.json", "run record")
     if result.get("status") != "complete" or result.get("format") != RUN_FORMAT:
         raise UserError(
-            f"the run process ended before its result was complete (status "
+            "the run process ended before its result was complete (result.json says status "
             f"{result.get('status')!r})"
         )
     needed = ("accuracy",) if mode == "accuracy" else ("metric", "value", "validity")
     missing = [key for key in needed if key not in result]
     if missing:
         raise UserError(f"the run's result.json lacks {', '.join(missing)}")
+    if not (folder / "run.json").is_file():
+        raise UserError("the run process ended without writing run.json")
+    read_json_object(folder / "run.json", "run record")
     return result

@@ -66,6 +66,19 @@ def test_cells_mark_invalid_failed_and_host_bound_results():
     assert "host-bound" in summary_markdown([{**row, "host_bound": True}], None, None)
 
 
+def test_summary_shows_markup_in_fields_as_text():
+    """summary.md escapes what report.html escapes: a field's markup, pipes and line breaks
+    stay text in their own cell."""
+    error = "<img src=x onerror=alert(1)> **bold** `code` [link](u) a|b\nnext"
+    row = empty_row(model="resnet50", backend="tests.fakes:Odd", scenario="Offline",
+                    mode="performance", status="failed", synthetic_data=False,
+                    modelled_samples_per_joule=None, host_bound=False, error=error)  # fmt: skip
+    summary = summary_markdown([row], None, None)
+    (line,) = [line for line in summary.splitlines() if "bold" in line]
+    assert "<img" not in summary and "&lt;img src=x onerror=alert(1)&gt;" in line
+    assert r"\*\*bold\*\* \`code\` \[link\](u) a\|b next |" in line
+
+
 def test_compare_records_every_cell_and_goes_on_after_a_failure(compared):
     out, code, step_summary = compared
     assert code != 0  # a failed cell fails the command, after every output is written

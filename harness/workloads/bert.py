@@ -67,16 +67,16 @@ def fp32_answers(model_path: Path, progress: Progress) -> synthetic_squad.Labell
     """A labeller for synthetic data: the FP32 model's answer to each question."""
 
     def label(examples: tuple[Example, ...], vocab: Path) -> dict[str, tuple[str, int]]:
-        import onnxruntime as ort
+        from backends.onnxruntime import reference_runner
 
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        run = reference_runner(model_path, "to answer the synthetic questions")
         tokens = load_wordpiece(vocab)
         features = squad_features.create_features(examples, tokens)
         logits: dict[int, np.ndarray] = {}
         for start in range(0, features.count, LABEL_BATCH):
             indices = np.arange(start, min(start + LABEL_BATCH, features.count))
             names = [builder.START_LOGITS, builder.END_LOGITS]
-            outputs = session.run(names, to_model_input(feature_rows(features, indices)))
+            outputs = run(names, to_model_input(feature_rows(features, indices)))
             rows = responses(dict(zip(names, outputs, strict=True)))
             logits.update(zip(indices.tolist(), rows, strict=True))
             done = indices[-1] + 1

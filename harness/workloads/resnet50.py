@@ -34,13 +34,13 @@ def builtin_model(progress: Progress) -> Path:
 
 def fp32_labels(model_path: Path):
     """A labeller for synthetic data: the FP32 model's top-1 class (official label offset)."""
-    import onnxruntime as ort
+    from backends.onnxruntime import reference_runner
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    run = reference_runner(model_path, "to label the synthetic images")
 
     def label(crops: np.ndarray) -> np.ndarray:
         outputs = [
-            session.run([builder.ARGMAX_OUTPUT], {builder.INPUT_NAME: to_model_input(part)})[0]
+            run([builder.ARGMAX_OUTPUT], {builder.INPUT_NAME: to_model_input(part)})[0]
             for part in np.array_split(crops, max(1, len(crops) // 32))
         ]
         return np.concatenate(outputs) - 1  # class 0 is background; ImageNet labels start at 1
