@@ -411,7 +411,13 @@ prediction_flags = options(
 
 @cli.command()
 @prediction_flags
-@click.option("--layers", type=int, default=15, show_default=True, help="Slowest layers shown.")
+@click.option(
+    "--layers",
+    type=click.IntRange(min=0),
+    default=15,
+    show_default=True,
+    help="Slowest layers shown.",
+)
 def predict(**fields: Any) -> None:
     """Predict a modelled device's throughput, latency and energy, layer by layer (no LoadGen)."""
     from harness.predict import PredictRequest, predict_lines, prepare

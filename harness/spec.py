@@ -125,6 +125,22 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def check_numbers(spec: RunSpec) -> None:
+    """Counts at least 1, threads 0 (all cores) or more, timeouts not negative."""
+    for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if spec.dataset_count is not None and spec.dataset_count < 1:
+        raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
+    threads = spec.backend_options.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise UserError(f"threads must be a whole number, 0 (all cores) or more; got {threads!r}")
+    if not spec.server_batch_timeout_ms >= 0:
+        raise UserError("server batch timeout must not be negative")
+    if not spec.stall_timeout_s > 0:
+        raise UserError(f"stall timeout must be positive, got {spec.stall_timeout_s:g} s")
+
+
 def validate(spec: RunSpec) -> dict[str, str]:
     """Check names, numbers and paths; return the user.conf values this run takes, checked
     as LoadGen will read them."""
@@ -137,20 +153,9 @@ def validate(spec: RunSpec) -> dict[str, str]:
         )
     check_choice("mode", spec.mode, MODES)
     check_choice("preset", spec.preset, PRESETS)
-    for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
-        if value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    threads = spec.backend_options.get("threads", 0)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise UserError(f"threads must be a whole number, 0 (all cores) or more; got {threads!r}")
-    if not spec.server_batch_timeout_ms >= 0:
-        raise UserError("server batch timeout must not be negative")
-    if not spec.stall_timeout_s > 0:
-        raise UserError(f"stall timeout must be positive, got {spec.stall_timeout_s:g} s")
+    check_numbers(spec)
     if spec.dataset_path is not None and not spec.dataset_path.exists():
         raise UserError(f"dataset path {spec.dataset_path} does not exist")
-    if spec.dataset_count is not None and spec.dataset_count < 1:
-        raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
     if spec.vocab_path is not None and not workload.uses_vocab:
         raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
     if spec.compliance is not None:

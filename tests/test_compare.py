@@ -154,7 +154,7 @@ def test_baseline_regression_fails_the_check(compared, tmp_path, capsys):
     [
         (lambda d: d.mkdir(), "not a finished run folder"),
         (lambda d: (d.mkdir(), (d / "result.json").write_text('{"status": "complete"}')),
-         "another run-folder format"),
+         "its result.json has no format field"),
         (lambda d: (d.mkdir(), (d / "result.json").write_text('{"format": 2}')),
          "incomplete: result.json without run.json"),
     ],
@@ -174,6 +174,8 @@ def test_bad_matrix_and_outputs_fail_before_any_run(compared, tmp_path, capsys):
         (["--backends", "onnxruntime:fp64"], "precision"),
         (["--backends", "warp-drive"], "unknown backend 'warp-drive'"),
         (["--scenarios", "Offline,Batch"], "unknown scenario 'Batch'"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--dataset-count", "-3"], "dataset count must be at least 1"),
         (["--out", str(blocker / "out")], "cannot write to output folder"),
         (["--baseline", str(blocker)], "is not a sparseperf results.json"),
         (["--backends", "tests.fakes:InstantBackend", "--baseline", str(out / "results.json")],
