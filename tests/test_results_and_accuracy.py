@@ -153,3 +153,17 @@ def test_offline_warmup_passes_a_backend_error_on():
 
     with pytest.raises(ValueError, match="device lost"):
         concurrent_rate(infer, store, 4, 2, 0.1)
+
+
+def test_loaded_resnet50_samples_are_held_as_uint8_crops(small_dataset):
+    """What memory grows with: 147 KiB per loaded ResNet-50 sample, made float32 per batch."""
+    from harness.datasets import imagenet
+    from harness.datasets.imagenet_preprocess import to_model_input
+    from harness.workloads.resnet50 import ImageNetData
+
+    folder = imagenet.open_imagenet(small_dataset)
+    data = ImageNetData(folder, imagenet.preprocessed_crops(folder), folder.count)
+    (held,) = data.fetch(np.arange(10)).values()
+    assert held.dtype == np.uint8 and held.nbytes == 10 * 3 * 224 * 224
+    (inputs,) = data.load(np.arange(2)).values()
+    np.testing.assert_array_equal(inputs, to_model_input(held[:2]))
