@@ -88,6 +88,11 @@ def recorded_spec(folder: Path) -> dict[str, Any]:
     return {}
 
 
+def write_record(folder: Path, spec: dict[str, Any], body: dict[str, Any]) -> None:
+    """The harness's own result.json (running or failed) with the run's spec."""
+    write_json(folder / "result.json", {"format": RUN_FORMAT, **body, "spec": spec})
+
+
 class Staging:
     """The folder of a run in progress, held by this process."""
 
@@ -112,7 +117,7 @@ class Staging:
             raise
 
     def write_result(self, body: dict[str, Any]) -> None:
-        write_json(self.path / "result.json", {"format": RUN_FORMAT, **body, "spec": self.spec})
+        write_record(self.path, self.spec, body)
 
     def publish(self) -> Path:
         """Move the complete run to its final name."""
@@ -150,31 +155,25 @@ def free_rename(folder: Path, name: str) -> Path:
     raise UserError(f"cannot find a free run folder name for {name}")
 
 
-def recover(runs_dir: Path, say: Callable[[str], None]) -> list[Path]:
-    """Mark the abandoned staging folders in ``runs_dir`` failed; returns their new paths."""
+def recover(runs_dir: Path, say: Callable[[str], None]) -> None:
+    """Mark the abandoned staging folders in ``runs_dir`` failed."""
     try:
         folders = sorted(p for p in runs_dir.iterdir() if _STAGING.match(p.name))
     except OSError:
-        return []  # no runs folder yet (or an unreadable one, which making the run reports)
-    recovered = []
+        return  # no runs folder yet (or an unreadable one, which making the run reports)
     for folder in folders:
         if state(folder) != ABANDONED:
             continue
         match = _STAGING.match(folder.name)
         assert match is not None
-        spec = recorded_spec(folder)
+        body = {"status": "failed", "error": ABANDONED_REASON}
         try:
-            write_json(
-                folder / "result.json",
-                {"format": RUN_FORMAT, "status": "failed", "error": ABANDONED_REASON, "spec": spec},
-            )
+            write_record(folder, recorded_spec(folder), body)
             (folder / LOCK_FILE).unlink(missing_ok=True)
             target = free_rename(folder, match["name"] + FAILED_SUFFIX)
         except (UserError, OSError):
             continue  # another run got there first, or the folder cannot be changed
         say(f"an earlier run was killed before it finished: marked {target.name} failed")
-        recovered.append(target)
-    return recovered
 
 
 def check_complete(folder: Path, mode: str) -> dict[str, Any]:
