@@ -73,7 +73,7 @@ def test_submission_check_reports_unusable_files(tmp_path, capsys):
     (scenario / "measurements.json").write_bytes(DEEP)
     (scenario / "accuracy" / "accuracy.txt").write_bytes(LATIN1)
     for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"):
-        (scenario / "accuracy" / name).write_bytes(b":::MLLOG {\"key\": \xff}\n")
+        (scenario / "accuracy" / name).write_bytes(b':::MLLOG {"key": \xff}\n')
     code, out, err = run_cli(["submission", "check", str(tmp_path / "tree")], capsys)
     assert_one_line_error(code, err, "problem(s)")
     assert "box.json: unreadable JSON: it is not UTF-8 text" in out
