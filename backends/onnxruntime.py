@@ -12,9 +12,10 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from backends.base import Backend, Batch, ModelHandle, batches_digest
@@ -76,12 +77,7 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = GRAPH_OPTIMIZATION[self.graph_optimization]
-        try:
-            self._session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # ORT raises several unrelated types for unreadable models
-            raise UserError(f"onnxruntime cannot load {path}: {first_line(exc)}") from exc
+        self._session = cpu_session(path, options)
         self._outputs = list(model.output_names)
 
     def predict(self, inputs: Batch) -> Batch:
@@ -106,6 +102,28 @@ class OnnxRuntimeBackend(Backend):
                 else "none"
             ),
         }
+
+
+def cpu_session(path: Path, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session; a model ORT cannot load is a UserError."""
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises several unrelated types for unreadable models
+        raise UserError(f"onnxruntime cannot load {path}: {first_line(exc)}") from exc
+
+
+def reference_runner(path: Path, purpose: str) -> Callable[[list[str], Batch], list[np.ndarray]]:
+    """``session.run`` of an FP32 reference session for ``purpose`` (e.g. "to label the
+    synthetic images"); a model ORT cannot load or run is a UserError saying so."""
+    session = cpu_session(path)
+
+    def run(outputs: list[str], feeds: Batch) -> list[np.ndarray]:
+        try:
+            return session.run(outputs, feeds)
+        except Exception as exc:  # ORT raises several unrelated types
+            raise UserError(f"onnxruntime cannot run {path} {purpose}: {first_line(exc)}") from exc
+
+    return run
 
 
 def first_line(exc: BaseException) -> str:

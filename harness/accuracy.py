@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from harness.errors import UserError
+from harness.files import read_json
 
 
 @dataclass(frozen=True)
@@ -21,14 +21,22 @@ class Accuracy:
 
 def read_responses(path: Path) -> dict[int, bytes]:
     """qsl_idx -> response bytes; a sample logged twice keeps its first response."""
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read accuracy log {path}: {exc}") from exc
     responses: dict[int, bytes] = {}
-    for entry in entries:
-        responses.setdefault(int(entry["qsl_idx"]), bytes.fromhex(entry["data"]))
+    for index, data in read_log(path):
+        responses.setdefault(index, data)
     return responses
+
+
+def read_log(path: Path) -> list[tuple[int, bytes]]:
+    """(qsl_idx, response bytes) of every entry of a LoadGen accuracy log, in order."""
+    entries = read_json(path, "accuracy log")
+    try:
+        return [(int(entry["qsl_idx"]), bytes.fromhex(entry["data"])) for entry in entries]
+    except (TypeError, KeyError, ValueError) as exc:
+        raise UserError(
+            f"accuracy log {path} is not a LoadGen accuracy log (entries need qsl_idx and "
+            f"hex data: {type(exc).__name__} {exc})"
+        ) from None
 
 
 def file_sha256(path: Path) -> str:

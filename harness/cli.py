@@ -10,9 +10,12 @@ from typing import Any
 
 import click
 
+from harness import interrupts
 from harness.errors import UserError
+from harness.files import read_text
 from harness.settings import SCENARIO_NAMES
 from harness.spec import BACKEND_FLAGS, MODES, RunSpec, parse_option
+from harness.watchdog import DEFAULT_STALL_S
 from harness.workloads import WORKLOADS, get_workload
 
 EXIT_ERROR = 2
@@ -166,6 +169,16 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             default=Path("runs"),
             show_default=True,
             help="Where run folders are written.",
+        ),
+        click.option(
+            "--stall-timeout",
+            "stall_timeout_s",
+            type=float,
+            default=DEFAULT_STALL_S,
+            show_default=True,
+            help="Seconds the backend may go without progress (in load() or a batch) before "
+            "the run is stopped as hung; once batches are timed, 50x the slowest batch (at "
+            "least 10 s) if that is less.",
         ),
     )
 
@@ -399,7 +412,13 @@ prediction_flags = options(
 
 @cli.command()
 @prediction_flags
-@click.option("--layers", type=int, default=15, show_default=True, help="Slowest layers shown.")
+@click.option(
+    "--layers",
+    type=click.IntRange(min=0),
+    default=15,
+    show_default=True,
+    help="Slowest layers shown.",
+)
 def predict(**fields: Any) -> None:
     """Predict a modelled device's throughput, latency and energy, layer by layer (no LoadGen)."""
     from harness.predict import PredictRequest, predict_lines, prepare
@@ -630,10 +649,8 @@ def submission_build(
 
     folders = list(run_folders)
     if run_list is not None:
-        try:
-            folders += [Path(line) for line in run_list.read_text().split() if line]
-        except OSError as exc:
-            raise UserError(f"cannot read run list {run_list}: {exc.strerror}") from exc
+        lines = read_text(run_list, "run list").splitlines()
+        folders += [Path(line.strip()) for line in lines if line.strip()]
     report_build(build(BuildRequest(out=out, runs=tuple(folders), **fields), say))
 
 
@@ -682,9 +699,11 @@ def submission_check(tree: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors end in one line on stderr and a non-zero exit."""
+    """Entry point: user errors end in one line on stderr and a non-zero exit; SIGTERM and
+    SIGHUP end a command as Ctrl-C does."""
     try:
-        cli.main(args=argv, prog_name="sparseperf", standalone_mode=False)
+        with interrupts.handled():
+            cli.main(args=argv, prog_name="sparseperf", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ERROR)
@@ -692,9 +711,14 @@ def main(argv: list[str] | None = None) -> None:
         command = exc.ctx.command_path if exc.ctx else "sparseperf"
         click.echo(f"error: {exc.format_message()} (see: {command} --help)", err=True)
         sys.exit(EXIT_ERROR)
+    except click.Abort as exc:
+        stop = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
+        click.echo(f"error: {interrupts.reason(stop) if stop else 'aborted'}", err=True)
+        sys.exit(interrupts.exit_code(stop) if stop else EXIT_ERROR)
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("error: aborted", err=True)
+    except OSError as exc:  # the system refused a file operation (full disk, permissions...)
+        where = f" ({exc.filename})" if exc.filename else ""
+        click.echo(f"error: {exc.strerror or exc}{where}", err=True)
         sys.exit(EXIT_ERROR)

@@ -1,18 +1,20 @@
 """One LoadGen run, inside its own process (LoadGen's FromConfig may be called once per process).
 
 The process works in the run folder, so LoadGen only ever sees an ``audit.config`` that a
-compliance test put there on purpose.
+compliance test put there on purpose. It tells the parent's watchdog what it is busy with,
+dies with the parent, and ignores Ctrl-C (the parent ends it).
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
@@ -25,19 +27,25 @@ from backends.base import ModelHandle
 from harness import provenance
 from harness.accuracy import read_responses, write_accuracy_txt
 from harness.errors import UserError
+from harness.files import write_json, write_text
+from harness.loadgen_keys import MAX_DURATION_MS
+from harness.models.check import TensorSpec
+from harness.outputs import BadOutput, check_outputs
 from harness.qsl import SampleStore
 from harness.results import RUN_FORMAT, summarize
+from harness.runfolder import hold
 from harness.settings import (
     COMPLIANT_PRESETS,
     EARLY_STOPPING_QUERIES,
     PRESETS,
-    ConfLine,
-    effective_user_values,
     format_number,
+    loaded_mismatches,
     render_user_conf,
+    rounded,
 )
 from harness.spec import RunSpec
 from harness.tune import store_key, stored
+from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
 from scenarios import ScenarioOptions, make_sut
 
@@ -48,30 +56,64 @@ EXIT_INTERNAL = 4
 WARMUP_SECONDS = {"smoke": 0.5, "short": 2.0, "valid": 5.0}
 PROGRESS_EVERY_S = 10.0
 MULTISTREAM_SAMPLES = 8
+# The most samples a performance run may plan (LoadGen pre-generates them all in memory).
+MAX_PLANNED_SAMPLES = 100_000_000
+PR_SET_PDEATHSIG = 1
 
 
 def say(message: str) -> None:
     print(f"[sparseperf] {message}", file=sys.stderr, flush=True)
 
 
-def fail(run_dir: Path, line: str, code: int, exc: BaseException | None = None) -> NoReturn:
-    """Record why the run failed and end the process at once: LoadGen cannot be aborted."""
-    (run_dir / ERROR_FILE).write_text(line + "\n")
-    if exc is not None:
-        (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
+def fail(
+    run_dir: Path, heartbeat: Heartbeat, line: str, code: int, exc: BaseException | None = None
+) -> NoReturn:
+    """Record why the run failed and end the process at once: LoadGen cannot be aborted. The
+    parent learns the line from the heartbeat even when the files cannot be written."""
+    heartbeat.record_error(line)
+    try:
+        (run_dir / ERROR_FILE).write_text(line + "\n")
+        if exc is not None:
+            (run_dir / "error.log").write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        pass
     sys.stderr.flush()
     os._exit(code)
 
 
-def child_main(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path) -> None:
-    """Process entry point: run, or write error.txt and exit non-zero."""
-    os.chdir(run_dir)
+def _die_with_parent(parent_pid: int) -> None:
+    """End this process when the parent dies (Linux), so that killing the parent never leaves
+    a run going on its own."""
     try:
-        execute(spec, conf, model_path, run_dir)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's lock on the run folder still marks it abandoned
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(EXIT_INTERNAL)
+
+
+def child_main(
+    spec: RunSpec,
+    user_values: dict[str, str],
+    model_path: Path,
+    outputs: tuple[TensorSpec, ...],
+    run_dir: Path,
+    heartbeat: Heartbeat,
+    parent_pid: int,
+) -> None:
+    """Process entry point: run, or record the error and exit non-zero."""
+    _die_with_parent(parent_pid)
+    os.chdir(run_dir)
+    lock = hold(run_dir)  # held until the process ends
+    heartbeat.started()
+    try:
+        execute(spec, user_values, model_path, outputs, run_dir, heartbeat)
     except UserError as exc:
-        fail(run_dir, str(exc), EXIT_USER_ERROR)
+        fail(run_dir, heartbeat, str(exc), EXIT_USER_ERROR)
     except BaseException as exc:
-        fail(run_dir, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, exc)
+        fail(run_dir, heartbeat, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, exc)
+    os.close(lock)
 
 
 def warmup(infer, store: SampleStore, batch: int, seconds: float) -> list[float]:
@@ -128,27 +170,45 @@ def auto_settings(spec: RunSpec, infer, store: SampleStore) -> dict[str, str]:
             qps = concurrent_rate(infer, store, spec.batch_size, spec.workers, seconds)
         else:
             qps = spec.batch_size / float(np.median(warmup(infer, store, spec.batch_size, seconds)))
-        return {"target_qps": format_number(round(1.05 * qps, 1))}
+        return {"target_qps": rounded(1.05 * qps)}
     if spec.scenario == "Server":
         times = warmup(infer, store, 1, seconds)
-        return {"target_qps": format_number(round(0.5 / float(np.median(times)), 1))}
+        return {"target_qps": rounded(0.5 / float(np.median(times)))}
     batch = 1 if spec.scenario == "SingleStream" else MULTISTREAM_SAMPLES
     times = warmup(infer, store, batch, seconds)
     # LoadGen pre-generates min_duration / expected latency queries: err on the low side.
-    return {"target_latency": format_number(round(0.75 * 1000 * min(times), 3))}
+    return {"target_latency": rounded(max(0.75 * 1000 * min(times), 1e-3))}
 
 
 def run_plan(settings: lg.TestSettings, scenario: str) -> tuple[float, str]:
     """How long a performance run will take and how many queries it needs, from its settings
-    (LoadGen runs until both the minimum duration and the minimum query count are met)."""
+    (LoadGen runs until both the minimum duration and the minimum query count are met); a
+    plan longer than LoadGen's duration limit, or of more samples than memory holds, is a
+    UserError."""
     minimum_s, queries = settings.min_duration_ms / 1000, settings.min_query_count
     seconds_per_query = {
         "Offline": 0.0,  # one query, sized to last the minimum duration
-        "Server": 1 / max(settings.server_target_qps, 1e-9),
+        "Server": 1 / settings.server_target_qps,
         "SingleStream": settings.single_stream_expected_latency_ns / 1e9,
         "MultiStream": settings.multi_stream_expected_latency_ns / 1e9,
     }[scenario]
     expected_s = max(minimum_s, queries * seconds_per_query)
+    if scenario == "Offline":
+        samples = max(queries, 1.1 * minimum_s * settings.offline_expected_qps)
+    else:
+        per_query = settings.multi_stream_samples_per_query if scenario == "MultiStream" else 1
+        samples = max(queries, minimum_s / seconds_per_query) * per_query
+    if expected_s * 1000 > MAX_DURATION_MS:
+        raise UserError(
+            f"the settings plan a {scenario} run of {expected_s / 86400:.0f} days (more than 7); "
+            "check min_duration, min_query_count and the expected QPS or latency in user.conf"
+        )
+    if samples > MAX_PLANNED_SAMPLES:
+        raise UserError(
+            f"the settings plan a {scenario} run of {samples:.3g} samples, more than "
+            f"{MAX_PLANNED_SAMPLES:.0e} (LoadGen makes them all in advance); lower min_duration "
+            "or the expected QPS, or raise the expected latency, in user.conf"
+        )
     plan = f"about {expected_s:.0f} s (at least {minimum_s:.0f} s"
     if scenario in EARLY_STOPPING_QUERIES:
         percentile = 90 if scenario == "SingleStream" else 99
@@ -157,10 +217,6 @@ def run_plan(settings: lg.TestSettings, scenario: str) -> tuple[float, str]:
             f"{EARLY_STOPPING_QUERIES[scenario]} for its p{percentile} estimate"
         )
     return expected_s, plan + ")"
-
-
-def write_json(path: Path, body: dict) -> None:
-    path.write_text(json.dumps(body, indent=2, sort_keys=False, default=str) + "\n")
 
 
 class Progress:
@@ -192,16 +248,31 @@ class Progress:
             last_done, last_time = done, now
 
 
-def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path) -> None:
+def execute(
+    spec: RunSpec,
+    user_values: dict[str, str],
+    model_path: Path,
+    outputs: tuple[TensorSpec, ...],
+    run_dir: Path,
+    heartbeat: Heartbeat,
+) -> None:
     workload = get_workload(spec.model)
-    data = workload.open_data(spec.data_source, model_path, say)
-    backend = create_backend(spec.backend, spec.backend_options)
+    label = spec.backend_label
+
+    def backend_call(what: str):  # a watched call that is not a batch
+        return heartbeat.busy(f"backend {label} in {what}", "backend")
 
     def on_fatal(exc: BaseException) -> NoReturn:
-        message = f"backend {spec.backend_label} failed: {type(exc).__name__}: {exc}"
-        fail(run_dir, message, EXIT_BACKEND_FAILED, exc)
+        if isinstance(exc, BadOutput):
+            fail(run_dir, heartbeat, f"backend {label} {exc}", EXIT_BACKEND_FAILED, exc)
+        message = f"backend {label} failed: {type(exc).__name__}: {exc}"
+        fail(run_dir, heartbeat, message, EXIT_BACKEND_FAILED, exc)
 
-    say(f"loading {spec.backend_label} backend")
+    with heartbeat.busy("the run process while opening the dataset", "harness"):
+        data = workload.open_data(spec.data_source, model_path, say)
+    with backend_call("its constructor"):
+        backend = create_backend(spec.backend, spec.backend_options)
+    say(f"loading {label} backend")
     handle = ModelHandle(
         path=model_path,
         name=workload.name,
@@ -211,20 +282,38 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         int8_activations=workload.int8_activations,
         token_mask=workload.token_mask,
     )
-    try:
-        backend.load(handle)
-    except UserError:
-        raise
-    except Exception as exc:
-        on_fatal(exc)
-    store = SampleStore(data.count, data.load)
-    reads = backend.inputs_read()
+    with backend_call("load()"):
+        try:
+            backend.load(handle)
+        except UserError:
+            raise
+        except Exception as exc:
+            on_fatal(exc)
+    with backend_call("inputs_read()"):
+        reads = backend.inputs_read()
+    store = SampleStore(data.count, data.fetch, data.to_inputs)
+    phase = ["the warm-up"]
 
     def infer(indices: Sequence[int]) -> np.ndarray:
-        return workload.responses(backend.predict(store.batch(indices, reads)))
+        with heartbeat.busy(f"backend {label} in predict() during {phase[0]}", "batch"):
+            batch = backend.predict(store.batch(indices, reads))
+        return workload.responses(check_outputs(batch, outputs, len(indices)))
+
+    def loading(action: Callable[[Sequence[int]], None]) -> Callable[[Sequence[int]], None]:
+        """A QSL callback: watched, and fatal on failure (an exception must not reach
+        LoadGen's C++ caller)."""
+
+        def call(indices: Sequence[int]) -> None:
+            try:
+                with heartbeat.busy("the run process while loading samples", "harness"):
+                    action(indices)
+            except BaseException as exc:
+                line = f"loading samples failed: {type(exc).__name__}: {exc}"
+                fail(run_dir, heartbeat, line, EXIT_INTERNAL, exc)
+
+        return call
 
     model_key = workload.loadgen_key
-    user_values = effective_user_values(conf, model_key, spec.scenario)
     preset = {k: format_number(v) for k, v in PRESETS[spec.preset][spec.scenario].items()}
     sections: list[tuple[str, dict[str, str]]] = [(f"preset {spec.preset}", preset)]
     if data.count < workload.performance_sample_count:
@@ -253,14 +342,15 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
             )
             sections.append((source, tuned))
     sections.append((f"user.conf {spec.user_conf}", user_values))
-    user_conf = run_dir / "user.conf"
-    user_conf.write_text(render_user_conf(model_key, spec.scenario, sections))
-
-    settings = lg.TestSettings()
-    settings.FromConfig(str(user_conf), model_key, spec.scenario)
+    settings = load_settings(run_dir / "user.conf", model_key, spec.scenario, sections)
     settings.scenario = getattr(lg.TestScenario, spec.scenario)
     settings.mode = (
         lg.TestMode.PerformanceOnly if spec.mode == "performance" else lg.TestMode.AccuracyOnly
+    )
+    expected_s, plan = (
+        run_plan(settings, spec.scenario)
+        if spec.mode == "performance"
+        else (0.0, f"over {data.count} samples")
     )
 
     options = ScenarioOptions(spec.batch_size, spec.workers, spec.server_batch_timeout_ms)
@@ -274,15 +364,14 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
 
     perf_count = min(data.count, workload.performance_sample_count)
     lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
-    lg_qsl = lg.ConstructQSL(data.count, perf_count, store.load_samples, store.unload_samples)
-    expected_s, plan = (
-        run_plan(settings, spec.scenario)
-        if spec.mode == "performance"
-        else (0.0, f"over {data.count} samples")
+    lg_qsl = lg.ConstructQSL(
+        data.count, perf_count, loading(store.load_samples), loading(store.unload_samples)
     )
     say(f"LoadGen {spec.scenario} {spec.mode} run started: {plan}")
+    phase[0] = "the LoadGen test"
     sut.start()
-    backend.start_measuring()
+    with backend_call("start_measuring()"):
+        backend.start_measuring()
     try:
         with Progress(sut, expected_s):
             lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings)
@@ -291,33 +380,58 @@ def execute(spec: RunSpec, conf: list[ConfLine], model_path: Path, run_dir: Path
         lg.DestroyQSL(lg_qsl)
         lg.DestroySUT(lg_sut)
 
-    result = summarize(run_dir / "mlperf_log_detail.txt", spec.scenario, spec.mode)
-    result["backend_report"] = backend.report()
-    if result["backend_report"].get("warning"):
-        say(f"warning: {result['backend_report']['warning']}")
-    result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
-    result["synthetic_data"] = data.synthetic
-    if spec.mode == "accuracy":
-        accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
-        write_accuracy_txt(run_dir, accuracy)
-        result["accuracy"] = {"value": accuracy.value, "line": accuracy.line, **accuracy.details}
-    write_json(
-        run_dir / "run.json",
-        {
-            "spec": spec.to_json(),
-            "model_file": str(model_path),
-            "dataset": data.description,
-            "backend": backend.describe(),
-            "division": {
-                "open_only": backend.open_division_only,
-                "simulated": backend.simulated,
+    with heartbeat.busy("the run process while writing its results", "harness"):
+        result = summarize(run_dir / "mlperf_log_detail.txt", spec.scenario, spec.mode)
+        with backend_call("report()"):
+            result["backend_report"] = backend.report()
+        if result["backend_report"].get("warning"):
+            say(f"warning: {result['backend_report']['warning']}")
+        result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
+        result["synthetic_data"] = data.synthetic
+        if spec.mode == "accuracy":
+            accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
+            write_accuracy_txt(run_dir, accuracy)
+            result["accuracy"] = {
+                "value": accuracy.value,
+                "line": accuracy.line,
+                **accuracy.details,
+            }
+        with backend_call("describe()"):
+            description = backend.describe()
+        write_json(
+            run_dir / "run.json",
+            {
+                "spec": spec.to_json(),
+                "model_file": str(model_path),
+                "dataset": data.description,
+                "backend": description,
+                "division": {
+                    "open_only": backend.open_division_only,
+                    "simulated": backend.simulated,
+                },
+                "versions": provenance.versions(),
+                "host": provenance.host(),
+                "git_sha": provenance.git_sha(),
+                "seeds": result["seeds"],
             },
-            "versions": provenance.versions(),
-            "host": provenance.host(),
-            "git_sha": provenance.git_sha(),
-            "seeds": result["seeds"],
-        },
-    )
-    result["format"] = RUN_FORMAT
-    result["status"] = "complete"
-    write_json(run_dir / "result.json", result)
+        )
+        result["format"] = RUN_FORMAT
+        result["status"] = "complete"
+        write_json(run_dir / "result.json", result)
+
+
+def load_settings(
+    user_conf: Path, model_key: str, scenario: str, sections: list[tuple[str, dict[str, str]]]
+) -> lg.TestSettings:
+    """Write the run's user.conf and have LoadGen read it; what LoadGen holds afterwards must
+    be exactly what the file says (LoadGen drops a file it cannot parse without a word)."""
+    write_text(user_conf, render_user_conf(model_key, scenario, sections))
+    settings = lg.TestSettings()
+    code = settings.FromConfig(str(user_conf), model_key, scenario)
+    if code != 0:
+        raise UserError(f"LoadGen could not read the run's user.conf {user_conf} (error {code})")
+    values = {key: value for _, section in sections for key, value in section.items()}
+    wrong = loaded_mismatches(settings, scenario, values)
+    if wrong:
+        raise UserError(f"LoadGen did not read user.conf as written: {'; '.join(wrong)}")
+    return settings

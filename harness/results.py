@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import read_text
 
 PREFIX = ":::MLLOG "
 # The layout of result.json and run.json; reports refuse folders of another one.
@@ -32,19 +33,18 @@ def read_detail_log(path: Path) -> tuple[dict, list[str], list[str]]:
     values: dict = {}
     errors: list[str] = []
     warnings: list[str] = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read LoadGen detail log {path}: {exc.strerror}") from exc
-    for line in lines:
+    for line in read_text(path, "LoadGen detail log").splitlines():
         if not line.startswith(PREFIX):
             continue
         try:
             entry = json.loads(line[len(PREFIX) :])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue  # a line LoadGen was still writing when the process died
-        values[entry["key"]] = entry["value"]
-        metadata = entry.get("metadata", {})
+        if not isinstance(entry, dict) or "key" not in entry:
+            continue
+        values[entry["key"]] = entry.get("value")
+        metadata = entry.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
         if metadata.get("is_error"):
             errors.append(f"{entry['key']}: {entry['value']}")
         elif metadata.get("is_warning"):

@@ -1,100 +1,38 @@
-"""Run orchestration: check the spec, prepare model and data, run LoadGen in a child process,
-and publish the run folder atomically (complete, or clearly marked failed)."""
+"""Run orchestration: check the spec, prepare model and data, run LoadGen in a child process
+under a watchdog, and publish the run folder only when its result is complete (anything else
+ends as ``<name>.failed`` with the reason)."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
+from harness import interrupts
+from harness.cache import CACHE_ENV, cache_root
 from harness.errors import UserError
-from harness.loadgen_run import ERROR_FILE, child_main, say, write_json
-from harness.models.check import check_model
-from harness.results import RUN_FORMAT
+from harness.files import write_text
+from harness.loadgen_run import ERROR_FILE, child_main, say
+from harness.models.check import TensorSpec, check_model
+from harness.runfolder import Staging, check_complete, recover
+from harness.settings import check_sample_counts
 from harness.spec import RunSpec, validate
+from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
 from submissions.compliance import AUDIT_CONFIG, audit_config
 
-FAILED_SUFFIX = ".failed"
+POLL_S = 0.25  # how often the watchdog looks
+STOP_GRACE_S = 5.0  # after SIGTERM, how long the run process has before SIGKILL
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     folder: Path
     result: dict
-
-
-def _folder_name(spec: RunSpec) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parts = (stamp, spec.model, spec.scenario, spec.backend_label, spec.mode, spec.compliance or "")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(filter(None, parts)))
-
-
-def _publish(staging: Path, name: str) -> Path:
-    """Rename the staging folder to its final name; never replace an existing run."""
-    for attempt in range(1, 1000):
-        target = staging.parent / (name if attempt == 1 else f"{name}-{attempt}")
-        try:
-            os.rename(staging, target)  # fails if target exists and is not empty
-            return target
-        except OSError:
-            if not target.exists():
-                raise
-    raise UserError(f"cannot find a free run folder name for {name}")
-
-
-def prepare_model(spec: RunSpec) -> Path:
-    """The model file: the user's (checked against the workload) or the built-in one."""
-    workload = get_workload(spec.model)
-    path = spec.model_path or workload.builtin_model(say)
-    check_model(path, workload.inputs, workload.outputs)
-    return path
-
-
-def run(spec: RunSpec) -> RunOutcome:
-    if Path(AUDIT_CONFIG).exists():
-        raise UserError(
-            "an audit.config is in the working directory; LoadGen would apply it to this run. "
-            "Move it away (compliance tests are run with: sparseperf submission run)"
-        )
-    conf = validate(spec)
-    model_path = prepare_model(spec)
-    workload = get_workload(spec.model)
-    # Build and check the dataset caches here, so that errors surface before any process starts.
-    workload.open_data(spec.data_source, model_path, say)
-
-    spec.runs_dir.mkdir(parents=True, exist_ok=True)
-    name = _folder_name(spec)
-    staging = spec.runs_dir / f".{name}.partial-{os.getpid()}"
-    staging.mkdir()
-    if spec.compliance:
-        # LoadGen reads audit.config from the working directory: only this run's folder.
-        (staging / AUDIT_CONFIG).write_text(audit_config(spec.compliance))
-    process = multiprocessing.get_context("spawn").Process(
-        target=child_main, args=(spec, conf, model_path.resolve(), staging.resolve())
-    )
-    process.start()
-    try:
-        process.join()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.join()
-        _fail(spec, staging, name, "interrupted by the user")
-    if process.exitcode != 0:
-        error_file = staging / ERROR_FILE
-        if error_file.exists():
-            message = error_file.read_text().strip()
-        elif process.exitcode is not None and process.exitcode < 0:
-            message = f"the run process was killed by signal {-process.exitcode}"
-        else:
-            message = f"the run process exited with code {process.exitcode}"
-        _fail(spec, staging, name, message)
-    folder = _publish(staging, name)
-    return RunOutcome(folder, json.loads((folder / "result.json").read_text()))
 
 
 class RunFailed(UserError):
@@ -106,9 +44,110 @@ class RunFailed(UserError):
         self.folder = folder
 
 
-def _fail(spec: RunSpec, staging: Path, name: str, message: str) -> None:
-    write_json(
-        staging / "result.json",
-        {"format": RUN_FORMAT, "status": "failed", "error": message, "spec": spec.to_json()},
+def _folder_name(spec: RunSpec) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    parts = (stamp, spec.model, spec.scenario, spec.backend_label, spec.mode, spec.compliance or "")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(filter(None, parts)))
+
+
+def model_interface(spec: RunSpec) -> tuple[Path, tuple[TensorSpec, ...]]:
+    """The model file (the user's, checked against the workload, or the built-in one) and
+    the outputs it declares."""
+    workload = get_workload(spec.model)
+    path = spec.model_path or workload.builtin_model(say)
+    return path, check_model(path, workload.inputs, workload.outputs)
+
+
+def prepare_model(spec: RunSpec) -> Path:
+    return model_interface(spec)[0]
+
+
+def run(spec: RunSpec) -> RunOutcome:
+    if Path(AUDIT_CONFIG).exists():
+        raise UserError(
+            "an audit.config is in the working directory; LoadGen would apply it to this run. "
+            "Move it away (compliance tests are run with: sparseperf submission run)"
+        )
+    spec = spec.resolved()  # the run process works in its run folder
+    user_values = validate(spec)
+    model_path, outputs = model_interface(spec)
+    workload = get_workload(spec.model)
+    # Build and check the dataset caches here, so that errors surface before any process starts.
+    data = workload.open_data(spec.data_source, model_path, say)
+    check_sample_counts(user_values, data.count, f"user.conf {spec.user_conf}")
+    os.environ[CACHE_ENV] = str(cache_root())  # the same cache for the run process
+
+    recover(spec.runs_dir, say)
+    staging = Staging(spec.runs_dir, _folder_name(spec), spec.to_json())
+    try:
+        if spec.compliance:
+            # LoadGen reads audit.config from the working directory: only this run's folder.
+            write_text(staging.path / AUDIT_CONFIG, audit_config(spec.compliance))
+        result = _supervise(spec, user_values, model_path, outputs, staging)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run process is ended
+        folder = staging.fail(interrupts.reason(exc))
+        say(f"{interrupts.reason(exc)}: run marked failed in {folder}")
+        raise
+    except UserError as exc:
+        _fail(staging, str(exc))
+    return RunOutcome(staging.publish(), result)
+
+
+def _fail(staging: Staging, message: str) -> NoReturn:
+    raise RunFailed(message, staging.fail(message))
+
+
+def _supervise(
+    spec: RunSpec,
+    user_values: dict[str, str],
+    model_path: Path,
+    outputs: tuple[TensorSpec, ...],
+    staging: Staging,
+) -> dict:
+    """Run the LoadGen process to its end, or stop it when the watchdog finds it stuck; the
+    run's complete result, or UserError why there is none."""
+    context = multiprocessing.get_context("spawn")
+    heartbeat = Heartbeat(context, spec.stall_timeout_s)
+    process = context.Process(
+        target=child_main,
+        args=(spec, user_values, model_path, outputs, staging.path, heartbeat, os.getpid()),
     )
-    raise RunFailed(message, _publish(staging, name + FAILED_SUFFIX))
+    try:
+        with interrupts.sigint_ignored():  # the process ignores Ctrl-C: this one ends it
+            process.start()
+        while process.exitcode is None:
+            process.join(POLL_S)
+            stall = heartbeat.stalled() if process.exitcode is None else None
+            if stall is not None:
+                raise UserError(stall)
+    finally:  # however this ends, the run process does not outlive it
+        _stop(process)
+    if process.exitcode != 0:
+        raise UserError(_exit_reason(process.exitcode, heartbeat, staging.path))
+    try:
+        return check_complete(staging.path, spec.mode)
+    except UserError as exc:
+        raise UserError(f"{exc} (its exit status was 0)") from None
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    if process.pid is None or process.exitcode is not None:
+        return
+    process.terminate()
+    process.join(STOP_GRACE_S)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+
+
+def _exit_reason(code: int | None, heartbeat: Heartbeat, run_dir: Path) -> str:
+    """Why the run process failed, in one line."""
+    line = heartbeat.error()
+    if not line and (run_dir / ERROR_FILE).is_file():
+        line = (run_dir / ERROR_FILE).read_text(errors="replace").strip()
+    if line:
+        return line
+    if code is not None and code < 0:
+        hint = " (out of memory?)" if code == -9 else ""
+        return f"the run process was killed by signal {-code}{hint}"
+    return f"the run process exited with code {code}"

@@ -1,57 +1,22 @@
 """LoadGen settings: presets, user.conf validation, and the user.conf each run records.
 
-LoadGen silently ignores keys it does not know, so the harness checks every user.conf key
-against the ones LoadGen 6.0 reads and refuses the rest. Values are in LoadGen's units:
-durations and latencies in ms, percentiles in %.
+LoadGen silently ignores keys it does not know and drops a whole file over one value it
+cannot parse, so the harness checks every user.conf key and value as LoadGen will read it
+(``loadgen_keys``) and refuses the rest. Values are in LoadGen's units: durations and
+latencies in ms, percentiles in %. The run's own user.conf writes every value in a spelling
+LoadGen reads as exactly that number, and the run checks that LoadGen did.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
-
-SCENARIO_NAMES = ("Offline", "Server", "SingleStream", "MultiStream")
-
-# Every key LoadGen 6.0's TestSettings::FromConfig reads, except "mode": the CLI's --mode sets it.
-KNOWN_KEYS = frozenset(
-    {
-        "min_duration",
-        "max_duration",
-        "min_query_count",
-        "max_query_count",
-        "qsl_rng_seed",
-        "sample_index_rng_seed",
-        "schedule_rng_seed",
-        "accuracy_log_rng_seed",
-        "accuracy_log_probability",
-        "accuracy_log_sampling_target",
-        "test05",
-        "test05_qsl_rng_seed",
-        "test05_sample_index_rng_seed",
-        "test05_schedule_rng_seed",
-        "print_timestamps",
-        "performance_issue_unique",
-        "performance_issue_same",
-        "performance_issue_same_index",
-        "performance_sample_count_override",
-        "sample_concatenate_permutation",
-        "target_latency_percentile",
-        "target_latency",
-        "target_qps",
-        "samples_per_query",
-        "max_async_queries",
-        "coalesce_queries",
-        "server_num_issue_query_threads",
-        "use_token_latencies",
-        "ttft_latency",
-        "tpot_latency",
-        "infer_token_latencies",
-        "token_latency_scaling_factor",
-    }
-)
+from harness.files import read_text
+from harness.loadgen_keys import SCENARIO_NAMES, canonical, check_key, setting
 
 
 def check_choice(kind: str, name: str, choices: tuple[str, ...] | dict) -> None:
@@ -97,6 +62,7 @@ class ConfLine:
     key: str
     value: str
     line_no: int
+    path: str = "user.conf"  # the file the line is in, for errors
 
     def applies_to(self, model: str, scenario: str) -> bool:
         return self.model in (model, "*") and self.scenario in (scenario, "*")
@@ -110,13 +76,11 @@ class ConfLine:
 
 
 def parse_user_conf(path: Path, model_keys: frozenset[str]) -> list[ConfLine]:
-    """Read a user.conf; an unknown model, scenario or key, or a non-number, is an error."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read user.conf {path}: {exc.strerror}") from exc
+    """Read a user.conf; an unknown model, scenario or key, or a key LoadGen does not take
+    from a user.conf, is an error naming the line. Values are checked per run
+    (``effective_user_values``), as a key may be read differently in each scenario."""
     lines = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(read_text(path, "user.conf").splitlines(), start=1):
         content = raw.split("#", 1)[0].strip()
         if not content:
             continue
@@ -137,40 +101,40 @@ def parse_user_conf(path: Path, model_keys: frozenset[str]) -> list[ConfLine]:
             raise UserError(
                 f"{where}: unknown scenario {scenario!r}; use {', '.join(SCENARIO_NAMES)} or *"
             )
-        if key == "mode":
-            raise UserError(f"{where}: set the test mode with --mode, not in user.conf")
-        if key not in KNOWN_KEYS:
-            raise UserError(f"{where}: unknown LoadGen setting {key!r} (misspelt?)")
-        try:
-            float(value)
-        except ValueError:
-            raise UserError(f"{where}: value of {name} must be a number, got {value!r}") from None
-        lines.append(ConfLine(model, scenario, key, value, number))
+        check_key(key, scenario, where)
+        if scenario != "*":
+            canonical(key, scenario, value, where)
+        lines.append(ConfLine(model, scenario, key, value, number, str(path)))
     return lines
 
 
 def effective_user_values(lines: list[ConfLine], model: str, scenario: str) -> dict[str, str]:
-    """The value LoadGen will take for each key the user set, for this model and scenario."""
+    """The value LoadGen will take for each key the user set, for this model and scenario,
+    checked as LoadGen reads it there (keys it does not read in this scenario are left out)."""
     chosen: dict[str, ConfLine] = {}
     for line in lines:
-        if not line.applies_to(model, scenario):
+        if not line.applies_to(model, scenario) or setting(line.key, scenario) is None:
             continue
         current = chosen.get(line.key)
         # Among equal specificity LoadGen keeps the last line read.
         if current is None or line.specificity >= current.specificity:
             chosen[line.key] = line
-    return {key: line.value for key, line in chosen.items()}
+    return {
+        key: canonical(key, scenario, line.value, f"{line.path}:{line.line_no}")
+        for key, line in chosen.items()
+    }
 
 
 def render_user_conf(model: str, scenario: str, sections: list[tuple[str, dict[str, str]]]) -> str:
     """A user.conf with every value fully qualified; later sections override earlier ones.
 
-    Comments stand on their own lines: LoadGen's parser rejects a comment after a value.
+    Every value is checked and written as LoadGen will read it; comments stand on their own
+    lines (LoadGen's parser rejects a comment after a value).
     """
     merged: dict[str, tuple[str, str]] = {}
     for source, values in sections:
         for key, value in values.items():
-            merged[key] = (value, source)
+            merged[key] = (canonical(key, scenario, str(value), source), source)
     out = [f"# sparseperf settings for {model} {scenario}"]
     for source, _ in sections:
         keys = [key for key, (_, origin) in merged.items() if origin == source]
@@ -178,6 +142,35 @@ def render_user_conf(model: str, scenario: str, sections: list[tuple[str, dict[s
             out.append(f"# {source}")
             out.extend(f"{model}.{scenario}.{key} = {merged[key][0]}" for key in keys)
     return "\n".join(out) + "\n"
+
+
+def loaded_mismatches(loaded: object, scenario: str, values: dict[str, str]) -> list[str]:
+    """The values LoadGen's ``TestSettings`` (``loaded``) does not hold as written: empty when
+    LoadGen used exactly what the run's user.conf records."""
+    wrong = []
+    for key, text in values.items():
+        found = setting(key, scenario)
+        if found is None:
+            continue
+        expected = found.field_value(found.value(text))
+        actual = getattr(loaded, found.field)
+        if not math.isclose(float(actual), float(expected), rel_tol=1e-12, abs_tol=0.0):
+            wrong.append(f"{key} = {text} was read as {found.field} = {actual}")
+    return wrong
+
+
+def check_sample_counts(values: dict[str, str], count: int, source: str) -> None:
+    """Sample-count overrides may not exceed the dataset."""
+    for key in ("performance_sample_count_override", "accuracy_sample_count_override"):
+        if int(values.get(key, 0)) > count:
+            raise UserError(
+                f"{source}: {key} = {values[key]} is more than the dataset's {count} samples"
+            )
+
+
+def rounded(value: float, digits: int = 4) -> str:
+    """A measured conf value to ``digits`` significant digits (never rounded to zero)."""
+    return format_number(float(f"{value:.{digits}g}"))
 
 
 def format_number(value: float) -> str:

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from backends import create_backend
+from backends import create_backend, path_options
 from harness.errors import UserError
 from harness.settings import (
     COMPLIANT_PRESETS,
     PRESETS,
     SCENARIO_NAMES,
-    ConfLine,
     check_choice,
+    effective_user_values,
     parse_user_conf,
 )
+from harness.watchdog import DEFAULT_STALL_S
 from harness.workloads import WORKLOADS, get_workload
 from harness.workloads.base import DataSource
 from submissions.compliance import check_compliance_run
 
 MODES = ("performance", "accuracy")
+PATH_FIELDS = ("model_path", "dataset_path", "vocab_path", "user_conf", "runs_dir")
 # Backend options with a flag of their own on the command line; others are -o KEY=VALUE.
 BACKEND_FLAGS = (
     "precision",
@@ -54,6 +56,8 @@ class RunSpec:
     server_batch_timeout_ms: float = 0.0
     runs_dir: Path = Path("runs")
     compliance: str | None = None  # an audit test (TEST01, TEST04) this run is made for
+    # How long the backend may go without progress before any batch is timed (watchdog).
+    stall_timeout_s: float = DEFAULT_STALL_S
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -63,10 +67,25 @@ class RunSpec:
         """The spec a run.json recorded (paths back to Path)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in body.items() if k in known}
-        for name in ("model_path", "dataset_path", "vocab_path", "user_conf", "runs_dir"):
+        for name in PATH_FIELDS:
             if values.get(name) is not None:
                 values[name] = Path(values[name])
         return cls(**values)
+
+    def resolved(self) -> RunSpec:
+        """The spec with every path (and every backend option that is a path) absolute, as
+        the caller's working directory means it: the run process works in its run folder."""
+        paths = {
+            name: _absolute(getattr(self, name))
+            for name in PATH_FIELDS
+            if getattr(self, name) is not None
+        }
+        file_options = path_options(self.backend)
+        options = {
+            key: str(_absolute(Path(value))) if key in file_options and value is not None else value
+            for key, value in self.backend_options.items()
+        }
+        return replace(self, backend_options=options, **paths)
 
     @property
     def data_source(self) -> DataSource:
@@ -89,6 +108,10 @@ class RunSpec:
         return "-".join(part for part in parts if part)
 
 
+def _absolute(path: Path) -> Path:
+    return path.expanduser().absolute()
+
+
 def parse_option(text: str) -> tuple[str, Any]:
     """KEY=VALUE with the value read as an int, a float, or else a string."""
     key, sep, value = text.partition("=")
@@ -102,8 +125,25 @@ def parse_option(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def validate(spec: RunSpec) -> list[ConfLine]:
-    """Check names, numbers and paths; return the parsed user.conf lines."""
+def check_numbers(spec: RunSpec) -> None:
+    """Counts at least 1, threads 0 (all cores) or more, timeouts not negative."""
+    for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
+    if spec.dataset_count is not None and spec.dataset_count < 1:
+        raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
+    threads = spec.backend_options.get("threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise UserError(f"threads must be a whole number, 0 (all cores) or more; got {threads!r}")
+    if not spec.server_batch_timeout_ms >= 0:
+        raise UserError("server batch timeout must not be negative")
+    if not spec.stall_timeout_s > 0:
+        raise UserError(f"stall timeout must be positive, got {spec.stall_timeout_s:g} s")
+
+
+def validate(spec: RunSpec) -> dict[str, str]:
+    """Check names, numbers and paths; return the user.conf values this run takes, checked
+    as LoadGen will read them."""
     workload = get_workload(spec.model)
     check_choice("scenario", spec.scenario, SCENARIO_NAMES)
     if spec.scenario not in workload.scenarios:
@@ -113,15 +153,9 @@ def validate(spec: RunSpec) -> list[ConfLine]:
         )
     check_choice("mode", spec.mode, MODES)
     check_choice("preset", spec.preset, PRESETS)
-    for name, value in (("batch size", spec.batch_size), ("workers", spec.workers)):
-        if value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    if spec.server_batch_timeout_ms < 0:
-        raise UserError("server batch timeout must not be negative")
+    check_numbers(spec)
     if spec.dataset_path is not None and not spec.dataset_path.exists():
         raise UserError(f"dataset path {spec.dataset_path} does not exist")
-    if spec.dataset_count is not None and spec.dataset_count < 1:
-        raise UserError(f"dataset count must be at least 1, got {spec.dataset_count}")
     if spec.vocab_path is not None and not workload.uses_vocab:
         raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
     if spec.compliance is not None:
@@ -132,5 +166,8 @@ def validate(spec: RunSpec) -> list[ConfLine]:
             f"{spec.backend_label} computes no outputs (functional=off): accuracy mode needs "
             "them; drop --functional off"
         )
+    if not spec.user_conf:
+        return {}
     model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
-    return parse_user_conf(spec.user_conf, model_keys) if spec.user_conf else []
+    lines = parse_user_conf(spec.user_conf, model_keys)
+    return effective_user_values(lines, workload.loadgen_key, spec.scenario)

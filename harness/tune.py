@@ -18,7 +18,8 @@ from pathlib import Path
 from harness import provenance
 from harness.cache import cache_dir
 from harness.errors import UserError
-from harness.settings import EARLY_STOPPING_QUERIES, format_number
+from harness.files import read_json_object, read_text
+from harness.settings import EARLY_STOPPING_QUERIES, rounded
 from harness.spec import RunSpec
 from harness.workloads import get_workload
 
@@ -65,12 +66,9 @@ def _read_store(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(
-            f"tuned-values file {path} is unreadable ({exc}); delete it and tune again"
-        ) from exc
-    return body if isinstance(body, dict) else {}
+        return read_json_object(path, "tuned-values file")
+    except UserError as exc:
+        raise UserError(f"{exc}; delete it and tune again") from None
 
 
 def stored(spec: RunSpec) -> Tuned | None:
@@ -112,10 +110,10 @@ def tune(spec: RunSpec, probe: Prober, say: Callable[[str], None], start: float 
         return _tune_server(spec, short, probe, say, start)
     result = probe(short, {})
     if spec.scenario == "Offline":
-        values = {"target_qps": format_number(round(result.value, 1))}
+        values = {"target_qps": rounded(result.value)}
         note = "Offline samples/s of one probe run"
     else:
-        values = {"target_latency": format_number(round(result.value, 3))}
+        values = {"target_latency": rounded(result.value)}
         note = f"{spec.scenario} early-stopping latency of one probe run"
     return Tuned(values, _now(), 1, note)
 
@@ -129,7 +127,7 @@ def _tune_server(
     def valid_at(run: RunSpec, qps: float | None) -> tuple[bool, float]:
         nonlocal probes
         probes += 1
-        result = probe(run, {} if qps is None else {"target_qps": format_number(round(qps, 2))})
+        result = probe(run, {} if qps is None else {"target_qps": rounded(qps)})
         qps = qps or result.target_qps or result.value
         verdict = "VALID" if result.valid else f"INVALID ({'; '.join(result.reasons)})"
         say(f"probe {probes} ({run.preset}): {qps:.4g} queries/s -> {verdict}")
@@ -163,7 +161,7 @@ def _tune_server(
                 f"highest VALID Server rate in smoke probes, bracketed and bisected to "
                 f"{100 * (PRECISION - 1):.0f}%, confirmed at preset {spec.preset}"
             )
-            return Tuned({"target_qps": format_number(round(attempt, 2))}, _now(), probes, note)
+            return Tuned({"target_qps": rounded(attempt)}, _now(), probes, note)
     raise UserError(
         f"the rate found ({low:.4g} queries/s) was not VALID when confirmed at preset "
         f"{spec.preset}; the machine may be busy: tune again with --retune"
@@ -183,7 +181,7 @@ def loadgen_probe(probe_dir: Path) -> Prober:
         if spec.preset == PROBE_PRESET and spec.scenario in EARLY_STOPPING_QUERIES:
             lines.append(f"*.*.min_query_count = {EARLY_STOPPING_QUERIES[spec.scenario]}")
         if spec.user_conf:
-            lines.append(spec.user_conf.read_text())
+            lines.append(read_text(spec.user_conf, "user.conf"))
         lines += [f"{key}.{spec.scenario}.{k} = {v}" for k, v in values.items()]
         probe_dir.mkdir(parents=True, exist_ok=True)
         conf = probe_dir / "probe-user.conf"

@@ -6,12 +6,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from harness.files import read_text
+
 VIEWABLE_CHARS = 4096
 MARKER = "\n\n...\n\n"
 
 
 def write_truncated(source: Path, target: Path) -> None:
-    text = source.read_text()
+    text = read_text(source, "accuracy log")
     if len(text) <= 2 * VIEWABLE_CHARS + len(MARKER):
         shutil.copyfile(source, target)
     else:

@@ -175,10 +175,10 @@ def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) ->
     )
     _check_rules(request, groups, system["system_type"], report)
 
-    request.out.parent.mkdir(parents=True, exist_ok=True)
     staging = request.out.parent / f".{request.out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
+        request.out.parent.mkdir(parents=True, exist_ok=True)
         root = staging / request.division / request.submitter
         (root / "systems").mkdir(parents=True)
         _write_json(root / "systems" / f"{request.system}.json", system)
@@ -189,8 +189,13 @@ def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) ->
             folder = root / "results" / request.system / bench.folder / scenario
             _write_scenario(folder, roles, request, report)
         os.rename(staging, request.out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise UserError(
+                f"cannot write the submission tree {request.out}: {exc.strerror or exc}; "
+                "choose a writable --out with free space"
+            ) from None
         raise
     return report
 

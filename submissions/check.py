@@ -6,11 +6,11 @@ Beyond the official checker it refuses INVALID performance runs: that checker ma
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import UnreadableFile, read_json_object, read_text
 from harness.results import read_detail_log
 from submissions import compliance, rules
 from submissions.build import ACCURACY_LOG
@@ -36,6 +36,13 @@ AUDIT_VALUES = {
         "effective_performance_issue_same_index": 3,
     },
 }
+# Detail-log values compared as numbers.
+NUMERIC_VALUES = (
+    "effective_min_duration_ms",
+    "effective_performance_sample_count",
+    "effective_samples_per_query",
+    "effective_target_latency_ns",
+)
 _HASH = re.compile(r"^hash=[0-9a-f]{64}$")
 _FOLDERS = {b.folder: b for b in rules.BENCHMARKS.values()} | {
     "resnet": rules.BENCHMARKS["resnet50"]
@@ -60,14 +67,18 @@ class TreeCheck:
 
     def json_object(self, path: Path) -> dict | None:
         try:
-            body = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            self.problem(path, f"unreadable JSON ({exc})")
+            return read_json_object(path, "JSON file")
+        except UnreadableFile as exc:
+            self.problem(path, f"unreadable JSON: it {exc.problem}")
             return None
-        if not isinstance(body, dict):
-            self.problem(path, "must hold a JSON object")
-            return None
-        return body
+
+    def lines(self, path: Path) -> list[str]:
+        """The lines of a text file; an unreadable one is a problem (and has no lines)."""
+        try:
+            return read_text(path, "text file").splitlines()
+        except UnreadableFile as exc:
+            self.problem(path, f"unreadable: it {exc.problem}")
+            return []
 
     def system(self, path: Path, division: str, submitter: str) -> dict | None:
         body = self.json_object(path)
@@ -103,6 +114,11 @@ class TreeCheck:
             return None
         for error in errors:
             self.problem(path, f"LoadGen logged an error: {error}")
+        for key in NUMERIC_VALUES:
+            value = values.get(key)
+            if key in values and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                self.problem(path, f"{key} is {value!r}, not a number")
+                del values[key]
         for name, seed in rules.SEEDS.items():
             if values.get(f"effective_{name}") != seed:
                 self.problem(path, f"{name} is {values.get(f'effective_{name}')}, expected {seed}")
@@ -166,7 +182,7 @@ class TreeCheck:
         log = folder / ACCURACY_LOG
         if log.stat().st_size > rules.TRUNCATED_LOG_MAX_BYTES:
             self.problem(log, f"not truncated ({log.stat().st_size} bytes)")
-        lines = (folder / "accuracy.txt").read_text().splitlines()
+        lines = self.lines(folder / "accuracy.txt")
         if not any(_HASH.match(line) for line in lines):
             self.problem(folder / "accuracy.txt", "no hash=<sha256> line")
         value = bench.accuracy_in(lines)
@@ -179,7 +195,7 @@ class TreeCheck:
             )
 
     def passed(self, path: Path) -> bool:
-        return path.is_file() and "TEST PASS" in (s.strip() for s in path.read_text().splitlines())
+        return path.is_file() and "TEST PASS" in (s.strip() for s in self.lines(path))
 
     def compliance_test(
         self, folder: Path, test: str, bench: rules.Benchmark, scenario: str
@@ -207,7 +223,7 @@ class TreeCheck:
             self.problem(folder / "verify_accuracy.txt", "no TEST PASS line, and no accuracy files")
             return
         baseline, measured = (
-            bench.accuracy_in((accuracy / name).read_text().splitlines()) or 0.0
+            bench.accuracy_in(self.lines(accuracy / name)) or 0.0
             for name in names[2:]
         )
         verdict = compliance.verify_accuracy_delta(baseline, measured, bench.accuracy_delta_percent)

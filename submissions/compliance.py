@@ -8,12 +8,12 @@ issues one sample over and over; the run may not be more than 10% faster than th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from harness.accuracy import read_log
 from harness.errors import UserError
 
 AUDIT_CONFIG = "audit.config"
@@ -71,25 +71,18 @@ def _verdict(lines: list[str], failure: str | None) -> Verdict:
     return Verdict(failure is None, "\n".join(lines) + "\n")
 
 
-def _log_entries(path: Path) -> list[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read accuracy log {path}: {exc}") from exc
-
-
 def verify_responses(accuracy_log: Path, compliance_log: Path, dtype: str) -> Verdict:
     """TEST01: each response the compliance run logged must equal the accuracy run's response
     for the same sample, compared as whole arrays of the response dtype."""
     reference: dict[int, np.ndarray] = {}
-    for entry in _log_entries(accuracy_log):
-        reference.setdefault(entry["qsl_idx"], np.frombuffer(bytes.fromhex(entry["data"]), dtype))
-    logged = _log_entries(compliance_log)
+    for index, data in read_log(accuracy_log):
+        reference.setdefault(index, np.frombuffer(data, dtype))
+    logged = read_log(compliance_log)
     matched = mismatched = missing = 0
     largest = 0.0
-    for entry in logged:
-        values = np.frombuffer(bytes.fromhex(entry["data"]), dtype)
-        expected = reference.get(entry["qsl_idx"])
+    for index, data in logged:
+        values = np.frombuffer(data, dtype)
+        expected = reference.get(index)
         if expected is None:
             missing += 1
             continue

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.runner import run
-from harness.settings import format_number
+from harness.settings import rounded
 from harness.spec import RunSpec, validate
 from submissions import compliance, rules
 from submissions.build import BuildReport, BuildRequest, build
@@ -35,7 +35,7 @@ def compliance_conf(performance_conf: str) -> str:
 
     def scale(match: re.Match[str]) -> str:
         value = float(match.group(3)) * COMPLIANCE_QPS[match.group(2)]
-        return f"{match.group(1)} = {format_number(round(value, 3))}"
+        return f"{match.group(1)} = {rounded(value)}"
 
     factors = ", ".join(f"{name} x {factor}" for name, factor in COMPLIANCE_QPS.items())
     return f"# compliance runs: target_qps {factors}\n" + _TARGET_QPS.sub(scale, performance_conf)

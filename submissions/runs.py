@@ -3,11 +3,12 @@ and which system it ran on."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import runfolder
 from harness.errors import UserError
+from harness.files import read_json_object
 from harness.results import read_detail_log
 from harness.settings import COMPLIANT_PRESETS
 
@@ -83,15 +84,19 @@ def read_run(folder: Path) -> RunRecord:
     """A finished run folder; anything else is an error that says what is wrong with it."""
     if not folder.is_dir():
         raise UserError(f"run folder {folder} does not exist")
-    try:
-        result = json.loads((folder / "result.json").read_text())
-        run = json.loads((folder / "run.json").read_text())
-    except FileNotFoundError as exc:
-        raise UserError(
-            f"{folder} is not a complete run folder: {Path(exc.filename).name} is missing"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder} has an unreadable run record: {exc}") from None
+    kind = runfolder.state(folder)
+    if kind != runfolder.PUBLISHED:
+        why = {
+            runfolder.RUNNING: "it is still in progress",
+            runfolder.ABANDONED: runfolder.ABANDONED_REASON,
+            runfolder.FAILED: "the run failed",
+        }[kind]
+        raise UserError(f"{folder} is not a complete run: {why}")
+    for name in ("result.json", "run.json"):
+        if not (folder / name).is_file():
+            raise UserError(f"{folder} is not a complete run folder: {name} is missing")
+    result = read_json_object(folder / "result.json", "run record")
+    run = read_json_object(folder / "run.json", "run record")
     if result.get("status") != "complete":
         raise UserError(f"{folder} is not a complete run (status {result.get('status')!r})")
     needed = {"spec", "host", "backend", "division"}

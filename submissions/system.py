@@ -3,7 +3,6 @@ user's file; every field the MLPerf checker requires, none empty that it needs f
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from harness import provenance
 from harness.errors import UserError
+from harness.files import read_json_object
 
 REQUIRED_FIELDS = (
     "division",
@@ -189,14 +189,7 @@ def detect(backend: dict[str, str]) -> dict[str, str]:
 
 def read_user_file(path: Path) -> dict[str, str]:
     """The user's system fields: a JSON object whose keys are checker field names."""
-    try:
-        values = json.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read system file {path}: {exc.strerror}") from exc
-    except json.JSONDecodeError as exc:
-        raise UserError(f"system file {path} is not valid JSON: {exc}") from exc
-    if not isinstance(values, dict):
-        raise UserError(f"system file {path} must hold a JSON object of system fields")
+    values = read_json_object(path, "system file")
     unknown = sorted(set(values) - set(REQUIRED_FIELDS))
     if unknown:
         raise UserError(f"system file {path}: unknown field(s) {', '.join(unknown)} (misspelt?)")

@@ -10,6 +10,7 @@ import pytest
 from harness.cli import main
 
 SMALL_DATASET = 48
+QUESTIONS = 24  # in the small synthetic SQuAD set
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,6 +33,15 @@ def builtin_model(session_cache: Path) -> Path:
 def small_dataset(builtin_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("data") / "imagenet"
     main(["data", "synth", "imagenet", "--count", str(SMALL_DATASET), "--out", str(out)])
+    return out
+
+
+@pytest.fixture(scope="session")
+def squad_set(session_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic SQuAD set answered by bert-tiny."""
+    out = tmp_path_factory.mktemp("squad") / "squad"
+    main(["data", "synth", "squad", "--count", str(QUESTIONS), "--model", "bert-tiny",
+          "--out", str(out)])  # fmt: skip
     return out
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -72,3 +75,81 @@ class FixedTimeBackend(InstantBackend):
     def predict(self, inputs: Batch) -> Batch:
         time.sleep(self._service_s)
         return super().predict(inputs)
+
+
+class StallingBackend(InstantBackend):
+    """Never returns from load() (stall_in="load"), from its second warm-up batch
+    ("warm-up"), or from its first batch of the LoadGen test ("test"): a hung device."""
+
+    name = "stalling"
+
+    def __init__(self, stall_in: str = "load") -> None:
+        self._stall_in = stall_in
+        self._calls = 0
+        self._measuring = False
+
+    def load(self, model: ModelHandle) -> None:
+        if self._stall_in == "load":
+            threading.Event().wait()
+        super().load(model)
+
+    def start_measuring(self) -> None:
+        self._measuring = True
+
+    def predict(self, inputs: Batch) -> Batch:
+        self._calls += 1
+        if (self._stall_in == "warm-up" and self._calls == 2) or (
+            self._stall_in == "test" and self._measuring
+        ):
+            threading.Event().wait()
+        return super().predict(inputs)
+
+
+class RaisingBackend(InstantBackend):
+    """A plug-in whose constructor fails, as one that finds no device would."""
+
+    def __init__(self) -> None:
+        raise RuntimeError("no device found")
+
+
+class AbstractBackend(Backend):
+    """A plug-in that forgot to implement predict()."""
+
+    def load(self, model: ModelHandle) -> None:
+        pass
+
+    def describe(self) -> dict[str, str]:
+        return {}
+
+
+class WrongOutputBackend(InstantBackend):
+    """Returns ResNet-50 outputs that the model does not declare: the wrong shape, the wrong
+    type, or not the output asked for."""
+
+    name = "wrong-output"
+
+    def __init__(self, problem: str = "shape") -> None:
+        self._problem = problem
+
+    def predict(self, inputs: Batch) -> Batch:
+        count = len(inputs[self._input])
+        if self._problem == "shape":
+            return {self._output: np.ones((count, 2), dtype=np.int64)}
+        if self._problem == "dtype":
+            return {self._output: np.ones(count, dtype=np.float32)}
+        return {"something_else": np.ones(count, dtype=np.int64)}
+
+
+class ExitingBackend(InstantBackend):
+    """Ends its process with status 0 after the LoadGen test, before the run's result is
+    written; with leave="empty" it first leaves an empty result.json, as a full disk does."""
+
+    name = "exiting"
+
+    def __init__(self, leave: str = "nothing") -> None:
+        self._leave = leave
+
+    def report(self) -> dict:
+        if self._leave == "empty":
+            Path("result.json").write_text("")  # the process works in its run folder
+        os._exit(0)

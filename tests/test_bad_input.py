@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -171,3 +172,132 @@ def test_val_map_label_out_of_range(small_dataset, tmp_path, capsys):
     (copy / "val_map.txt").write_text("\n".join(lines) + "\n")
     code, _, err = run_cli(run_args(tmp_path, "--dataset-path", str(copy)), capsys)
     assert_one_line_error(code, err, "val_map.txt:5")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--threads", "-1", "threads must be a whole number, 0 (all cores) or more"),
+        ("--backend-option", "threads=-2", "threads must be a whole number"),
+        ("--backend-option", "threads=two", "threads must be a whole number"),
+        ("--backend-option", "graph_optimization=3", "option graph_optimization takes text"),
+        ("--stall-timeout", "0", "stall timeout must be positive"),
+        ("--server-batch-timeout-ms", "nan", "must not be negative"),
+    ],
+)
+def test_bad_numbers(flag, value, needle, tmp_path, capsys):
+    code, _, err = run_cli(run_args(tmp_path, flag, value), capsys)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_user_conf_value_loadgen_would_drop_the_file_for(tmp_path, capsys):
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.*.min_duration = 1_0\n")
+    code, _, err = run_cli(run_args(tmp_path, "--user-conf", str(conf)), capsys)
+    assert_one_line_error(code, err, "user.conf:1", "min_duration = '1_0' must be a whole number")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "needle"),
+    [
+        ("RaisingBackend", "could not be created: RuntimeError: no device found"),
+        ("AbstractBackend", "cannot be used: it does not implement predict"),
+    ],
+)
+def test_plug_in_that_cannot_be_made(backend, needle, tmp_path, capsys):
+    code, _, err = run_cli(run_args(tmp_path, "--backend", f"tests.fakes:{backend}"), capsys)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_onnxruntime_cannot_load_labelling_the_builtin_dataset(tmp_path, capsys):
+    node = helper.make_node("NoSuchOp", ["input_tensor:0"], ["ArgMax:0"], domain="no.such")
+    graph = helper.make_graph(
+        [node],
+        "unloadable",
+        [helper.make_tensor_value_info("input_tensor:0", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("ArgMax:0", TensorProto.INT64, ["N"])],
+    )
+    model = tmp_path / "unloadable.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("no.such", 1)]), model)
+    code, _, err = run_cli(run_args(tmp_path, "--model-path", str(model)), capsys)
+    assert_one_line_error(code, err, "onnxruntime cannot load", "unloadable.onnx")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("problem", "needle"),
+    [
+        ("shape", "returned ArgMax:0 as int64 [2,2] for a batch of 2"),
+        ("dtype", "returned ArgMax:0 as float32 [2] for a batch of 2"),
+        ("missing", "returned no ArgMax:0 output"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["performance", "accuracy"])
+def test_outputs_the_model_does_not_declare_fail_the_run(
+    problem, needle, mode, small_dataset, tmp_path, capsys
+):
+    args = ["--backend", "tests.fakes:WrongOutputBackend", "-o", f"problem={problem}",
+            "--dataset-path", str(small_dataset), "--batch-size", "2", "--mode", mode]  # fmt: skip
+    code, _, err = run_cli(run_args(tmp_path, *args), capsys)
+    assert_one_line_error(code, err, f"backend WrongOutputBackend {needle}", "int64 [N]")
+    no_complete_run(tmp_path / "runs")
+
+
+def test_non_finite_outputs_are_named():
+    from harness.models.check import TensorSpec
+    from harness.outputs import BadOutput, check_outputs
+
+    spec = (TensorSpec("logits", "float32", (None, 4)),)
+    good = {"logits": np.zeros((2, 4), np.float32)}
+    assert check_outputs(good, spec, 2) is good
+    with pytest.raises(BadOutput, match=r"non-finite values .* in logits"):
+        check_outputs({"logits": np.array([[0, 1, np.nan, 2]] * 2, np.float32)}, spec, 2)
+    with pytest.raises(BadOutput, match=r"as float32 \[3,4\] for a batch of 2"):
+        check_outputs({"logits": np.zeros((3, 4), np.float32)}, spec, 2)
+
+
+@pytest.mark.parametrize(
+    ("leave", "needle"),
+    [
+        ("nothing", "before its result was complete (result.json says status 'running')"),
+        ("empty", "result record"),
+    ],
+)
+def test_a_run_process_that_exits_early_is_not_a_result(
+    leave, needle, small_dataset, tmp_path, capsys
+):
+    args = ["--backend", "tests.fakes:ExitingBackend", "-o", f"leave={leave}",
+            "--dataset-path", str(small_dataset)]  # fmt: skip
+    code, _, err = run_cli(run_args(tmp_path, *args), capsys)
+    assert_one_line_error(code, err, needle, "run failed")
+    no_complete_run(tmp_path / "runs")
+
+
+def test_a_failure_record_that_does_not_fit_leaves_no_result(tmp_path, monkeypatch):
+    from harness import runfolder
+    from harness.errors import UserError
+
+    staging = runfolder.Staging(tmp_path / "runs", "run", {"model": "resnet50"})
+    (staging.path / "result.json").write_text('{"status": "complete"}')  # as a run leaves it
+
+    def full_disk(path, body):
+        raise UserError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(runfolder, "write_json", full_disk)
+    failed = staging.fail("backend failed")
+    assert failed.name == "run.failed" and not (failed / "result.json").exists()
+    assert runfolder.state(failed) == runfolder.FAILED
+
+
+@pytest.mark.parametrize("entry", ["../outside.JPEG", "/etc/hostname", "a/../../b.JPEG"])
+def test_val_map_entries_outside_the_dataset_folder(entry, small_dataset, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_dataset, copy)
+    lines = (copy / "val_map.txt").read_text().splitlines()
+    lines[2] = f"{entry} 3"
+    (copy / "val_map.txt").write_text("\n".join(lines) + "\n")
+    code, _, err = run_cli(run_args(tmp_path, "--dataset-path", str(copy)), capsys)
+    assert_one_line_error(code, err, "val_map.txt:3", "outside the dataset folder")

@@ -16,33 +16,12 @@ import numpy as np
 import onnx
 import pytest
 
-from harness.cli import main
 from harness.datasets.squad_features import MAX_SEQ_LENGTH
-from tests.conftest import run_cli
+from tests.conftest import QUESTIONS, run_cli
 from tests.test_bad_input import assert_one_line_error, no_complete_run
 from tests.test_runs import only_run
 
-QUESTIONS = 24
 ACCURACY_LINE = re.compile(r'\{"exact_match": ([\d.]+), "f1": ([\d.]+)\}')
-
-
-@pytest.fixture(scope="module")
-def squad_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("squad") / "squad"
-    main(
-        [
-            "data",
-            "synth",
-            "squad",
-            "--count",
-            str(QUESTIONS),
-            "--model",
-            "bert-tiny",
-            "--out",
-            str(out),
-        ]
-    )
-    return out
 
 
 def bert_args(tmp_path: Path, squad: Path, *extra: str) -> list[str]:

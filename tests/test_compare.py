@@ -66,6 +66,19 @@ def test_cells_mark_invalid_failed_and_host_bound_results():
     assert "host-bound" in summary_markdown([{**row, "host_bound": True}], None, None)
 
 
+def test_summary_shows_markup_in_fields_as_text():
+    """summary.md escapes what report.html escapes: a field's markup, pipes and line breaks
+    stay text in their own cell."""
+    error = "<img src=x onerror=alert(1)> **bold** `code` [link](u) a|b\nnext"
+    row = empty_row(model="resnet50", backend="tests.fakes:Odd", scenario="Offline",
+                    mode="performance", status="failed", synthetic_data=False,
+                    modelled_samples_per_joule=None, host_bound=False, error=error)  # fmt: skip
+    summary = summary_markdown([row], None, None)
+    (line,) = [line for line in summary.splitlines() if "bold" in line]
+    assert "<img" not in summary and "&lt;img src=x onerror=alert(1)&gt;" in line
+    assert r"\*\*bold\*\* \`code\` \[link\](u) a\|b next |" in line
+
+
 def test_compare_records_every_cell_and_goes_on_after_a_failure(compared):
     out, code, step_summary = compared
     assert code != 0  # a failed cell fails the command, after every output is written
@@ -141,7 +154,7 @@ def test_baseline_regression_fails_the_check(compared, tmp_path, capsys):
     [
         (lambda d: d.mkdir(), "not a finished run folder"),
         (lambda d: (d.mkdir(), (d / "result.json").write_text('{"status": "complete"}')),
-         "another run-folder format"),
+         "its result.json has no format field"),
         (lambda d: (d.mkdir(), (d / "result.json").write_text('{"format": 2}')),
          "incomplete: result.json without run.json"),
     ],
@@ -161,6 +174,8 @@ def test_bad_matrix_and_outputs_fail_before_any_run(compared, tmp_path, capsys):
         (["--backends", "onnxruntime:fp64"], "precision"),
         (["--backends", "warp-drive"], "unknown backend 'warp-drive'"),
         (["--scenarios", "Offline,Batch"], "unknown scenario 'Batch'"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--dataset-count", "-3"], "dataset count must be at least 1"),
         (["--out", str(blocker / "out")], "cannot write to output folder"),
         (["--baseline", str(blocker)], "is not a sparseperf results.json"),
         (["--backends", "tests.fakes:InstantBackend", "--baseline", str(out / "results.json")],

@@ -103,14 +103,27 @@ def test_imagenet_top1_uses_first_response_per_sample(tmp_path):
 def test_corrupt_accuracy_log(tmp_path):
     bad = tmp_path / "a.json"
     bad.write_text("[{")
-    with pytest.raises(UserError, match="cannot read accuracy log"):
+    with pytest.raises(UserError, match=r"accuracy log .* is not valid JSON"):
+        read_responses(bad)
+    bad.write_text('[{"qsl_idx": 1}]')
+    with pytest.raises(UserError, match="is not a LoadGen accuracy log"):
         read_responses(bad)
 
 
+def as_float(batch):
+    return {name: values.astype(np.float32) * 10 for name, values in batch.items()}
+
+
 def test_sample_store_gathers_loaded_samples_by_qsl_index():
-    store = SampleStore(10, lambda idx: {"x": idx.astype(np.float32) * 10})
+    """Loaded samples are held as fetched (compact) and made model inputs per batch; inputs a
+    backend does not read stay zero-copy views of one converted sample."""
+    store = SampleStore(10, lambda idx: {"x": idx.astype(np.uint8), "y": idx[:, None]}, as_float)
     store.load_samples([7, 2, 5])
-    assert store.batch([5, 7, 5])["x"].tolist() == [50, 70, 50]
+    batch = store.batch([5, 7, 5])
+    assert batch["x"].dtype == np.float32 and batch["x"].tolist() == [50, 70, 50]
+    views = store.batch([2, 7, 5], only=frozenset({"x"}))
+    assert views["y"].shape == (3, 1) and views["y"].strides[0] == 0
+    assert views["y"][:, 0].tolist() == [20, 20, 20]
     store.unload_samples([7, 2, 5])
     with pytest.raises(RuntimeError, match="not loaded"):
         store.batch([5])
@@ -140,3 +153,17 @@ def test_offline_warmup_passes_a_backend_error_on():
 
     with pytest.raises(ValueError, match="device lost"):
         concurrent_rate(infer, store, 4, 2, 0.1)
+
+
+def test_loaded_resnet50_samples_are_held_as_uint8_crops(small_dataset):
+    """What memory grows with: 147 KiB per loaded ResNet-50 sample, made float32 per batch."""
+    from harness.datasets import imagenet
+    from harness.datasets.imagenet_preprocess import to_model_input
+    from harness.workloads.resnet50 import ImageNetData
+
+    folder = imagenet.open_imagenet(small_dataset)
+    data = ImageNetData(folder, imagenet.preprocessed_crops(folder), folder.count)
+    (held,) = data.fetch(np.arange(10)).values()
+    assert held.dtype == np.uint8 and held.nbytes == 10 * 3 * 224 * 224
+    (inputs,) = data.load(np.arange(2)).values()
+    np.testing.assert_array_equal(inputs, to_model_input(held[:2]))

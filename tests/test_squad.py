@@ -144,7 +144,7 @@ def test_read_squad_refuses_missing_and_unreadable_files(tmp_path: Path) -> None
     with pytest.raises(UserError, match="not found"):
         read_squad(tmp_path / "nothing.json")
     (tmp_path / "broken.json").write_text('{"data": [')
-    with pytest.raises(UserError, match="not a readable JSON file"):
+    with pytest.raises(UserError, match="is not valid JSON"):
         read_squad(tmp_path / "broken.json")
     path = write_json(tmp_path / "dev.json", squad_document("a b c", "b", 2))
     with pytest.raises(UserError, match="dataset count 5 out of range"):

@@ -298,7 +298,7 @@ def test_a_failed_build_leaves_no_tree(closed_tree, tmp_path, system_file, monke
         raise OSError("disk full")
 
     monkeypatch.setattr(module, "_write_sources", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write the submission tree .*: disk full"):
         build(request(run_folders(closed_tree[1]), tmp_path / "out", system_file=system_file))
     assert list(tmp_path.iterdir()) == []
 

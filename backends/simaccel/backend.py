@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ class SimAccelBackend(Backend):
     def __init__(
         self,
         device: str | None = None,
-        device_file: str | None = None,
+        device_file: Path | None = None,
         precision: str | None = None,
         density: float | None = None,
         sparsity_pattern: str = "unstructured",

@@ -16,6 +16,7 @@ from pathlib import Path
 import tomli_w
 
 from harness.errors import UserError
+from harness.files import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -213,10 +214,9 @@ def resolve_profile(device: str | None, device_file: Path | str | None) -> Devic
 def load_profile_file(path: Path) -> DeviceProfile:
     """A user profile from TOML: unknown keys, missing fields, bad units or values are errors
     that name the file and the field."""
+    text = read_text(path, "device file")
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UserError(f"cannot read device file {path}: {exc.strerror}") from exc
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"device file {path} is not valid TOML: {exc}") from exc
     known = {f.name for f in fields(DeviceProfile)}

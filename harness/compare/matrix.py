@@ -13,7 +13,7 @@ from harness.compare.choices import BackendChoice, parse_backend
 from harness.compare.rows import failed_row, read_row
 from harness.errors import UserError
 from harness.settings import PRESETS, SCENARIO_NAMES, check_choice
-from harness.spec import RunSpec
+from harness.spec import RunSpec, check_numbers
 from harness.workloads import get_workload
 
 # Per run, beyond LoadGen's minimum duration: process start, model and data loading, warm-up.
@@ -49,7 +49,10 @@ class Matrix:
             check_choice("scenario", scenario, SCENARIO_NAMES)
         choices = tuple(parse_backend(text) for text in split_list(backends, "backends"))
         check_choice("preset", settings.get("preset", cls.preset), PRESETS)
-        return cls(model_names, choices, scenario_names, **settings)
+        matrix = cls(model_names, choices, scenario_names, **settings)
+        check_numbers(RunSpec(batch_size=matrix.batch_size, workers=matrix.workers,
+                              dataset_count=matrix.dataset_count))  # fmt: skip
+        return matrix
 
     def specs(self, runs_dir: Path) -> list[RunSpec]:
         """The cells, in order: performance per scenario, then accuracy (Offline)."""

@@ -3,16 +3,17 @@ baseline results.json, and read run folders back for ``sparseperf report``."""
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import runfolder
 from harness.compare import tables
 from harness.compare.rows import COLUMNS, read_row, write_rows
 from harness.errors import UserError
+from harness.files import read_json
 
 STEP_SUMMARY = "GITHUB_STEP_SUMMARY"  # GitHub Actions' job summary file
 
@@ -32,23 +33,27 @@ def check_writable(out: Path) -> None:
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
-    """Run folders as given, or the run folders inside a folder of runs (e.g. a compare's runs/);
-    hidden folders (runs still in progress) are not runs."""
+    """Run folders as given, or the run folders inside a folder of runs (e.g. a compare's runs/):
+    finished runs, and runs whose processes were killed (as failed); runs in progress are
+    left out."""
     if not paths:
         raise UserError("no run folders given")
     folders: list[Path] = []
     for path in paths:
         children = []
         if path.is_dir() and not (path / "result.json").exists():
-            children = sorted(
-                p for p in path.iterdir() if not p.name.startswith(".") and _finished(p)
-            )
+            children = sorted(p for p in path.iterdir() if _listed(p))
         folders += children or [path]
     return folders
 
 
-def _finished(path: Path) -> bool:
-    return (path / "result.json").is_file()
+def _listed(path: Path) -> bool:
+    if not (path / "result.json").is_file():
+        return False
+    kind = runfolder.state(path)
+    if kind == runfolder.ABANDONED:
+        return True
+    return kind != runfolder.RUNNING and not path.name.startswith(".")
 
 
 @dataclass(frozen=True)
@@ -102,10 +107,7 @@ def check_baseline(rows: list[dict[str, Any]], baseline: Path, fail_below: float
 
 
 def read_baseline(path: Path) -> list[dict[str, Any]]:
-    try:
-        rows = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read baseline {path}: {exc}") from exc
+    rows = read_json(path, "baseline")
     if not isinstance(rows, list) or not all(
         isinstance(r, dict) and set(COLUMNS) <= set(r) for r in rows
     ):

@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness import runfolder
 from harness.compare.choices import backend_spec
 from harness.errors import UserError
+from harness.files import read_json_object
 from harness.results import RUN_FORMAT
 from harness.spec import RunSpec
 
@@ -72,10 +74,17 @@ def failed_row(spec: RunSpec, error: str | None, folder: Path | None) -> dict[st
 
 
 def read_row(folder: Path) -> dict[str, Any]:
-    """The row of one run folder; an incomplete folder or one of another format is an error."""
+    """The row of one run folder; an incomplete folder or one of another format is an error.
+    A run whose processes were killed is a failed row, whatever its staging folder holds."""
     result_file, run_file = folder / "result.json", folder / "run.json"
     if not folder.is_dir():
         raise UserError(f"run folder {folder} does not exist")
+    kind = runfolder.state(folder)
+    if kind == runfolder.RUNNING:
+        raise UserError(f"{folder} is a run still in progress; report it when it has finished")
+    if kind == runfolder.ABANDONED:
+        spec = RunSpec.from_json(runfolder.recorded_spec(folder))
+        return failed_row(spec, runfolder.ABANDONED_REASON, folder)
     if not result_file.is_file():
         raise UserError(
             f"{folder} is not a finished run folder (no result.json): the run is still going, "
@@ -83,12 +92,14 @@ def read_row(folder: Path) -> dict[str, Any]:
         )
     result = _read_json(result_file)
     if result.get("format") != RUN_FORMAT:
+        found = f"format {result['format']!r}" if "format" in result else "no format field"
         raise UserError(
-            f"{folder} was written in another run-folder format ({result.get('format', 'none')}, "
-            f"this sparseperf reads {RUN_FORMAT}); re-run it with this version"
+            f"{folder} is not a run folder this sparseperf reads: its result.json has {found}, "
+            f"and this version reads format {RUN_FORMAT} only; re-run it with this version"
         )
-    if result.get("status") == "failed":
-        return failed_row(RunSpec.from_json(result.get("spec") or {}), result.get("error"), folder)
+    if result.get("status") == "failed" or kind == runfolder.FAILED:
+        error = result.get("error") or "the run failed (its folder is marked .failed)"
+        return failed_row(RunSpec.from_json(result.get("spec") or {}), error, folder)
     if not run_file.is_file():
         raise UserError(f"{folder} is incomplete: result.json without run.json")
     run = _read_json(run_file)
@@ -147,13 +158,7 @@ def _accuracy_target(model: str, result: dict) -> float:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        body = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(body, dict):
-        raise UserError(f"{path} is not a run file (expected a JSON object)")
-    return body
+    return read_json_object(path, "run record")
 
 
 def write_rows(rows: list[dict[str, Any]], out: Path) -> None:

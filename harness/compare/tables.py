@@ -178,13 +178,26 @@ def all_tables(rows: list[dict[str, Any]], baseline: str | None) -> list[Table]:
     return [t for t in tables if t.rows]
 
 
+# Markdown and HTML markup in a field (an error message, a backend name) is shown as text,
+# as report.html's autoescaping shows it; a line break would end the table row.
+_MARKDOWN_TEXT = str.maketrans(
+    {**{c: "\\" + c for c in "\\`*_[]|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"}
+    | dict.fromkeys("\r\n", " ")
+)
+
+
+def markdown_text(text: str) -> str:
+    """``text`` as literal markdown inline text."""
+    return text.translate(_MARKDOWN_TEXT)
+
+
 def markdown(table: Table) -> str:
-    """A GitHub-flavoured markdown table under a heading ("|" in cells escaped)."""
+    """A GitHub-flavoured markdown table under a heading, every field shown as text."""
 
     def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
 
     return "\n".join(
-        [f"### {table.title}", "", line(table.headers),
+        [f"### {markdown_text(table.title)}", "", line(table.headers),
          "|" + "|".join("---" for _ in table.headers) + "|", *map(line, table.rows), ""]
     )  # fmt: skip

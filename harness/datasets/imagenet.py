@@ -13,17 +13,18 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image
 
-from harness.cache import cache_dir
+from harness.cache import build_once, cache_dir
 from harness.datasets.imagenet_preprocess import CROP, PREPROCESS_VERSION, preprocess
 from harness.datasets.staging import staged_folder
 from harness.datasets.synthetic_images import synth_images
 from harness.errors import UserError
+from harness.files import read_json_object, read_text
 
 VAL_MAP = "val_map.txt"
 SYNTHETIC_MARKER = "SYNTHETIC.json"  # written by the generator; says how labels were made
@@ -54,13 +55,19 @@ def open_imagenet(root: Path, count: int | None = None) -> ImageNetFolder:
             "line (make a synthetic set with: sparseperf data synth imagenet)"
         )
     files, labels = [], []
-    for number, line in enumerate(val_map.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(val_map, "image list").splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) >= NUM_LABELS:
             raise UserError(
                 f"{val_map}:{number}: expected '<image path> <label 0..999>', got {line!r}"
+            )
+        image = PurePosixPath(parts[0])
+        if image.is_absolute() or ".." in image.parts:
+            raise UserError(
+                f"{val_map}:{number}: image {parts[0]!r} is outside the dataset folder; "
+                "val_map.txt paths are relative to its folder, without '..'"
             )
         files.append(parts[0])
         labels.append(int(parts[1]))
@@ -76,7 +83,7 @@ def open_imagenet(root: Path, count: int | None = None) -> ImageNetFolder:
             f"{len(missing)} image(s) listed in {val_map} are missing, first: {root / missing[0]}"
         )
     marker = root / SYNTHETIC_MARKER
-    synthetic = json.loads(marker.read_text()) if marker.is_file() else None
+    synthetic = read_json_object(marker, "dataset marker") if marker.is_file() else None
     return ImageNetFolder(root, tuple(files), np.asarray(labels, dtype=np.int64), synthetic)
 
 
@@ -95,26 +102,30 @@ def _crops(paths: list[Path]) -> Iterator[np.ndarray]:
 
 def preprocessed_crops(
     folder: ImageNetFolder, progress: Callable[[str], None] = lambda _: None
-) -> np.ndarray:
-    """uint8 crops [N, 3, 224, 224], memory-mapped from the cache (built on first use)."""
+) -> Path:
+    """The cache file of the folder's uint8 crops [N, 3, 224, 224] (built on first use)."""
     key = hashlib.sha256()
     key.update(str(folder.root.resolve()).encode())
     key.update("\n".join(folder.files).encode())
     key.update(PREPROCESS_VERSION.encode())
     path = cache_dir("preprocessed") / f"imagenet-{folder.count}-{key.hexdigest()[:20]}.npy"
-    if not path.exists():
+
+    def build(partial: Path) -> None:
         progress(f"preprocessing {folder.count} images from {folder.root} (cached for next runs)")
-        partial = path.with_suffix(f".partial-{os.getpid()}")
         out = open_memmap(partial, mode="w+", dtype=np.uint8, shape=(folder.count, 3, CROP, CROP))
-        try:
-            for i, crop in enumerate(_crops([folder.root / name for name in folder.files])):
-                out[i] = crop
-            out.flush()
-            del out
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    return np.load(path, mmap_mode="r")
+        for i, crop in enumerate(_crops([folder.root / name for name in folder.files])):
+            out[i] = crop
+        out.flush()
+
+    return build_once(path, build, lambda p: open_crops(p, folder.count), progress)
+
+
+def open_crops(path: Path, count: int) -> np.ndarray:
+    """The crops cache file, memory-mapped (nothing is read until rows are taken)."""
+    crops = np.load(path, mmap_mode="r")
+    if crops.shape != (count, 3, CROP, CROP) or crops.dtype != np.uint8:
+        raise ValueError(f"holds {crops.dtype} {crops.shape}, not {count} uint8 crops")
+    return crops
 
 
 def write_synthetic_imagenet(

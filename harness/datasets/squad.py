@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import UserError
+from harness.files import read_json
 
 DEV_FILE = "dev-v1.1.json"
 # The whitespace that separates doc tokens in the MLPerf feature code (U+202F included).
@@ -68,10 +69,7 @@ def resolve_dev_file(path: Path) -> Path:
 def read_squad(path: Path, count: int | None = None) -> SquadSet:
     """Read and check a SQuAD v1.1 file; ``count`` keeps only its first questions."""
     path = resolve_dev_file(path)
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a readable JSON file: {exc}") from exc
+    document = read_json(path, "SQuAD file")
     examples: list[Example] = []
     splits: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
     for where, context, qa in _questions(document, path):

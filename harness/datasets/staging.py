@@ -17,9 +17,14 @@ def staged_folder(out: Path) -> Iterator[Path]:
     removed otherwise; ``out`` must not exist (nothing is overwritten)."""
     if out.exists():
         raise UserError(f"{out} already exists; choose a new folder (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    partial.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial.mkdir()
+    except OSError as exc:
+        raise UserError(
+            f"cannot make {out}: {exc.strerror or exc}; choose another folder"
+        ) from None
     try:
         yield partial
         os.rename(partial, out)

@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from harness.errors import UserError
+from harness.files import read_text
 
 VOCAB_FILE = "vocab.txt"
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]")
@@ -35,10 +36,7 @@ def read_vocab(path: Path) -> dict[str, int]:
     """token -> id, one token per line (a repeated token keeps its last id, as BERT does)."""
     if not path.is_file():
         raise UserError(f"vocabulary {path} not found; give the model's vocab.txt")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read vocabulary {path}: {exc}") from exc
+    lines = read_text(path, "vocabulary").splitlines()
     vocab = {line.strip(): number for number, line in enumerate(lines)}
     vocab.pop("", None)
     if not vocab:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,25 +24,55 @@ class TensorSpec:
         return f"{self.name} {self.dtype} [{dims}]"
 
 
+@dataclass(frozen=True)
+class Interface:
+    """A model file's graph inputs (initializers excluded) and outputs, by name."""
+
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+
 def _describe(value: onnx.ValueInfoProto) -> TensorSpec:
     tensor = value.type.tensor_type
-    dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
+    try:
+        dtype = np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)).name
+    except (KeyError, TypeError, ValueError):
+        dtype = f"onnx type {tensor.elem_type}"
     shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
     return TensorSpec(value.name, dtype, shape)
 
 
-def check_model(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...]) -> None:
-    """Raise UserError unless ``path`` is an ONNX model with these inputs and outputs."""
+def read_interface(path: Path) -> Interface:
+    """The interface of an ONNX file (read once per file version); unreadable files are a
+    UserError."""
     if not path.is_file():
         raise UserError(f"model file {path} not found; give an ONNX file or omit --model-path")
+    stat = path.stat()
+    return _interface(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _interface(path: str, size: int, mtime_ns: int) -> Interface:
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # protobuf and onnx raise several unrelated types
         raise UserError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from exc
     if not model.graph.node:
         raise UserError(f"{path} is not a readable ONNX model (it has no graph)")
     initializers = {init.name for init in model.graph.initializer}
-    found = {v.name: _describe(v) for v in model.graph.input if v.name not in initializers}
+    return Interface(
+        {v.name: _describe(v) for v in model.graph.input if v.name not in initializers},
+        {v.name: _describe(v) for v in model.graph.output},
+    )
+
+
+def check_model(
+    path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[str, ...]
+) -> tuple[TensorSpec, ...]:
+    """The model's declared ``outputs``; a UserError unless ``path`` is an ONNX model with
+    these inputs and outputs."""
+    interface = read_interface(path)
+    found = interface.inputs
     needed = ", ".join(str(spec) for spec in inputs)
     for spec in inputs:
         actual = found.get(spec.name)
@@ -57,7 +88,7 @@ def check_model(path: Path, inputs: tuple[TensorSpec, ...], outputs: tuple[str, 
         )
         if not fits:
             raise UserError(f"model {path} input is {actual}; this workload needs {needed}")
-    output_names = {v.name for v in model.graph.output}
-    missing = [name for name in outputs if name not in output_names]
+    missing = [name for name in outputs if name not in interface.outputs]
     if missing:
         raise UserError(f"model {path} has no output(s) {', '.join(missing)}")
+    return tuple(interface.outputs[name] for name in outputs)

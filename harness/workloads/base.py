@@ -35,7 +35,12 @@ def repeat_note(distinct: int, total: int, unit: str) -> str:
 
 
 class WorkloadData(abc.ABC):
-    """A dataset prepared for one workload: loads stacked model inputs by QSL index."""
+    """A dataset prepared for one workload: loads stacked model inputs by QSL index.
+
+    The query sample library holds loaded samples as ``fetch`` returns them (as compact as the
+    data allows) and makes each batch's model inputs with ``to_inputs``, so that memory grows
+    with the samples' own size, not with the model's input types.
+    """
 
     count: int
     description: str  # for run.json and the result line
@@ -44,8 +49,16 @@ class WorkloadData(abc.ABC):
     calibration_batch = 16
 
     @abc.abstractmethod
+    def fetch(self, indices: np.ndarray) -> Batch:
+        """These samples as the QSL holds them in memory, stacked along the batch dimension."""
+
+    def to_inputs(self, samples: Batch) -> Batch:
+        """Model inputs from fetched samples (elementwise per sample)."""
+        return samples
+
     def load(self, indices: np.ndarray) -> Batch:
         """Model inputs for these samples, stacked along the batch dimension."""
+        return self.to_inputs(self.fetch(indices))
 
     def calibration(self) -> Sequence[Batch]:
         """A fixed, representative set of input batches for backends that calibrate."""

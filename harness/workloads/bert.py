@@ -16,14 +16,14 @@ import numpy as np
 
 from backends.base import Batch
 from harness.accuracy import Accuracy
-from harness.cache import build_once, cache_dir, source_digest
+from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import squad_eval, squad_features, synthetic_squad, wordpiece
 from harness.datasets.squad import Example, SquadSet, read_squad, resolve_dev_file
 from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_features
-from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece
+from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece, read_vocab
 from harness.errors import UserError
 from harness.models import bert as builder
-from harness.models.check import TensorSpec
+from harness.models.check import TensorSpec, read_interface
 from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
@@ -35,18 +35,26 @@ INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
 
 def builtin_model(config: builder.BertConfig, progress: Progress) -> Path:
     path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
-    if not path.exists():
+
+    def build(partial: Path) -> None:
         progress(f"building the synthetic {config.name} model (seed {MODEL_SEED}) into {path}")
-    return build_once(path, lambda partial: builder.build_bert(partial, config, seed=MODEL_SEED))
+        builder.build_bert(partial, config, seed=MODEL_SEED)
+
+    return build_once(path, build, read_interface, progress)
 
 
-def to_model_input(features: Features, indices: np.ndarray) -> Batch:
-    """The model's int64 inputs for these features."""
+def feature_rows(features: Features, indices: np.ndarray) -> Batch:
+    """The model inputs of these features, in the features' compact types."""
     return {
-        builder.INPUT_IDS: features.input_ids[indices].astype(np.int64),
-        builder.INPUT_MASK: features.input_mask[indices].astype(np.int64),
-        builder.SEGMENT_IDS: features.segment_ids[indices].astype(np.int64),
+        builder.INPUT_IDS: features.input_ids[indices],
+        builder.INPUT_MASK: features.input_mask[indices],
+        builder.SEGMENT_IDS: features.segment_ids[indices],
     }
+
+
+def to_model_input(rows: Batch) -> Batch:
+    """The model's int64 inputs."""
+    return {name: values.astype(np.int64) for name, values in rows.items()}
 
 
 def responses(outputs: Batch) -> np.ndarray:
@@ -59,16 +67,16 @@ def fp32_answers(model_path: Path, progress: Progress) -> synthetic_squad.Labell
     """A labeller for synthetic data: the FP32 model's answer to each question."""
 
     def label(examples: tuple[Example, ...], vocab: Path) -> dict[str, tuple[str, int]]:
-        import onnxruntime as ort
+        from backends.onnxruntime import reference_runner
 
-        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        run = reference_runner(model_path, "to answer the synthetic questions")
         tokens = load_wordpiece(vocab)
         features = squad_features.create_features(examples, tokens)
         logits: dict[int, np.ndarray] = {}
         for start in range(0, features.count, LABEL_BATCH):
             indices = np.arange(start, min(start + LABEL_BATCH, features.count))
             names = [builder.START_LOGITS, builder.END_LOGITS]
-            outputs = session.run(names, to_model_input(features, indices))
+            outputs = run(names, to_model_input(feature_rows(features, indices)))
             rows = responses(dict(zip(names, outputs, strict=True)))
             logits.update(zip(indices.tolist(), rows, strict=True))
             done = indices[-1] + 1
@@ -89,7 +97,7 @@ def builtin_dataset(model_path: Path, questions: int, progress: Progress) -> Pat
     model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
     name = f"squad-synth-{questions}-seed{DATA_SEED}-{digest}-{model_digest}"
     path = cache_dir("datasets") / name
-    if not path.exists():
+    if not reusable(path, _check_squad_folder, progress):
         progress(
             f"generating {questions} synthetic SQuAD questions answered by the FP32 model "
             f"into {path}"
@@ -99,6 +107,11 @@ def builtin_dataset(model_path: Path, questions: int, progress: Progress) -> Pat
             path, questions, DATA_SEED, label, model_path.name, progress
         )
     return path
+
+
+def _check_squad_folder(folder: Path) -> None:
+    read_squad(folder)
+    read_vocab(folder / VOCAB_FILE)
 
 
 class SquadData(WorkloadData):
@@ -132,8 +145,11 @@ class SquadData(WorkloadData):
                 f"{self.count} features"
             )
 
-    def load(self, indices: np.ndarray) -> Batch:
-        return to_model_input(self.features, indices)
+    def fetch(self, indices: np.ndarray) -> Batch:
+        return feature_rows(self.features, indices)
+
+    def to_inputs(self, samples: Batch) -> Batch:
+        return to_model_input(samples)
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         if not responses:

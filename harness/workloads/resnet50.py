@@ -9,11 +9,11 @@ import numpy as np
 
 from backends.base import Batch
 from harness.accuracy import Accuracy, imagenet_top1
-from harness.cache import build_once, cache_dir, source_digest
+from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
 from harness.models import resnet50 as builder
-from harness.models.check import TensorSpec
+from harness.models.check import TensorSpec, read_interface
 from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
@@ -24,20 +24,23 @@ DATASET_SIZE = 50000  # ImageNet validation images
 
 def builtin_model(progress: Progress) -> Path:
     path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
-    if not path.exists():
+
+    def build(partial: Path) -> None:
         progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}) into {path}")
-    return build_once(path, lambda partial: builder.build_resnet50(partial, seed=MODEL_SEED))
+        builder.build_resnet50(partial, seed=MODEL_SEED)
+
+    return build_once(path, build, read_interface, progress)
 
 
 def fp32_labels(model_path: Path):
     """A labeller for synthetic data: the FP32 model's top-1 class (official label offset)."""
-    import onnxruntime as ort
+    from backends.onnxruntime import reference_runner
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    run = reference_runner(model_path, "to label the synthetic images")
 
     def label(crops: np.ndarray) -> np.ndarray:
         outputs = [
-            session.run([builder.ARGMAX_OUTPUT], {builder.INPUT_NAME: to_model_input(part)})[0]
+            run([builder.ARGMAX_OUTPUT], {builder.INPUT_NAME: to_model_input(part)})[0]
             for part in np.array_split(crops, max(1, len(crops) // 32))
         ]
         return np.concatenate(outputs) - 1  # class 0 is background; ImageNet labels start at 1
@@ -50,7 +53,7 @@ def builtin_dataset(model_path: Path, progress: Progress) -> Path:
     model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
     name = f"imagenet-synth-{BUILTIN_DATASET_COUNT}-seed{DATA_SEED}-{digest}-{model_digest}"
     path = cache_dir("datasets") / name
-    if not path.exists():
+    if not reusable(path, imagenet.open_imagenet, progress):
         progress(
             f"generating {BUILTIN_DATASET_COUNT} synthetic images labelled by the FP32 model "
             f"into {path}"
@@ -67,11 +70,12 @@ def builtin_dataset(model_path: Path, progress: Progress) -> Path:
 
 
 class ImageNetData(WorkloadData):
-    """ImageNet crops by QSL index; ``total`` > the folder's count repeats the images."""
+    """ImageNet crops by QSL index; ``total`` > the folder's count repeats the images. Loaded
+    samples are held as uint8 crops (147 KiB each) and made float32 per batch."""
 
-    def __init__(self, folder: imagenet.ImageNetFolder, crops: np.ndarray, total: int) -> None:
+    def __init__(self, folder: imagenet.ImageNetFolder, crops: Path, total: int) -> None:
         self.folder = folder
-        self.crops = crops
+        self.crops = crops  # the preprocessed cache file
         self.count = total
         self.labels = np.resize(folder.labels, total)
         self.synthetic = folder.synthetic is not None
@@ -88,8 +92,13 @@ class ImageNetData(WorkloadData):
         else:
             self.description = f"ImageNet val from {folder.root}, {self.count} images"
 
-    def load(self, indices: np.ndarray) -> Batch:
-        return {builder.INPUT_NAME: to_model_input(self.crops[indices % self.folder.count])}
+    def fetch(self, indices: np.ndarray) -> Batch:
+        # Mapped only while rows are copied out, so that the process keeps just the copies.
+        crops = imagenet.open_crops(self.crops, self.folder.count)
+        return {builder.INPUT_NAME: np.array(crops[indices % self.folder.count])}
+
+    def to_inputs(self, samples: Batch) -> Batch:
+        return {name: to_model_input(crops) for name, crops in samples.items()}
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         return imagenet_top1(responses, self.labels)
