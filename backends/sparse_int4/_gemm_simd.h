@@ -245,9 +245,9 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
             for (int i = 0; i < SPARSE_ROWS / LANES; i++)
                 ACC_STORE(acc + SPARSE_ROWS * h + LANES * i, ACC_ADD(s[i], t[i]));
         }
-        const int64_t g0 = n / g->group * g->group;
+        const int64_t g0 = n & -g->group; /* groups are powers of two: no division */
         SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
-        if (n + 1 == n1 || (n + 1) % g->group == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
+        if (n + 1 == n1 || ((n + 1) & (g->group - 1)) == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
     }
 }
 

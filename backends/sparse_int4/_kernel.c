@@ -1121,9 +1121,10 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     const int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
     if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536 || group < 4 || group > 64 ||
-               group % 4 || (!opt[OUT].obj && !opt[PLANES].obj) || !opt[PLANES].obj != !opt[ROW_OF].obj)) {
+               (group & (group - 1)) || (!opt[OUT].obj && !opt[PLANES].obj) ||
+               !opt[PLANES].obj != !opt[ROW_OF].obj)) {
         PyErr_SetString(PyExc_ValueError, "gemm: sizes must be positive, at most 65536 planes, "
-                                          "groups of 4k channels, an output of some kind");
+                                          "groups of 4 to 64 channels (a power of two), an output");
         ok = 0;
     }
     const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
