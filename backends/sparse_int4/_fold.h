@@ -30,3 +30,12 @@ INLINE VI SIMD(fold_values)(VF x, VF inverse, VF sq, VI live, float lowest, floa
     q = SIMD(select)(live, q, (VF){0}); /* a zero group's inverse is inf or NaN: q 0 */
     return (__builtin_convertvector(q * sq, VI) + offset) & 0xff;
 }
+
+/* fold_values for x >= 0 (a ReLU's output: no NaN, nothing below 0) and a gamma above 0 (every
+ * lane live): the same bytes with the clamps that cannot bite left out. */
+INLINE VI SIMD(fold_relu)(VF x, VF inverse, VF sq, float level) {
+    const VF high = (VF){0} + level;
+    VF q = SIMD(round_even)(x * inverse);
+    q = SIMD(select)(q > high, high, q);
+    return __builtin_convertvector(q * sq, VI);
+}

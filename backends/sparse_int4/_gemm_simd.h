@@ -172,6 +172,7 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
     const SIMD(fv) gamma = (SIMD(fv)){0} + q.gamma;
     const SIMD(iv) live = gamma > 0.0f;
     const float level = (float)q.level, lowest = (float)q.lowest, sq_max = (float)q.sq_max;
+    const int relu_live = g->relu && q.lowest == 0 && q.gamma > 0.0f; /* the lean fold applies */
     const int64_t *const row_of = q.row_of + r0;
     uint32_t *const planes = (uint32_t *)(void *)q.planes + (g0 / 4) * q.rows;
     for (int i = 0; i < rows; i += LANES) {
@@ -195,13 +196,17 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
                 if (4 * c4 + k < channels) {
                     SIMD(fv) v;
                     memcpy(&v, f + (4 * c4 + k) * TILE_ROWS + i, sizeof v);
-                    folded = FOLD(fold_values)(v, inverse, sq, live, lowest, level, q.offset);
+                    folded = relu_live ? FOLD(fold_relu)(v, inverse, sq, level)
+                                       : FOLD(fold_values)(v, inverse, sq, live, lowest, level, q.offset);
                 }
                 bytes |= folded << (8 * k);
             }
             uint32_t *plane = planes + c4 * q.rows;
             if (first >= 0) {
-                memcpy(plane + first, &bytes, sizeof bytes);
+                if (q.stream && (uintptr_t)(plane + first) % sizeof bytes == 0)
+                    STREAM_F((float *)(void *)(plane + first), (SIMD(fv))bytes);
+                else
+                    memcpy(plane + first, &bytes, sizeof bytes);
                 continue;
             }
             for (int l = 0; l < LANES && i + l < rows; l++) {

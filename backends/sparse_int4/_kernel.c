@@ -448,6 +448,7 @@ typedef struct {
     int64_t rows;          /* rows per plane */
     float gamma;
     int level, lowest, sq_max, offset;
+    int stream; /* the planes are larger than the caches: store past them */
 } quant_out_t;
 
 typedef struct {
@@ -582,8 +583,8 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
 }
 #define ACC_ADD(a, b) acc_add_portable(a, b)
 #define FOLD(name) name##_portable
-#define STREAM_F(p, v) memcpy(p, &(v), sizeof(v))
-#define STREAM_H(p, h) memcpy(p, &(h), sizeof(h))
+#define STREAM_F(p, v) do { const __typeof__(v) v_ = (v); memcpy(p, &v_, sizeof v_); } while (0)
+#define STREAM_H(p, h) do { const __typeof__(h) h_ = (h); memcpy(p, &h_, sizeof h_); } while (0)
 #define FLOAT_TO_HALF(v) __builtin_convertvector(v, hv_portable)
 #define HALF_TO_FLOAT(h) __builtin_convertvector(h, fv_portable)
 #include "_gemm_simd.h"
@@ -693,7 +694,7 @@ static void gemm_part(void *ctx, int part, int parts) {
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
         kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, f);
 #ifdef SP_X86
-    if (g->stream) _mm_sfence(); /* streamed stores are seen before the caller reads them */
+    if (g->stream || (g->q && g->q->stream)) _mm_sfence(); /* streamed stores are seen first */
 #endif
 }
 
@@ -1183,6 +1184,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
             q.planes = opt[PLANES].buf;
             q.row_of = opt[ROW_OF].buf;
             q.rows = plane_rows;
+            q.stream = (size_t)((n + 3) / 4 * plane_rows * 4) > STREAM_ABOVE;
             g->q = &q;
         }
         const int parts = balance(g, threads);
