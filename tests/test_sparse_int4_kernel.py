@@ -340,3 +340,23 @@ def test_int8_attention_tracks_float_attention() -> None:
         p = np.exp(scores - scores.max(axis=1, keepdims=True))
         expected[part] = v[part] @ (p / p.sum(axis=1, keepdims=True)).T
     assert sqnr_db(expected, got) > 30  # measured 37 dB: 8-bit Q, K, V and probabilities
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_epilogue_quantizes_tokens_with_a_gamma_each(path: str) -> None:
+    rng = np.random.default_rng(11)
+    m, k, n = 300, 96, 70  # a short last tile, a ragged last vector of channels
+    x = rng.standard_normal((k, m)).astype(np.float32)
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    qw = quantize_weight(weight * prune(weight, 0.25, "1x4"), 16)
+    a = kernel.quantize(x, 16, path=path)
+    for sparse in (False, True):
+        packed = kernel.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
+        out = kernel.matmul(a, packed, gelu=True, path=path)
+        expected = quantize_activations(channel_major(out), 32)
+        for threads in (1, 3):
+            target = kernel.planes_for(m, (1, 1), n, 32)  # no gamma: each token's own
+            kernel.conv(a, packed, kernel.POINTWISE, gelu=True, floats=False, target=target,
+                        path=path, threads=threads)  # fmt: skip
+            assert target.gamma.tobytes() == expected.gamma.tobytes()
+            assert np.array_equal(planes_of(target), expected.folded())

@@ -141,7 +141,7 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
 /* The group's floats f [group][TILE_ROWS] of rows r0.. -> the float output and/or the quantized
  * planes of the next layer (one vector of `group` channels per row: its max, sq, then the folded
  * bytes of every 4 channels). */
-FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, int64_t r0) {
+FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t r0) {
     const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
     const int64_t *const dense_of = g->dense_of ? g->dense_of + r0 : NULL;
     void *const out = g->out;
@@ -169,6 +169,22 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
         }
     if (!g->q) return;
     const quant_out_t q = *g->q;
+    if (q.row_gamma) { /* per-row gammas: keep the floats and vector steps for row_fold */
+        float *tile = f + g->group * TILE_ROWS, *steps = tile + (g->n + g->group) * TILE_ROWS;
+        for (int i = 0; i < rows; i += LANES) {
+            SIMD(fv) top = {0};
+            for (int c = 0; c < channels; c++) {
+                SIMD(fv) v;
+                memcpy(&v, f + c * TILE_ROWS + i, sizeof v);
+                memcpy(tile + (g0 + c) * TILE_ROWS + i, &v, sizeof v);
+                const SIMD(fv) a = (SIMD(fv))((SIMD(iv))v & 0x7fffffff);
+                top = FOLD(select)(a > top, a, top);
+            }
+            const SIMD(fv) step = top / (float)q.level;
+            memcpy(steps + g0 / g->group * TILE_ROWS + i, &step, sizeof step);
+        }
+        return;
+    }
     const SIMD(fv) gamma = (SIMD(fv)){0} + q.gamma;
     const SIMD(iv) live = gamma > 0.0f;
     const float level = (float)q.level, lowest = (float)q.lowest, sq_max = (float)q.sq_max;
@@ -217,6 +233,58 @@ FN void SIMD(emit)(const gemm_t *g, const float *f, int64_t g0, int channels, in
     }
 }
 
+/* Per-row gammas, once every channel of the tile's rows is done: each row's gamma from its
+ * vectors' steps, then every vector's sq and folded bytes into the planes (rows are tokens). */
+FN void SIMD(row_fold)(const gemm_t *g, float *f, int64_t r0) {
+    const quant_out_t q = *g->q;
+    const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
+    const float *tile = f + g->group * TILE_ROWS, *steps = tile + (g->n + g->group) * TILE_ROWS;
+    const int64_t vectors = (g->n + g->group - 1) / g->group;
+    const float level = (float)q.level, lowest = (float)q.lowest, sq_max = (float)q.sq_max;
+    uint32_t *const planes = (uint32_t *)(void *)q.planes;
+    for (int i = 0; i < rows; i += LANES) {
+        const int n = rows - i < LANES ? rows - i : LANES;
+        SIMD(fv) top = {0};
+        for (int64_t v = 0; v < vectors; v++) {
+            SIMD(fv) s;
+            memcpy(&s, steps + v * TILE_ROWS + i, sizeof s);
+            top = FOLD(select)(s > top, s, top);
+        }
+        const SIMD(fv) gamma = top / sq_max;
+        memcpy(q.row_gamma + r0 + i, &gamma, sizeof(float) * (size_t)n);
+        const SIMD(iv) live = gamma > 0.0f;
+        const int64_t first = n == LANES ? SIMD(run_start)(q.row_of + r0 + i, 0) : -1;
+        for (int64_t v = 0; v < vectors; v++) {
+            SIMD(fv) s;
+            memcpy(&s, steps + v * TILE_ROWS + i, sizeof s);
+            const SIMD(fv) sq = FOLD(vector_sq)(s, gamma, live, sq_max);
+            const SIMD(fv) inverse = 1.0f / (gamma * sq);
+            const int64_t c_end = (v + 1) * g->group < g->n ? (v + 1) * g->group : g->n;
+            for (int64_t c4 = v * g->group / 4; c4 < (c_end + 3) / 4; c4++) {
+                SIMD(iv) bytes = {0};
+                for (int k = 0; k < 4; k++) {
+                    SIMD(iv) folded = (SIMD(iv)){0} + q.offset; /* channels past N: padding */
+                    if (4 * c4 + k < c_end) {
+                        SIMD(fv) x;
+                        memcpy(&x, tile + (4 * c4 + k) * TILE_ROWS + i, sizeof x);
+                        folded = FOLD(fold_values)(x, inverse, sq, live, lowest, level, q.offset);
+                    }
+                    bytes |= folded << (8 * k);
+                }
+                uint32_t *plane = planes + c4 * q.rows;
+                if (first >= 0) {
+                    memcpy(plane + first, &bytes, sizeof bytes);
+                    continue;
+                }
+                for (int l = 0; l < n; l++) {
+                    const int64_t o = q.row_of[r0 + i + l];
+                    if (o >= 0) plane[o] = (uint32_t)bytes[l];
+                }
+            }
+        }
+    }
+}
+
 /* Pruned weights, channel by channel: each kept block broadcasts its 4 weights against the 4 K
  * values of its plane for SPARSE_ROWS rows at a time (the tile's rows in two or more passes), so
  * only kept blocks are multiplied and the accumulators stay in registers over all of K; the tile's
@@ -254,6 +322,7 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
         SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
         if (n + 1 == n1 || ((n + 1) & (g->group - 1)) == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
     }
+    if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0); /* parts own whole rows then */
 }
 
 /* DENSE_CHANNELS channels of a dense weight over DENSE_ROWS rows, every plane of K. */
@@ -295,6 +364,7 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
         }
         SIMD(emit)(g, f, g0, (int)(g1 - g0), r0);
     }
+    if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0);
 }
 
 #include "_attention_simd.h"

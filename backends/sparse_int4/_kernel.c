@@ -449,6 +449,9 @@ typedef struct {
     float gamma;
     int level, lowest, sq_max, offset;
     int stream; /* the planes are larger than the caches: store past them */
+    /* One gamma per row (tokens) instead: the tile's floats and vector steps wait in per-part
+     * buffers until every channel of its rows is done (parts then own whole rows). */
+    float *row_gamma;      /* [rows]: each row's gamma, written; NULL: the static gamma above */
 } quant_out_t;
 
 typedef struct {
@@ -473,7 +476,10 @@ typedef struct {
     int64_t group;           /* channels emitted together: the output's vector size */
     int relu, gelu, path;
     int stream;              /* the float output is larger than the caches: store past them */
-    float *fbuf;             /* per part: group x TILE_ROWS floats */
+    float *fbuf;             /* per part: fbuf_floats: the group's floats [group][TILE_ROWS], then
+                              * with per-row gammas the tile's floats [n + group][TILE_ROWS] and
+                              * its vector steps [n / group + 1][TILE_ROWS] */
+    size_t fbuf_floats;
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
 } gemm_t;
@@ -690,7 +696,7 @@ static void gemm_part(void *ctx, int part, int parts) {
     const gemm_t *g = ctx;
     const tile_fn kernel = tile_kernel(g->path, g->wd == NULL);
     int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
-    float *f = g->fbuf + (size_t)part * (size_t)g->group * TILE_ROWS;
+    float *f = g->fbuf + (size_t)part * g->fbuf_floats;
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
         kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, f);
 #ifdef SP_X86
@@ -707,7 +713,8 @@ static int64_t work_of(const gemm_t *g, int64_t n) {
  * of equal work (kept blocks when sparse). */
 static int balance(gemm_t *g, int parts) {
     const int64_t tiles = (g->rows + TILE_ROWS - 1) / TILE_ROWS;
-    if (tiles % parts == 0 || tiles >= 4 * parts) {
+    if (g->q && g->q->row_gamma && parts > tiles) parts = (int)tiles; /* whole rows each */
+    if (tiles % parts == 0 || tiles >= 4 * parts || (g->q && g->q->row_gamma)) {
         for (int i = 0; i < parts; i++) {
             g->r_lo[i] = tiles * i / parts * TILE_ROWS;
             g->r_hi[i] = tiles * (i + 1) / parts * TILE_ROWS;
@@ -1089,36 +1096,39 @@ static PyObject *py_max_pool(PyObject *self, PyObject *args) {
 
 /* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
  *      gw, bias_or_None, residual_or_None, (relu, gelu), out_or_None, planes_or_None, row_of_or_None,
- *      (gamma, level, lowest, sq_max, offset, plane_rows), group, (residual_half, out_half),
- *      path, threads)
+ *      (gamma, level, lowest, sq_max, offset, plane_rows), row_gamma_or_None, group,
+ *      (residual_half, out_half), path, threads)
  *   a uint8 planes (every plane a tile reads in bounds); table int64 [k4]; ga float32 [rows
  *   rounded up to TILE_ROWS]; dense_of int64 [same] (-1: no output row); dense int32 [n][k4];
  *   sparse: ptr int32 [blocks of K * n + 1], idx uint16, wv int32; corr int32 [n]; gw, bias
  *   float32 [n]; residual, out float32 [n][m]; planes uint8 [ceil(n/4)][plane_rows][4] with
- *   row_of int64 [rows rounded up] (-1: none); group: channels per quantized vector. */
+ *   row_of int64 [rows rounded up] (-1: none); row_gamma float32 [m]: a gamma per row (the
+ *   planes' rows are the GEMM's rows) instead of the static gamma; group: channels per
+ *   quantized vector. */
 static PyObject *py_gemm(PyObject *self, PyObject *args) {
     (void)self;
     Py_buffer a, table, ga, ptr, idx, wv, gw;
-    Py_buffer opt[9] = {{0}}; /* dense_of, dense, corr, bias, residual, out, planes, row_of */
+    Py_buffer opt[9] = {{0}}; /* dense_of, dense, corr, bias, residual, out, planes, row_of, row_gamma */
     PyObject *obj[9];
     long long rows, m, n, k4, group, plane_rows;
     quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
     int residual_half, out_half, gelu;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OO(pp)OOO(fiiiiL)L(pp)si", &a, &table, &ga,
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OO(pp)OOO(fiiiiL)OL(pp)si", &a, &table, &ga,
                           &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3],
                           &obj[4], &relu, &gelu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level,
-                          &q.lowest, &q.sq_max, &q.offset, &plane_rows, &group, &residual_half,
-                          &out_half, &path_name, &threads))
+                          &q.lowest, &q.sq_max, &q.offset, &plane_rows, &obj[8], &group,
+                          &residual_half, &out_half, &path_name, &threads))
         return NULL;
-    enum { DENSE_OF, WD, CORR, BIAS, RESIDUAL, OUT, PLANES, ROW_OF, OPTIONS };
+    enum { DENSE_OF, WD, CORR, BIAS, RESIDUAL, OUT, PLANES, ROW_OF, ROW_GAMMA, OPTIONS };
     gemm_t *g = calloc(1, sizeof(gemm_t));
     int ok = g != NULL;
     if (!ok) PyErr_NoMemory();
     for (int i = 0; ok && i < OPTIONS; i++)
         if (obj[i] != Py_None)
-            ok = PyObject_GetBuffer(obj[i], &opt[i], i == OUT || i == PLANES ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0;
+            ok = PyObject_GetBuffer(obj[i], &opt[i],
+                                    i == OUT || i == PLANES || i == ROW_GAMMA ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0;
     const int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
     if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536 || group < 4 || group > 64 ||
@@ -1138,6 +1148,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
          (!opt[RESIDUAL].obj || check_len(&opt[RESIDUAL], n * m, residual_half ? 2 : 4, "residual")) &&
          (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
          (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
+         (!opt[ROW_GAMMA].obj || (opt[PLANES].obj && !opt[DENSE_OF].obj && check_len(&opt[ROW_GAMMA], m, 4, "row_gamma"))) &&
          (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
     if (ok) { /* every plane a tile reads lies in the buffer (row maps and kept blocks are
                * checked once, when made: see check_rows and check_blocks) */
@@ -1153,7 +1164,8 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     if (ok) {
         g->group = group;
         g->acc = malloc(sizeof(int32_t) * TILE_ROWS * MAX_CHANNELS * (size_t)threads);
-        g->fbuf = malloc(sizeof(float) * TILE_ROWS * (size_t)group * (size_t)threads);
+        g->fbuf_floats = TILE_ROWS * ((size_t)group + (opt[ROW_GAMMA].obj ? 2 * (size_t)(n + group) : 0));
+        g->fbuf = malloc(sizeof(float) * g->fbuf_floats * (size_t)threads);
         if (!g->acc || !g->fbuf) {
             PyErr_NoMemory();
             ok = 0;
@@ -1185,6 +1197,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
             q.row_of = opt[ROW_OF].buf;
             q.rows = plane_rows;
             q.stream = (size_t)((n + 3) / 4 * plane_rows * 4) > STREAM_ABOVE;
+            q.row_gamma = opt[ROW_GAMMA].buf;
             g->q = &q;
         }
         const int parts = balance(g, threads);

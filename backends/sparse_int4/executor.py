@@ -277,9 +277,9 @@ class Plan:
 
     @property
     def floats(self) -> set[str]:
-        """Values something reads as floats: graph outputs, residuals, a MatMul's rows, and
-        whatever is not a kernel layer."""
-        return self._float_reads(residuals=True)
+        """Values read as floats by something other than a kernel layer quantizing its input:
+        graph outputs, residuals, and whatever is not a kernel layer."""
+        return self._float_reads() | {layer.residual for layer in self.layers if layer.residual}
 
     @property
     def halves(self) -> set[str]:
@@ -287,15 +287,13 @@ class Plan:
         memory traffic of a ResNet's shortcuts (rounding error 2^-11, far below 4-bit steps)."""
         produced = {layer.output for layer in self.layers}
         residuals = {layer.residual for layer in self.layers if layer.residual}
-        return (residuals & produced) - self._float_reads(residuals=False)
+        return (residuals & produced) - self._float_reads()
 
-    def _float_reads(self, residuals: bool) -> set[str]:
+    def _float_reads(self) -> set[str]:
+        """Graph outputs and what steps other than kernel layers read."""
         names = set(self.outputs)
         for step in self.steps:
-            if isinstance(step, Layer):
-                names.update([step.residual] if residuals and step.conv else [])
-                names.update([] if step.conv else step.inputs)
-            else:
+            if not isinstance(step, Layer):
                 names.update(step.inputs)
         return names
 
@@ -429,12 +427,15 @@ class GraphExecutor:
             residual = to_channels(values[layer.residual], layer.conv is not None).data
         forms = self.readers.get(layer.output, {})
         target, floats = None, True
-        if layer.output in self.gammas and forms:
-            first, *rest = forms
-            sample = layer.sample
-            target = self._planes(layer.output, first, a.images, (sample[1], sample[2]), sample[0])
+        first = next(iter(forms), None)
+        if first is not None and self._fusable(layer, first):
+            if first.images:
+                side, images = (layer.sample[1], layer.sample[2]), a.images
+            else:
+                side, images = (1, 1), a.images  # tokens: the producer's rows
+            target = self._planes(layer.output, first, images, side, layer.weight.n)
             quantized[(layer.output, first)] = target
-            floats = bool(rest) or layer.output in self.plan.floats
+            floats = len(forms) > 1 or layer.output in self.plan.floats
         out = None
         if floats:
             rows = a.images * layer.rows_per_sample if layer.conv else a.images  # tokens: images
@@ -446,6 +447,14 @@ class GraphExecutor:
             floats=floats, out=out, target=target, path=self.path, threads=self.threads,
         )  # fmt: skip
         return None if out is None else Channels(out, layer.sample, layer.conv is not None)
+
+    def _fusable(self, layer: Layer, form: Form) -> bool:
+        """Whether the layer's epilogue can quantize its output for a reader of ``form``: into
+        a convolution's planes with the value's static gamma, or a MatMul's with a gamma per
+        token (a MatMul's rows are the reader's rows)."""
+        if self.options.act_clip != "max":
+            return False
+        return layer.output in self.gammas if form.images else layer.conv is None
 
     def _quantize(self, name: str, x: Channels, form: Form) -> kernel.Activations:
         clip = None
@@ -490,7 +499,7 @@ class GraphExecutor:
         if key not in cache:
             cache[key] = kernel.planes_for(
                 images, side, channels, form.vector_size, form.signed, form.pads, form.reach,
-                self.gammas[name],
+                self.gammas.get(name) if form.images else None,
             )  # fmt: skip
         return cache[key]
 
@@ -531,11 +540,11 @@ def _form(layer: Layer) -> Form:
 
 
 def _kernel_readers(plan: Plan, forms: dict[str, Form]) -> dict[str, dict[Form, None]]:
-    """For each kernel layer's output, the forms of the convolutions that read it (ordered)."""
+    """For each kernel layer's output, the forms of the kernel layers that read it (ordered)."""
     produced = {layer.output for layer in plan.layers}
     readers: dict[str, dict[Form, None]] = {}
     for layer in plan.layers:
-        if layer.input in produced and forms[layer.node].images:
+        if layer.input in produced:
             readers.setdefault(layer.input, {})[forms[layer.node]] = None
     return readers
 

@@ -120,6 +120,7 @@ class Activations:
     pads: tuple[int, int, int, int]
     group_rows: int
     scale_bits: int = SCALE_BITS
+    fixed: bool = False  # one static gamma for every group (else each group's own)
 
     @property
     def rows(self) -> int:
@@ -232,17 +233,18 @@ def planes_for(
     scale_bits: int = SCALE_BITS,
 ) -> Activations:
     """Empty planes for a tensor of ``images`` of ``side`` (one-pixel images: tokens, one gamma
-    each) laid out for its consumer, padding and slack already holding zeros; one ``gamma`` for
-    every group when static (a producer's epilogue then writes the planes)."""
+    each) laid out for its consumer, padding and slack already holding zeros, for a producer's
+    epilogue to write: with one static ``gamma`` for every group, or, for tokens, each token's
+    own gamma (the producer computes it once all channels of a row are done)."""
     group_rows = side[0] * side[1]
     hs, ws = side[0] + pads[0] + pads[2], side[1] + pads[1] + pads[3]
     rows = _plane_rows(_tiled(images * hs * ws) + reach)
     planes = aligned_empty((-(-channels // 4), rows, 4))
     planes.fill(SIGNED_OFFSET if signed else 0)
-    gamma_array = np.full(images, -1.0 if gamma is None else gamma, np.float32)
+    gamma_array = np.full(images, 0.0 if gamma is None else gamma, np.float32)
     return Activations(
         planes, gamma_array, channels, vector_size, signed, images, side, pads, group_rows,
-        scale_bits,
+        scale_bits, gamma is not None,
     )  # fmt: skip
 
 
@@ -336,17 +338,20 @@ def conv(
         residual = np.ascontiguousarray(residual)
         if residual.shape != (w.n, m):
             raise UserError(f"the residual is {list(residual.shape)}, the output [{w.n}, {m}]")
-    quantized: tuple = (None, None, (0.0, 0, 0, 0, 0, 0))
+    quantized: tuple = (None, None, (0.0, 0, 0, 0, 0, 0), None)
     group = 16
     if target is not None:
         if target.channels != w.n or target.images != b or target.side != (oh, ow):
             raise UserError("the target planes do not hold this convolution's output")
+        if not target.fixed and (target.group_rows != 1 or dense_of is not None):
+            raise UserError("only tokens take a gamma each from their producer's epilogue")
         level = SIGNED_LEVEL if target.signed else UNSIGNED_LEVEL
         row_of = _target_rows(b, (hs, ws), (oh, ow), shifted, target.padded_side, target.pads[:2])
         quantized = (
             target.planes, row_of,
             (float(target.gamma[0]), level, -level if target.signed else 0,
              2**target.scale_bits - 1, SIGNED_OFFSET if target.signed else 0, target.rows),
+            None if target.fixed else target.gamma,
         )  # fmt: skip
         group = target.vector_size
     _kernel.gemm(
