@@ -253,6 +253,17 @@ def test_grouped_convolution_is_refused_by_name() -> None:
         GraphExecutor(bad, SparsityOptions())
 
 
+def test_integer_activations_are_refused_by_name() -> None:
+    integer = model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],
+        [helper.make_tensor_value_info("x", TensorProto.INT32, ["batch", 16])],
+        [tensor("y", None)],
+        [numpy_helper.from_array(np.ones((16, 4), np.float32), "w")],
+    )
+    with pytest.raises(UserError, match=r"MatMul node 'proj' reads 'x' of type INT32"):
+        GraphExecutor(integer, SparsityOptions())
+
+
 def test_dynamic_shapes_beyond_the_batch_are_refused() -> None:
     dynamic = model(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="proj")],

@@ -275,11 +275,19 @@ def test_mismatched_or_malformed_inputs_are_refused() -> None:
         _kernel.check_blocks(np.array([0, 1], np.int32), np.array([7], np.uint16), 4, 1)
 
 
-def test_k_beyond_the_planes_a_block_can_name_is_refused() -> None:
-    w = np.zeros((4 * kernel.MAX_PLANES + 4, 1), np.float32)
+def test_k_that_could_overflow_the_accumulators_is_refused() -> None:
+    w = np.zeros((4 * kernel.LONGEST_PLANES + 4, 1), np.float32)
     w[::9] = 1.0
-    with pytest.raises(UserError, match="too long for the kernel"):
+    with pytest.raises(UserError, match="too long for the kernel's int32 accumulators"):
         kernel.pack(quantize_weight(w, 16))
+
+
+def test_scales_wider_than_the_kernels_bytes_are_refused() -> None:
+    w = np.random.default_rng(3).standard_normal((32, 4)).astype(np.float32)
+    with pytest.raises(UserError, match="6-bit vector scales fold weights past 8 bits"):
+        kernel.pack(quantize_weight(w, 16, scale_bits=6))
+    with pytest.raises(UserError, match="5-bit vector scales fold activations past a byte"):
+        kernel.quantize(np.ones((32, 4), np.float32), 16, scale_bits=5)
 
 
 @pytest.mark.parametrize("path", PATHS)

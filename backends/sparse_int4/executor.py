@@ -43,6 +43,9 @@ UNSUPPORTED_WEIGHT_OPS = frozenset(
     {"ConvTranspose", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
      "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "MatMulNBits"}
 )  # fmt: skip
+FLOAT_TYPES = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+)
 SIGN_PRESERVING_OPS = frozenset(
     {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
      "Identity", "Squeeze", "Unsqueeze", "Transpose", "ReduceMean"}
@@ -816,6 +819,13 @@ def _kernel_layer(node: onnx.NodeProto, context: Context) -> Layer | None:
     graph = context.graph
     if not is_kernel_node(node, graph.initializers):
         return None
+    elem_type = graph.elem_type(node.input[0])
+    if elem_type and elem_type not in FLOAT_TYPES:  # 0: not inferred, left to ONNX's checks
+        raise UserError(
+            f"{label(node)} reads {node.input[0]!r} of type "
+            f"{onnx.TensorProto.DataType.Name(elem_type)}; the sparse-int4 backend quantizes "
+            "float activations only"
+        )
     weight = graph.constants[node.input[1]].astype(np.float32)
     bias = None
     if len(node.input) > 2 and node.input[2]:

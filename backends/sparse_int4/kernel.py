@@ -34,6 +34,9 @@ ALL_PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
 TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
 MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
 SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
+INT8_MAX = 127  # folded weights are s8
+# a plane adds 4 products of an s8 weight and a u8 activation to an int32 accumulator
+LONGEST_PLANES = min(MAX_PLANES, (2**31 - 1) // (4 * INT8_MAX * 255))
 HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
 PLANE_PERIOD, PLANE_PHASE = 256, 128  # plane rows are PLANE_PHASE past a multiple of PERIOD
@@ -144,11 +147,19 @@ def pack(
     """Pack a quantized weight (pruned or not); ``sparse=None`` picks the faster layout."""
     channels = w.channels or w.k
     taps, c4 = w.k // channels, -(-channels // 4)
+    values = w.folded()
+    if np.abs(values).max(initial=0) > INT8_MAX:
+        raise UserError(
+            f"{w.scale_bits}-bit vector scales fold weights past 8 bits; the kernel takes 4-bit"
+        )
+    if taps * c4 > LONGEST_PLANES:
+        raise UserError(
+            f"K = {w.k} is too long for the kernel's int32 accumulators (at most "
+            f"{4 * LONGEST_PLANES}); split the layer"
+        )
     folded = np.zeros((w.n, taps, c4 * 4), np.int8)
-    folded[:, :, :channels] = w.folded().T.reshape(w.n, taps, channels)  # |q sq| <= 105
+    folded[:, :, :channels] = values.T.reshape(w.n, taps, channels)  # |q sq| <= 105
     planes = folded.reshape(w.n, taps * c4, 4).view(np.int32)[:, :, 0]  # [N, planes]
-    if taps * c4 > MAX_PLANES:
-        raise UserError(f"K = {w.k} is too long for the kernel (at most {4 * MAX_PLANES})")
     gamma = np.ascontiguousarray(w.gamma, np.float32)
     if bias is not None:
         bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
@@ -198,6 +209,9 @@ def quantize(
     taps reach past a row; see ``conv_reach``)."""
     x = np.ascontiguousarray(x, np.float32)
     c, m = x.shape
+    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
+    if level * (2**scale_bits - 1) + (SIGNED_OFFSET if signed else 0) > 255:
+        raise UserError(f"{scale_bits}-bit vector scales fold activations past a byte")
     if images is None:
         images, side = m, (1, 1)
         if pads != (0, 0, 0, 0):
@@ -210,7 +224,6 @@ def quantize(
         clip = np.ascontiguousarray(clip, np.float32)
         if clip.shape != (nv, m):
             raise UserError(f"clipping scalars must be [{nv}, {m}], not {list(clip.shape)}")
-    level = SIGNED_LEVEL if signed else UNSIGNED_LEVEL
     _kernel.quantize(
         x, clip, target.planes, target.gamma, np.empty((nv, m), np.float32),
         np.empty(m, np.float32), (c, images, *side, *pads, target.rows, target.group_rows),
