@@ -43,9 +43,7 @@ UNSUPPORTED_WEIGHT_OPS = frozenset(
     {"ConvTranspose", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
      "LSTM", "GRU", "RNN", "DynamicQuantizeLSTM", "MatMulNBits"}
 )  # fmt: skip
-FLOAT_TYPES = frozenset(
-    {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
-)
+FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE})
 SIGN_PRESERVING_OPS = frozenset(
     {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape",
      "Identity", "Squeeze", "Unsqueeze", "Transpose", "ReduceMean"}

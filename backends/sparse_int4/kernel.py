@@ -282,9 +282,7 @@ def matmul(
     threads: int | None = None,
 ) -> np.ndarray:
     """float32 [N, M]: the GEMM of quantized rows (tokens, or pixels of a 1x1 convolution)."""
-    out = conv(
-        a, w, POINTWISE, residual=residual, relu=relu, gelu=gelu, path=path, threads=threads
-    )
+    out = conv(a, w, POINTWISE, residual=residual, relu=relu, gelu=gelu, path=path, threads=threads)
     assert out is not None
     return out
 
