@@ -295,8 +295,12 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
     const int64_t *table = g->table;
     const uint16_t *idx = g->idx;
     const int32_t *wv = g->wv;
+    /* a short last tile (a small batch) runs only the passes and row vectors it has */
+    const int64_t live = g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
+    const int passes = (int)((live + SPARSE_ROWS - 1) / SPARSE_ROWS);
+    const int vector_rows = (int)((live + LANES - 1) / LANES * LANES);
     for (int64_t n = n0; n < n1; n++) {
-        for (int h = 0; h < TILE_ROWS / SPARSE_ROWS; h++) {
+        for (int h = 0; h < passes; h++) {
             const uint8_t *rows = a + 4 * SPARSE_ROWS * h;
             ACC s[SPARSE_ROWS / LANES], t[SPARSE_ROWS / LANES]; /* two chains of multiply-adds */
             for (int i = 0; i < SPARSE_ROWS / LANES; i++) s[i] = t[i] = ACC_ZERO();
@@ -319,7 +323,7 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
                 ACC_STORE(acc + SPARSE_ROWS * h + LANES * i, ACC_ADD(s[i], t[i]));
         }
         const int64_t g0 = n & -g->group; /* groups are powers of two: no division */
-        SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, ROWS, f);
+        SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, vector_rows, f);
         if (n + 1 == n1 || ((n + 1) & (g->group - 1)) == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
     }
     if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0); /* parts own whole rows then */
