@@ -35,6 +35,13 @@ INLINE SIMD(fv) SIMD(exp_le0)(SIMD(fv) x) {
     return e * (SIMD(fv))bits;
 }
 
+typedef int8_t SIMD(bv) __attribute__((vector_size(LANES)));
+
+/* attention.quantize_rows's values: clamp(rint(x * inverse), -127, 127). */
+INLINE SIMD(iv) SIMD(int8_values)(SIMD(fv) x, SIMD(fv) inverse) {
+    return __builtin_convertvector(SIMD(clamp)(FOLD(round_even)(x * inverse), -127.0f, 127.0f), SIMD(iv));
+}
+
 /* Per-row 8-bit scales of a [len][stride] block over its `count` rows: scale = max |x| / 127. */
 INLINE void SIMD(row_scales)(const float *x, int64_t count, int64_t len, int64_t stride,
                              float *scale, float *inverse) {
@@ -68,24 +75,33 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
                 const SIMD(fv) inv = SIMD(rows_at)(w->inverse + i, n);
                 for (int l = 0; l < 4; l++) {
                     const SIMD(fv) x = SIMD(rows_at)(q + (4 * d4 + l) * m + i, n);
-                    const SIMD(fv) value = SIMD(clamp)(FOLD(round_even)(x * inv), -127.0f, 127.0f);
-                    bytes |= ((__builtin_convertvector(value, SIMD(iv)) + 128) & 0xff) << (8 * l);
+                    bytes |= ((SIMD(int8_values)(x, inv) + 128) & 0xff) << (8 * l);
                 }
             }
             memcpy(w->qplanes + (d4 * tiled + i) * 4, &bytes, sizeof bytes);
         }
-    /* K per key: dense weights [seq][c4], their correction and channel gammas */
+    /* K per key: dense weights [seq][c4] (4 head dimensions a word), their correction and
+     * channel gammas; LANES keys a step, their words to the key rows through `words` */
     SIMD(row_scales)(k, seq, dim, m, w->gw1, w->inverse);
-    for (int64_t j = 0; j < seq; j++) {
-        int32_t total = 0;
-        int8_t *row = (int8_t *)(w->wk + j * c4);
-        for (int64_t d = 0; d < dim; d++) {
-            row[d] = (int8_t)int8_value(k[d * m + j], w->inverse[j]);
-            total += row[d];
+    for (int64_t j = 0; j < seq; j += LANES) {
+        const int n = seq - j < LANES ? (int)(seq - j) : LANES;
+        const SIMD(fv) inv = SIMD(rows_at)(w->inverse + j, n);
+        SIMD(iv) total = {0};
+        for (int64_t d4 = 0; d4 < c4; d4++) {
+            SIMD(iv) word = {0};
+            for (int l = 0; l < 4; l++) {
+                const SIMD(iv) value = SIMD(int8_values)(SIMD(rows_at)(k + (4 * d4 + l) * m + j, n), inv);
+                total = total + value;
+                word |= (value & 0xff) << (8 * l);
+            }
+            memcpy(w->words + d4 * LANES, &word, sizeof word);
         }
-        w->corr[j] = 128 * total;
-        w->gw1[j] = w->gw1[j] * t->scale;
-        w->bias[j] = t->mask ? t->mask[b * seq + j] : 0.0f;
+        for (int l = 0; l < n; l++) {
+            for (int64_t d4 = 0; d4 < c4; d4++) w->wk[(j + l) * c4 + d4] = w->words[d4 * LANES + l];
+            w->corr[j + l] = 128 * total[l];
+            w->gw1[j + l] = w->gw1[j + l] * t->scale;
+            w->bias[j + l] = t->mask ? t->mask[b * seq + j + l] : 0.0f;
+        }
     }
     gemm_t g1 = {0};
     g1.a = w->qplanes, g1.table = w->table1, g1.ga = w->ga1, g1.rows = seq, g1.m = seq, g1.ldo = seq;
@@ -122,12 +138,25 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
         memcpy(&kept, &scale, sizeof(float) * (size_t)n);
         memcpy(w->ga2 + i, &kept, sizeof kept);
     }
-    /* V per head dimension: dense weights [dim][j4] */
-    int8_scales(v, dim, m, seq, 1, w->gw2, w->inverse); /* per d over the sequence */
+    /* V per head dimension: dense weights [dim][j4], a byte per key, LANES keys a step */
     memset(w->wv, 0, sizeof(int32_t) * (size_t)(dim * j4));
     for (int64_t d = 0; d < dim; d++) {
+        const float *x = v + d * m;
+        SIMD(fv) top = {0};
+        for (int64_t j = 0; j < seq; j += LANES) {
+            const SIMD(fv) a = (SIMD(fv))((SIMD(iv))SIMD(rows_at)(x + j, seq - j < LANES ? (int)(seq - j) : LANES) & 0x7fffffff);
+            top = FOLD(select)(a > top, a, top);
+        }
+        float most = 0.0f; /* NaN never wins a > comparison: any order gives the same max */
+        for (int l = 0; l < LANES; l++) most = top[l] > most ? top[l] : most;
+        w->gw2[d] = most / 127.0f;
+        const SIMD(fv) inv = (SIMD(fv)){0} + (w->gw2[d] > 0.0f ? 1.0f / w->gw2[d] : 0.0f);
         int8_t *row = (int8_t *)(w->wv + d * j4);
-        for (int64_t j = 0; j < seq; j++) row[j] = (int8_t)int8_value(v[d * m + j], w->inverse[d]);
+        for (int64_t j = 0; j < seq; j += LANES) {
+            const int n = seq - j < LANES ? (int)(seq - j) : LANES;
+            const SIMD(bv) bytes = __builtin_convertvector(SIMD(int8_values)(SIMD(rows_at)(x + j, n), inv), SIMD(bv));
+            memcpy(row + j, &bytes, (size_t)n);
+        }
     }
     gemm_t g2 = {0};
     g2.a = w->pplanes, g2.table = w->table2, g2.ga = w->ga2, g2.rows = seq, g2.m = seq, g2.ldo = m;
