@@ -16,8 +16,7 @@ INLINE SIMD(fv) SIMD(rows_at)(const float *p, int count) {
 }
 
 INLINE SIMD(fv) SIMD(clamp)(SIMD(fv) v, float lo, float hi) {
-    v = FOLD(select)(v >= lo, v, (SIMD(fv)){0} + lo);
-    return FOLD(select)(v > hi, (SIMD(fv)){0} + hi, v);
+    return FOLD(min)((SIMD(fv)){0} + hi, FOLD(max)(v, (SIMD(fv)){0} + lo));
 }
 
 /* e^x for x <= 0, attention.exp. */
@@ -25,7 +24,7 @@ INLINE SIMD(fv) SIMD(exp_le0)(SIMD(fv) x) {
     static const float P[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
                                4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
     const SIMD(fv) low = (SIMD(fv)){0} - 87.0f;
-    x = FOLD(select)(x > low, x, low);
+    x = FOLD(max)(x, low);
     const SIMD(fv) k = FOLD(round_even)(x * 1.44269504088896341f);
     const SIMD(fv) r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
     SIMD(fv) p = (SIMD(fv)){0} + P[0];
@@ -50,7 +49,7 @@ INLINE void SIMD(row_scales)(const float *x, int64_t count, int64_t len, int64_t
         SIMD(fv) top = {0};
         for (int64_t l = 0; l < len; l++) {
             const SIMD(fv) a = (SIMD(fv))((SIMD(iv))SIMD(rows_at)(x + l * stride + i, n) & 0x7fffffff);
-            top = FOLD(select)(a > top, a, top);
+            top = FOLD(max)(a, top);
         }
         const SIMD(fv) s = top / 127.0f;
         const SIMD(fv) inv = (SIMD(fv))((SIMD(iv))(1.0f / s) & (s > 0.0f)); /* 0 for all-zero */
@@ -120,7 +119,7 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
         SIMD(fv) top = (SIMD(fv)){0} - __builtin_inff();
         for (int64_t j = 0; j < seq; j++) {
             const SIMD(fv) s = SIMD(rows_at)(w->scores + j * seq + i, n);
-            top = FOLD(select)(s > top, s, top);
+            top = FOLD(max)(s, top);
         }
         SIMD(fv) total = {0};
         for (int64_t j4i = 0; j4i < j4; j4i++) {
@@ -145,7 +144,7 @@ FN void SIMD(attention_pair)(const attn_t *t, const attn_work_t *w, int64_t b, i
         SIMD(fv) top = {0};
         for (int64_t j = 0; j < seq; j += LANES) {
             const SIMD(fv) a = (SIMD(fv))((SIMD(iv))SIMD(rows_at)(x + j, seq - j < LANES ? (int)(seq - j) : LANES) & 0x7fffffff);
-            top = FOLD(select)(a > top, a, top);
+            top = FOLD(max)(a, top);
         }
         float most = 0.0f; /* NaN never wins a > comparison: any order gives the same max */
         for (int l = 0; l < LANES; l++) most = top[l] > most ? top[l] : most;

@@ -7,6 +7,25 @@ INLINE VF SIMD(select)(VI mask, VF a, VF b) {
     return (VF)((mask & (VI)a) | (~mask & (VI)b));
 }
 
+/* The x86 max and min instructions, lane by lane: max(a, b) = a > b ? a : b, min(a, b) =
+ * a < b ? a : b (b where either is NaN); one instruction where the flavour names it in MAX_PS and
+ * MIN_PS. A clamp's select(v >= lo, v, lo) is max(v, lo) and select(v > hi, hi, v) min(hi, v). */
+INLINE VF SIMD(max)(VF a, VF b) {
+#ifdef MAX_PS
+    return (VF)MAX_PS(a, b);
+#else
+    return SIMD(select)(a > b, a, b);
+#endif
+}
+
+INLINE VF SIMD(min)(VF a, VF b) {
+#ifdef MIN_PS
+    return (VF)MIN_PS(a, b);
+#else
+    return SIMD(select)(a < b, a, b);
+#endif
+}
+
 INLINE VF SIMD(round_even)(VF q) {
     return (q + ROUNDER) - ROUNDER; /* rint, half to even, for |q| < 2^22; clamps cover the rest */
 }
@@ -15,8 +34,7 @@ INLINE VF SIMD(round_even)(VF q) {
 INLINE VF SIMD(vector_sq)(VF s, VF gamma, VI live, float sq_max) {
     const VF one = (VF){0} + 1.0f, top = (VF){0} + sq_max;
     VF sq = SIMD(round_even)(s / gamma);
-    sq = SIMD(select)(sq >= one, sq, one);
-    sq = SIMD(select)(sq > top, top, sq);
+    sq = SIMD(min)(top, SIMD(max)(sq, one));
     return SIMD(select)(live, sq, one);
 }
 
@@ -25,8 +43,7 @@ INLINE VF SIMD(vector_sq)(VF s, VF gamma, VI live, float sq_max) {
 INLINE VI SIMD(fold_values)(VF x, VF inverse, VF sq, VI live, float lowest, float level, int offset) {
     const VF low = (VF){0} + lowest, high = (VF){0} + level;
     VF q = SIMD(round_even)(x * inverse);
-    q = SIMD(select)(q >= low, q, low); /* NaN -> lowest */
-    q = SIMD(select)(q > high, high, q);
+    q = SIMD(min)(high, SIMD(max)(q, low)); /* NaN -> lowest */
     q = SIMD(select)(live, q, (VF){0}); /* a zero group's inverse is inf or NaN: q 0 */
     return (__builtin_convertvector(q * sq, VI) + offset) & 0xff;
 }
@@ -36,6 +53,6 @@ INLINE VI SIMD(fold_values)(VF x, VF inverse, VF sq, VI live, float lowest, floa
 INLINE VI SIMD(fold_relu)(VF x, VF inverse, VF sq, float level) {
     const VF high = (VF){0} + level;
     VF q = SIMD(round_even)(x * inverse);
-    q = SIMD(select)(q > high, high, q);
+    q = SIMD(min)(high, q);
     return __builtin_convertvector(q * sq, VI);
 }

@@ -178,7 +178,7 @@ FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t 
                 memcpy(&v, f + c * TILE_ROWS + i, sizeof v);
                 memcpy(tile + (g0 + c) * TILE_ROWS + i, &v, sizeof v);
                 const SIMD(fv) a = (SIMD(fv))((SIMD(iv))v & 0x7fffffff);
-                top = FOLD(select)(a > top, a, top);
+                top = FOLD(max)(a, top);
             }
             const SIMD(fv) step = top / (float)q.level;
             memcpy(steps + g0 / g->group * TILE_ROWS + i, &step, sizeof step);
@@ -197,7 +197,7 @@ FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t 
             SIMD(fv) v;
             memcpy(&v, f + c * TILE_ROWS + i, sizeof v);
             const SIMD(fv) a = (SIMD(fv))((SIMD(iv))v & 0x7fffffff); /* |x| */
-            top = FOLD(select)(a > top, a, top);
+            top = FOLD(max)(a, top);
         }
         const SIMD(fv) sq = FOLD(vector_sq)(top / level, gamma, live, sq_max);
         const SIMD(fv) inverse = 1.0f / (gamma * sq);
@@ -248,7 +248,7 @@ FN void SIMD(row_fold)(const gemm_t *g, float *f, int64_t r0) {
         for (int64_t v = 0; v < vectors; v++) {
             SIMD(fv) s;
             memcpy(&s, steps + v * TILE_ROWS + i, sizeof s);
-            top = FOLD(select)(s > top, s, top);
+            top = FOLD(max)(s, top);
         }
         const SIMD(fv) gamma = top / sq_max;
         memcpy(q.row_gamma + r0 + i, &gamma, sizeof(float) * (size_t)n);

@@ -241,11 +241,15 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define FN __attribute__((target("avx2"))) static
 #define INLINE __attribute__((target("avx2"), always_inline)) static inline
 #define LANES 8
+#define MAX_PS(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
+#define MIN_PS(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
 #include "_quantize_simd.h"
 #define SIMD(name) name##_avx512
 #define FN __attribute__((target("avx512f,avx512bw"))) static
 #define INLINE __attribute__((target("avx512f,avx512bw"), always_inline)) static inline
 #define LANES 16
+#define MAX_PS(a, b) _mm512_max_ps((__m512)(a), (__m512)(b))
+#define MIN_PS(a, b) _mm512_min_ps((__m512)(a), (__m512)(b))
 #include "_quantize_simd.h"
 #endif
 

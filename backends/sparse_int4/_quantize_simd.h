@@ -45,7 +45,7 @@ FN void SIMD(vector_steps)(const quant_t *t, int64_t lo, int64_t hi) {
                 for (int64_t c = c0; c < c1; c++) {
                     const SIMD(qi) bits = (SIMD(qi))SIMD(load)(t->x + c * t->m + m, count);
                     const SIMD(qf) a = (SIMD(qf))(bits & 0x7fffffff); /* |x| */
-                    top = SIMD(select)(a > top, a, top); /* NaN never wins, as the scalar max */
+                    top = SIMD(max)(a, top); /* NaN never wins, as the scalar max */
                 }
             const SIMD(qf) step = top / level;
             memcpy(s + m, &step, sizeof(float) * (size_t)count);
@@ -97,3 +97,5 @@ FN void SIMD(fold)(const quant_t *t, int64_t lo, int64_t hi) {
 #undef FN
 #undef INLINE
 #undef LANES
+#undef MAX_PS
+#undef MIN_PS
