@@ -43,8 +43,9 @@ sparse_flags = options(
     click.option(
         "--sparsity-pattern",
         default=None,
-        help="sparse-int4: 1x4 (default; whole blocks of 4 input channels, the fast pattern), "
-        "unstructured, or N:M such as 2:4 or 1:8.",
+        help="sparse-int4: 1x4 (default; whole blocks of 4 input channels), 4x4 (the same "
+        "blocks kept by quads of output channels: the fastest), unstructured, or N:M such as "
+        "2:4 or 1:8.",
     ),
     click.option(
         "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."

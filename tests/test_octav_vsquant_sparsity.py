@@ -500,6 +500,17 @@ def test_1x4_keeps_whole_blocks_of_a_taps_channels_by_their_energy():
         assert kept == set(np.argsort(energy)[-2:].tolist())
 
 
+def test_4x4_keeps_the_same_blocks_in_each_quad_of_channels_by_their_energy():
+    w = gaussian((2 * 6, 6), seed=11)  # 2 taps of 6 channels; 6 outputs: quads of 4 and 2
+    mask = prune(w, 0.5, "4x4", channels=6)
+    blocks = vector_index(12, 6, 4)
+    for quad in (range(0, 4), range(4, 6)):
+        assert all(np.array_equal(mask[:, quad[0]], mask[:, n]) for n in quad)
+        kept = {int(b) for b in np.unique(blocks[mask[:, quad[0]]])}
+        energy = [float(np.square(w[blocks == b][:, list(quad)]).sum()) for b in range(4)]
+        assert kept == set(np.argsort(energy)[-2:].tolist())
+
+
 def test_1x4_blocks_are_coded_as_blocks_below_a_tenth_of_int8():
     k, n = 1024, 1024
     w = gaussian((k, n))

@@ -278,12 +278,13 @@ def test_dynamic_shapes_beyond_the_batch_are_refused() -> None:
 def test_run_and_accuracy_from_the_cli(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     base = ["run", "--model", "bert-tiny", "--backend", "sparse-int4", "--preset", "smoke",
             "--dataset-count", "16", "--runs-dir", str(tmp_path)]  # fmt: skip
-    code, out, err = run_cli([*base, "--density", "0.5", "--vector-size", "32"], capsys)
+    flags = ["--density", "0.5", "--vector-size", "32", "--sparsity-pattern", "4x4"]
+    code, out, err = run_cli([*base, *flags], capsys)
     assert code == 0, err
     assert "RESULT bert-tiny Offline sparse-int4-d0.5 performance" in out
     (folder,) = tmp_path.glob("*sparse-int4-d0.5_performance")
     described = (folder / "run.json").read_text()
-    assert "weight density 0.5" in described and "vectors of 32" in described
+    assert "weight density 0.5 (4x4" in described and "vectors of 32" in described
     code, out, err = run_cli([*base, "--mode", "accuracy", "--act-clip", "octav"], capsys)
     assert code == 0, err
     assert '"f1"' in out and "synthetic data" in out
@@ -296,6 +297,7 @@ def test_run_and_accuracy_from_the_cli(capsys: pytest.CaptureFixture[str], tmp_p
         (["--vector-size", "24"], "vector size 24 is not supported"),
         (["--act-clip", "median"], "unknown activation clipping 'median'"),
         (["--sparsity-pattern", "2:4", "--density", "0.25"], "fixes the density at 0.5"),
+        (["--sparsity-pattern", "4x8"], "pattern '4x8' is not understood; use .*'4x4'"),
     ],
 )
 def test_bad_sparse_flags_fail_in_one_line(capsys, tmp_path, flags, message) -> None:

@@ -40,7 +40,7 @@ PATHS = [
     for path in kernel.ALL_PATHS
 ]
 PATTERNS = [(1.0, "unstructured"), (0.5, "1x4"), (0.125, "1x4"), (0.125, "unstructured"),
-            (0.125, "1:8"), (0.03, "1x4")]  # fmt: skip
+            (0.125, "1:8"), (0.03, "1x4"), (0.125, "4x4"), (0.5, "4x4")]  # fmt: skip
 
 
 def channel_major(rows: np.ndarray) -> np.ndarray:
@@ -126,7 +126,7 @@ def test_conv_is_bit_identical_to_the_reference(
             reach=kernel.conv_reach(geometry, (h, w)), path=path, threads=2,
         )  # fmt: skip
         assert a.gamma.tobytes() == qa.gamma.tobytes()
-        for density, pattern in ((1.0, "unstructured"), (0.25, "1x4")):
+        for density, pattern in ((1.0, "unstructured"), (0.25, "1x4"), (0.25, "4x4")):
             qw = quantize_weight(weight * prune(weight, density, pattern, c), vector, channels=c)
             expected = reference_conv(
                 qa, qw, (h, w), size, strides, pads, dilations, bias, residual, relu=True
@@ -245,6 +245,20 @@ def test_pruned_weights_keep_only_their_blocks() -> None:
     assert packed.ptr[-1] == packed.kept_blocks
     assert np.array_equal(np.diff(packed.ptr), (kept > 0).sum(axis=0))  # per channel
     assert not kernel.pack(quantize_weight(weight, 16, channels=c)).sparse
+
+
+def test_quad_pruned_weights_share_each_blocks_activations() -> None:
+    rng = np.random.default_rng(7)
+    c, n = 70, 37  # a short last quad of 1 channel
+    weight = rng.standard_normal((9 * c, n)).astype(np.float32)
+    mask = prune(weight, 0.125, "4x4", c)
+    packed = kernel.pack(quantize_weight(weight * mask, 16, channels=c))
+    assert packed.sparse and packed.quads
+    assert len(packed.ptr) == -(-n // 4) + 1 and len(packed.wv) == 4 * packed.ptr[-1]
+    planes = 9 * 18
+    assert packed.kept_blocks == 4 * packed.ptr[-1] <= 4 * -(-n // 4) * round(planes / 8)
+    own = quantize_weight(weight * prune(weight, 0.125, "1x4", c), 16, channels=c)
+    assert not kernel.pack(own).quads  # channels that keep their own blocks stay one per channel
 
 
 def test_max_pool_equals_onnx_runtime() -> None:

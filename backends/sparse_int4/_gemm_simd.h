@@ -2,7 +2,7 @@
  * file undefines its parameters at the end) with:
  *   SIMD(name)   the path's function names          FN, INLINE   function attributes (target)
  *   LANES        rows per row vector                ROWS         rows of a tile (TILE_ROWS)
- *   SPARSE_ROWS  rows the sparse loop keeps in registers
+ *   SPARSE_ROWS  rows the sparse loop keeps in registers   QUAD_ROWS  those of a quad's 4 channels
  *   DENSE_ROWS, DENSE_CHANNELS  rows and channels of a dense block (its accumulators)
  *   ACC          a row vector's accumulator type    WV           a broadcast 4-byte weight
  *   ACC_ZERO(), W_SET1(w), ACC_DP(acc, p, w)   acc += u8x4 at p (LANES rows) . s8x4 w, per row
@@ -329,6 +329,50 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
     if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0); /* parts own whole rows then */
 }
 
+/* Pruned weights whose channels keep their blocks by quads (4 channels on the same planes): each
+ * kept block's row vectors are loaded once for the quad's 4 broadcast weights, so a row vector
+ * feeds 4 multiply-adds where a channel's own blocks feed 1, and the quad's 4 x QUAD_ROWS
+ * accumulators stay in registers over all of K. Parts split channels at groups (multiples of 4). */
+FN void SIMD(quad_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
+                        float *f) {
+    const uint8_t *a = g->a + 4 * r0;
+    const int64_t *table = g->table;
+    const uint16_t *idx = g->idx;
+    const int32_t *wv = g->wv;
+    const int64_t live = g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
+    const int passes = (int)((live + QUAD_ROWS - 1) / QUAD_ROWS);
+    const int vector_rows = (int)((live + LANES - 1) / LANES * LANES);
+    for (int64_t n = n0; n < n1; n += 4) {
+        const int channels = n1 - n < 4 ? (int)(n1 - n) : 4;
+        for (int h = 0; h < passes; h++) {
+            const uint8_t *rows = a + 4 * QUAD_ROWS * h;
+            ACC s[4][QUAD_ROWS / LANES];
+            for (int c = 0; c < 4; c++)
+                for (int i = 0; i < QUAD_ROWS / LANES; i++) s[c][i] = ACC_ZERO();
+            const int32_t end = g->ptr[n / 4 + 1];
+            for (int32_t p = g->ptr[n / 4]; p < end; p++) {
+                const uint8_t *x = rows + table[idx[p]];
+                const int32_t *w = wv + 4 * (int64_t)p;
+                const WV w0 = W_SET1(w[0]), w1 = W_SET1(w[1]), w2 = W_SET1(w[2]), w3 = W_SET1(w[3]);
+                for (int i = 0; i < QUAD_ROWS / LANES; i++) { /* one load, four products */
+                    ACC_DP(s[0][i], x + 4 * LANES * i, w0);
+                    ACC_DP(s[1][i], x + 4 * LANES * i, w1);
+                    ACC_DP(s[2][i], x + 4 * LANES * i, w2);
+                    ACC_DP(s[3][i], x + 4 * LANES * i, w3);
+                }
+            }
+            for (int c = 0; c < 4; c++)
+                for (int i = 0; i < QUAD_ROWS / LANES; i++)
+                    ACC_STORE(acc + c * ROWS + QUAD_ROWS * h + LANES * i, s[c][i]);
+        }
+        const int64_t g0 = n & -g->group;
+        SIMD(epilogue)(g, acc, n, channels, g0, r0, 0, vector_rows, f);
+        if (n + channels == n1 || ((n + channels) & (g->group - 1)) == 0)
+            SIMD(emit)(g, f, g0, (int)(n + channels - g0), r0);
+    }
+    if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0);
+}
+
 /* DENSE_CHANNELS channels of a dense weight over DENSE_ROWS rows, every plane of K. */
 INLINE void SIMD(dense_block)(const gemm_t *g, const uint8_t *a, int64_t n, int channels,
                               int32_t *acc) {
@@ -379,6 +423,7 @@ FN void SIMD(dense_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, in
 #undef LANES
 #undef ROWS
 #undef SPARSE_ROWS
+#undef QUAD_ROWS
 #undef DENSE_ROWS
 #undef DENSE_CHANNELS
 #undef ACC

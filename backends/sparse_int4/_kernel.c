@@ -467,9 +467,11 @@ typedef struct {
     int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
     int64_t ldo;             /* the output's row stride (channel n's rows start at n * ldo) */
     const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
-    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) */
+    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) (quads:
+                              * of channels 4q..4q+3, [ptr[q], ptr[q + 1])) */
     const uint16_t *idx;     /* sparse: each kept block's plane */
-    const int32_t *wv;       /* sparse: each kept block's 4 s8 */
+    const int32_t *wv;       /* sparse: each kept block's 4 s8 (quads: 4 such, one per channel) */
+    int quads;               /* sparse: blocks are kept by quads of channels, on the same planes */
     const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
     const float *gw, *bias;  /* [n]; bias may be NULL */
     const void *residual;    /* [n][m] float32 or float16 (residual_half), added before the ReLU,
@@ -547,6 +549,7 @@ static size_t attn_carve(const attn_t *t, uint8_t *base, attn_work_t *w) {
 #define DENSE_ROWS 32
 #define DENSE_CHANNELS 4
 #define SPARSE_ROWS 32
+#define QUAD_ROWS 8
 typedef struct {
     int32_t v[8];
 } acc_portable;
@@ -588,6 +591,7 @@ INLINE acc_portable acc_add_portable(acc_portable a, acc_portable b) {
 #define DENSE_ROWS 16
 #define DENSE_CHANNELS 3
 #define SPARSE_ROWS 32
+#define QUAD_ROWS 8 /* 4 channels x 8 rows: 8 registers */
 typedef struct {
     __m256i lo, hi;
 } acc_avx2;
@@ -621,6 +625,7 @@ typedef struct {
 #define DENSE_ROWS 16
 #define DENSE_CHANNELS 4 /* 8 accumulators of 16 registers; 6 spilled (1.7x slower) */
 #define SPARSE_ROWS 64
+#define QUAD_ROWS 16 /* 4 channels x 16 rows: 8 accumulators */
 #define ACC __m256i
 #define WV __m256i
 #define ACC_ZERO() _mm256_setzero_si256()
@@ -644,6 +649,7 @@ typedef struct {
 #define DENSE_ROWS 32
 #define DENSE_CHANNELS 8 /* divides the groups of 16 (64 x 6 left 4 blocks of one channel) */
 #define SPARSE_ROWS 64
+#define QUAD_ROWS 64 /* 4 channels x 64 rows: 16 accumulators */
 #define ACC __m512i
 #define WV __m512i
 #define ACC_ZERO() _mm512_setzero_si512()
@@ -661,13 +667,16 @@ typedef struct {
 
 typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *, float *);
 
-static tile_fn tile_kernel(int path, int sparse) {
+static tile_fn tile_kernel(const gemm_t *g) {
+    const int kind = g->wd ? 0 : g->quads ? 2 : 1;
+#define PICK(suffix) return kind == 0 ? dense_tile_##suffix : kind == 1 ? sparse_tile_##suffix : quad_tile_##suffix
 #ifdef SP_X86
-    if (path == PATH_AVX2) return sparse ? sparse_tile_avx2 : dense_tile_avx2;
-    if (path == PATH_AVXVNNI) return sparse ? sparse_tile_avxvnni : dense_tile_avxvnni;
-    if (path == PATH_AVX512VNNI) return sparse ? sparse_tile_vnni : dense_tile_vnni;
+    if (g->path == PATH_AVX2) PICK(avx2);
+    if (g->path == PATH_AVXVNNI) PICK(avxvnni);
+    if (g->path == PATH_AVX512VNNI) PICK(vnni);
 #endif
-    return sparse ? sparse_tile_portable : dense_tile_portable;
+    PICK(portable);
+#undef PICK
 }
 
 /* Each part owns a range of row tiles or of channels (see balance). Row tiles are the outer loop:
@@ -675,7 +684,7 @@ static tile_fn tile_kernel(int path, int sparse) {
 static void gemm_part(void *ctx, int part, int parts) {
     (void)parts;
     const gemm_t *g = ctx;
-    const tile_fn kernel = tile_kernel(g->path, g->wd == NULL);
+    const tile_fn kernel = tile_kernel(g);
     int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
     float *f = g->fbuf + (size_t)part * g->fbuf_floats;
     for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
@@ -687,7 +696,9 @@ static void gemm_part(void *ctx, int part, int parts) {
 
 /* A channel's work: its kept blocks when sparse (and a little for its epilogue), else 1. */
 static int64_t work_of(const gemm_t *g, int64_t n) {
-    return g->wd ? 1 : g->ptr[n + 1] - g->ptr[n] + 1;
+    if (g->wd) return 1;
+    const int64_t u = g->quads ? n / 4 : n;
+    return g->ptr[u + 1] - g->ptr[u] + 1;
 }
 
 /* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
@@ -1095,9 +1106,9 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
-    int residual_half, out_half, gelu;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*Oy*OO(pp)OOO(fiiiiL)OL(pp)si", &a, &table, &ga,
-                          &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &obj[2], &gw, &obj[3],
+    int residual_half, out_half, gelu, quads;
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*pOy*OO(pp)OOO(fiiiiL)OL(pp)si", &a, &table, &ga,
+                          &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &quads, &obj[2], &gw, &obj[3],
                           &obj[4], &relu, &gelu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level,
                           &q.lowest, &q.sq_max, &q.offset, &plane_rows, &obj[8], &group,
                           &residual_half, &out_half, &path_name, &threads))
@@ -1120,6 +1131,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         ok = 0;
     }
     const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
+    const int64_t units = quads ? (n + 3) / 4 : n; /* what ptr counts kept blocks of */
     ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
          check_len(&gw, n, 4, "gw") &&
          (!opt[OUT].obj || check_len(&opt[OUT], n * m, out_half ? 2 : 4, "out")) &&
@@ -1130,7 +1142,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
          (!opt[PLANES].obj || check_len(&opt[PLANES], (n + 3) / 4 * plane_rows * 4, 1, "planes")) &&
          (!opt[ROW_OF].obj || check_len(&opt[ROW_OF], tiled, 8, "row_of")) &&
          (!opt[ROW_GAMMA].obj || (opt[PLANES].obj && !opt[DENSE_OF].obj && check_len(&opt[ROW_GAMMA], m, 4, "row_gamma"))) &&
-         (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, n + 1, 4, "ptr"));
+         (opt[WD].obj ? check_len(&opt[WD], n * k4, 4, "dense") : check_len(&ptr, units + 1, 4, "ptr"));
     if (ok) { /* every plane a tile reads lies in the buffer (row maps and kept blocks are
                * checked once, when made: see check_rows and check_blocks) */
         const int64_t *t = table.buf;
@@ -1140,7 +1152,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     }
     if (ok && !opt[WD].obj) {
         const int32_t *p = ptr.buf;
-        ok = check_len(&idx, p[n], 2, "idx") && check_len(&wv, p[n], 4, "wv");
+        ok = check_len(&idx, p[units], 2, "idx") && check_len(&wv, p[units], quads ? 16 : 4, "wv");
     }
     if (ok) {
         g->group = group;
@@ -1162,6 +1174,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->ptr = ptr.buf;
         g->idx = idx.buf;
         g->wv = wv.buf;
+        g->quads = quads && !opt[WD].obj;
         g->corr = opt[CORR].buf;
         g->gw = gw.buf;
         g->bias = opt[BIAS].buf;

@@ -39,6 +39,8 @@ INT8_MAX = 127  # folded weights are s8
 LONGEST_PLANES = min(MAX_PLANES, (2**31 - 1) // (4 * INT8_MAX * 255))
 HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
+QUAD = 4  # channels that share a kept block's activation loads in the quad layout
+QUADS_BELOW = 1.5  # the quad layout's blocks (4 per plane a quad keeps) per kept block it takes
 PLANE_PERIOD, PLANE_PHASE = 256, 128  # plane rows are PLANE_PHASE past a multiple of PERIOD
 SCRATCH_SHAPES = 16  # temporaries kept per thread: strided convolutions x a few batch sizes
 
@@ -74,8 +76,10 @@ POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel
 class PackedWeight:
     """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
     (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or the kept
-    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1]; corr[n] = 128 ·
-    the channel's folded sum (what signed activations' +128 adds); gamma, bias float32 [N]."""
+    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1], or, with
+    ``quads``, of channels 4q..4q+3 at ptr[q]:ptr[q + 1] (each its plane and 4 x 4 weights);
+    corr[n] = 128 · the channel's folded sum (what signed activations' +128 adds); gamma, bias
+    float32 [N]."""
 
     taps: int
     channels: int
@@ -88,6 +92,7 @@ class PackedWeight:
     ptr: np.ndarray
     idx: np.ndarray
     wv: np.ndarray
+    quads: bool = False
 
     @property
     def planes(self) -> int:
@@ -175,15 +180,33 @@ def pack(
         return PackedWeight(
             *common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty
         )
-    channel, plane = np.nonzero(kept)  # channel-major, planes ascending
-    ptr = np.zeros(w.n + 1, np.int32)
-    np.cumsum(np.bincount(channel, minlength=w.n), out=ptr[1:])
+    quads = -(-w.n // QUAD)
+    by_quad = np.zeros((quads * QUAD, taps * c4), np.int32)
+    by_quad[: w.n] = planes
+    by_quad = by_quad.reshape(quads, QUAD, -1)
+    quad_kept = (by_quad != 0).any(axis=1)  # [quads, planes]: what a quad's channels keep
+    if QUAD * quad_kept.sum() <= QUADS_BELOW * kept.sum():  # pruned by quads (e.g. "4x4")
+        quad, plane = np.nonzero(quad_kept)
+        ptr = _block_ranges(quad, quads)
+        wv = by_quad[quad, :, plane]  # [blocks, 4]: the quad's weights on each kept plane
+    else:
+        quad = None
+        channel, plane = np.nonzero(kept)  # channel-major, planes ascending
+        ptr = _block_ranges(channel, w.n)
+        wv = planes[channel, plane]
     idx = plane.astype(np.uint16)
-    _kernel.check_blocks(ptr, idx, taps * c4, w.n)
+    _kernel.check_blocks(ptr, idx, taps * c4, len(ptr) - 1)
     return PackedWeight(
         taps, channels, w.n, w.vector_size, gamma, bias, corr, None, _frozen(ptr), _frozen(idx),
-        _frozen(np.ascontiguousarray(planes[channel, plane])),
+        _frozen(np.ascontiguousarray(wv).reshape(-1)), quad is not None,
     )  # fmt: skip
+
+
+def _block_ranges(owner: np.ndarray, owners: int) -> np.ndarray:
+    """int32 [owners + 1]: where each owner's kept blocks start (owners ascending)."""
+    ptr = np.zeros(owners + 1, np.int32)
+    np.cumsum(np.bincount(owner, minlength=owners), out=ptr[1:])
+    return ptr
 
 
 def quantize(
@@ -366,8 +389,8 @@ def conv(
         )  # fmt: skip
         group = target.vector_size
     _kernel.gemm(
-        planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr,
-        w.idx, w.wv, w.corr if a.signed else None, w.gamma, w.bias, residual, (relu, gelu), out,
+        planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr, w.idx, w.wv,
+        w.quads, w.corr if a.signed else None, w.gamma, w.bias, residual, (relu, gelu), out,
         *quantized, group, (_is_half(residual), _is_half(out)), path or PATHS[0], threads,
     )  # fmt: skip
     return out

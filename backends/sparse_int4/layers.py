@@ -32,7 +32,7 @@ class SparsityOptions:
         if self.density is not None and not 0 < self.density <= 1:
             raise UserError(f"density must be in (0, 1], not {self.density}")
         sparsity.check_pattern(self.pattern)
-        if self.pattern not in (sparsity.UNSTRUCTURED, sparsity.BLOCKS):
+        if self.pattern not in sparsity.FREE_DENSITY:
             kept, group = sparsity.parse_pattern(self.pattern)
             if self.density is not None and abs(self.density - kept / group) > 1e-9:
                 raise UserError(
@@ -57,7 +57,7 @@ class SparsityOptions:
 
     @property
     def target_density(self) -> float | None:
-        if self.density is None and self.pattern not in (sparsity.UNSTRUCTURED, sparsity.BLOCKS):
+        if self.density is None and self.pattern not in sparsity.FREE_DENSITY:
             kept, group = sparsity.parse_pattern(self.pattern)
             return kept / group
         return self.density

@@ -15,6 +15,10 @@ Decisions:
   the 4 weights one u8 x s8 dot-product lane multiplies (``vpdpbusd``), so the kernel's work is
   one instruction per kept block and 16 rows. A tap's last block is short when its channels are
   not a multiple of 4.
+- "4x4" keeps such blocks by quads of output channels (4 consecutive channels keep the same
+  blocks, by the quad's sum of squares): the kernel loads a kept block's activations once for
+  the quad's 4 channels, where 1x4 loads them once per channel. Coarser, so it costs more
+  accuracy than 1x4 at the same density.
 - Ties in |w| keep the weight with the lower K index, so a mask never depends on sort internals.
 - A model that is already pruned brings its own zeros: ``existing_mask`` uses them as the mask.
 - ``compress`` stores positions in the smallest of three forms: a bitmask (1 bit per dense
@@ -40,7 +44,10 @@ from harness.errors import UserError
 
 UNSTRUCTURED = "unstructured"
 BLOCKS = "1x4"  # blocks of 4 consecutive input channels in one output channel
+QUAD_BLOCKS = "4x4"  # the same blocks, kept by quads of 4 consecutive output channels
 BLOCK = 4
+QUAD = 4
+FREE_DENSITY = (UNSTRUCTURED, BLOCKS, QUAD_BLOCKS)  # the patterns that take any density
 NM_PATTERN = re.compile(r"(\d+):(\d+)")
 DENSITY_TOLERANCE = 1e-9  # how close density must be to N / M
 INDEX_GROUPS = (2, 4, 8, 16, 32, 64)  # group lengths along K that position indices may count in
@@ -62,12 +69,16 @@ def prune(
     k, n = data.shape
     if pattern == UNSTRUCTURED:
         return _keep_largest(magnitude, _kept(density, k), axis=0)
-    if pattern == BLOCKS:
+    if pattern in (BLOCKS, QUAD_BLOCKS):
         block_of = vector_index(k, channels or k, BLOCK)
-        energy = np.zeros((block_of[-1] + 1, n))
-        np.add.at(energy, block_of, np.square(data))
+        owners = 1 if pattern == BLOCKS else QUAD  # output channels that keep a block together
+        quads = -(-n // owners)
+        square = np.zeros((k, quads * owners))
+        square[:, :n] = np.square(data)
+        energy = np.zeros((block_of[-1] + 1, quads))
+        np.add.at(energy, block_of, square.reshape(k, quads, owners).sum(axis=2))
         kept = _keep_largest(energy, _kept(density, len(energy)), axis=0)
-        return kept[block_of]
+        return np.repeat(kept, owners, axis=1)[block_of, :n]
     kept, group = parse_pattern(pattern)
     if abs(density - kept / group) > DENSITY_TOLERANCE:
         raise UserError(
@@ -89,8 +100,8 @@ def _kept(density: float, count: int) -> int:
 
 
 def check_pattern(pattern: str) -> None:
-    """Refuse a pattern name that is not unstructured, 1x4 or N:M."""
-    if pattern not in (UNSTRUCTURED, BLOCKS):
+    """Refuse a pattern name that is not unstructured, 1x4, 4x4 or N:M."""
+    if pattern not in FREE_DENSITY:
         parse_pattern(pattern)
 
 
@@ -100,7 +111,7 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     if not match or not 1 <= int(match[1]) <= int(match[2]):
         raise UserError(
             f"sparsity pattern {pattern!r} is not understood; use {UNSTRUCTURED!r}, "
-            f"{BLOCKS!r} or N:M with 1 <= N <= M, such as 2:4 or 1:8"
+            f"{BLOCKS!r}, {QUAD_BLOCKS!r} or N:M with 1 <= N <= M, such as 2:4 or 1:8"
         )
     return int(match[1]), int(match[2])
 
