@@ -7,15 +7,15 @@
   threads: vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16 vpmaddwd + vpaddd pair
   (AVX2, whose u8 x s8 products are exact only as int16 pairs).
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
-  density 1, and 1/8 in the 1x4 (fast), unstructured and 1:8 patterns, on BERT-Large's FFN shape
-  and ResNet-50 convolution shapes (batch 8; stride-1 convolutions read the planes' shifted rows),
-  the kernel's activation quantization included (and once without, as MatMulInteger is handed
-  uint8), measured interleaved, each case after a short busy wait (see settle); with the peak,
-  density 1 as a share of the path's instruction peak.
+  density 1, and 1/8 in the 4x4 (fastest), 1x4, unstructured and 1:8 patterns, on BERT-Large's
+  FFN shape and ResNet-50 convolution shapes (batch 8; stride-1 convolutions read the planes'
+  shifted rows), the kernel's activation quantization included (and once without, as
+  MatMulInteger is handed uint8), measured interleaved, each case after a short busy wait (see
+  settle); with the peak, density 1 as a share of the path's instruction peak.
 - resnet50 / bert: end-to-end batches of the built-in models (8 images, 4 sequences), onnxruntime
-  int8 (static QDQ; dynamic for BERT) against sparse-int4 at 1/8 in the 1x4 pattern, with each
-  backend's time split: sparse-int4 between kernel layers, its other native steps and ONNX
-  Runtime segments; ONNX Runtime between its weight layers and the rest (from its profiler).
+  int8 (static QDQ; dynamic for BERT) against sparse-int4 at 1/8 in the 4x4 and 1x4 patterns,
+  with each backend's time split: sparse-int4 between kernel layers, its other native steps and
+  ONNX Runtime segments; ONNX Runtime between its weight layers and the rest (its profiler).
 """
 
 from __future__ import annotations
@@ -51,10 +51,12 @@ GEMM_SHAPES = {  # name: (NCHW input of a "same" convolution, kernel side, strid
 }
 CASES = (  # label, density, pattern
     ("kernel d=1", 1.0, "unstructured"),
+    ("kernel d=1/8 4x4", 0.125, "4x4"),
     ("kernel d=1/8 1x4", 0.125, "1x4"),
     ("kernel d=1/8 unstructured", 0.125, "unstructured"),
     ("kernel d=1/8 1:8", 0.125, "1:8"),
 )
+PATTERNS = ("4x4", "1x4")  # end to end at density 1/8
 PEAKS = {  # kernel path: (_kernel.peak kind, its instruction)
     "avx512vnni": (2, "vpdpbusd zmm"),
     "avxvnni": (1, "vpdpbusd ymm"),
@@ -155,7 +157,7 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
             return kernel.quantize(x, 16, False, path=path, threads=threads, **images)
 
         weight = rng.standard_normal((k, n)).astype(np.float32)
-        out = np.empty((n, m), np.float32)
+        out = kernel.aligned_empty((n, m), np.float32)
         cases: dict[str, Callable[[], object]] = {"ort int8": ort_matmul_integer(m, k, n, threads)}
         packed = {}
         for label, density, pattern in CASES:
@@ -168,8 +170,8 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
 
             cases[label] = run
         a = quantize()
-        fast = packed["kernel d=1/8 1x4"]
-        cases["GEMM only d=1/8 1x4"] = lambda a=a, p=fast, g=geometry, out=out: kernel.conv(
+        fast = packed["kernel d=1/8 4x4"]
+        cases["GEMM only d=1/8 4x4"] = lambda a=a, p=fast, g=geometry, out=out: kernel.conv(
             a, p, g, out=out, path=path, threads=threads
         )
         times: dict[str, list[float]] = {label: [] for label in cases}
@@ -181,13 +183,14 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
         share = (
             f", d=1 at {tops['kernel d=1'] / path_peak:.0%} of the {path} peak" if path_peak else ""
         )
-        fast_tops = tops["kernel d=1/8 1x4"]
+        fast_tops = tops["kernel d=1/8 4x4"]
         print(
-            f"  d=1/8 1x4 vs ort int8 {fast_tops / tops['ort int8']:.2f}x, vs own d=1 "
-            f"{fast_tops / tops['kernel d=1']:.2f}x; unstructured vs ort "
+            f"  d=1/8 4x4 vs ort int8 {fast_tops / tops['ort int8']:.2f}x, vs own d=1 "
+            f"{fast_tops / tops['kernel d=1']:.2f}x; 1x4 vs ort "
+            f"{tops['kernel d=1/8 1x4'] / tops['ort int8']:.2f}x; unstructured vs ort "
             f"{tops['kernel d=1/8 unstructured'] / tops['ort int8']:.2f}x; 1:8 vs ort "
-            f"{tops['kernel d=1/8 1:8'] / tops['ort int8']:.2f}x; GEMM only 1x4 vs ort "
-            f"{tops['GEMM only d=1/8 1x4'] / tops['ort int8']:.2f}x{share}"
+            f"{tops['kernel d=1/8 1:8'] / tops['ort int8']:.2f}x; GEMM only 4x4 vs ort "
+            f"{tops['GEMM only d=1/8 4x4'] / tops['ort int8']:.2f}x{share}"
         )
 
 
@@ -226,27 +229,34 @@ def end_to_end(model_name: str, threads: int, repeats: int, path: str) -> None:
     batch = data.load(np.arange(8 if model_name == "resnet50" else 4))
     int8_path = str(quantize_int8(handle, workload.int8_activations))
     dense = session(int8_path, threads)
-    options = SparsityOptions(0.125, "1x4")
-    sparse = GraphExecutor(
-        onnx.load(str(model_path)), options, threads, path, calibration=data.calibration
-    )
-    split: dict[str, float] = {}
-    times: dict[str, list[float]] = {"ort int8": [], "sparse-int4": []}
-    for _ in range(repeats):
+    model = onnx.load(str(model_path))
+    sparse = {
+        pattern: GraphExecutor(
+            model, SparsityOptions(0.125, pattern), threads, path, calibration=data.calibration
+        )
+        for pattern in PATTERNS
+    }
+    splits: dict[str, dict[str, float]] = {pattern: {} for pattern in PATTERNS}
+    times: dict[str, list[float]] = {"ort int8": [], **{pattern: [] for pattern in PATTERNS}}
+    for _ in range(repeats):  # interleaved, so machine noise hits every case alike
         times["ort int8"].append(median_time(lambda: dense.run(None, batch), 1))
-        times["sparse-int4"].append(median_time(lambda: sparse.run(batch, split), 1))
-    ort_s, ours = (statistics.median(times[k]) for k in ("ort int8", "sparse-int4"))
-    share = {part: seconds / sum(split.values()) for part, seconds in split.items()}
+        for pattern, executor in sparse.items():
+            split = splits[pattern]
+            times[pattern].append(median_time(lambda e=executor, s=split: e.run(batch, s), 1))
+    ort_s = statistics.median(times["ort int8"])
     ort_share = ort_split(int8_path, batch, threads)
     print(
-        f"{model_name} batch {len(next(iter(batch.values())))}, density 1/8 1x4: ort int8 "
-        f"{ort_s * 1e3:.0f} ms, sparse-int4 {ours * 1e3:.0f} ms -> {ort_s / ours:.2f}x "
-        f"(best of {repeats}: {min(times['ort int8']) / min(times['sparse-int4']):.2f}x); "
-        "sparse-int4 split "
-        + ", ".join(f"{p} {v:.0%}" for p, v in share.items())
-        + "; ort int8 split "
-        + ", ".join(f"{p} {v:.0%}" for p, v in ort_share.items())
+        f"{model_name} batch {len(next(iter(batch.values())))}: ort int8 {ort_s * 1e3:.0f} ms, "
+        "split " + ", ".join(f"{p} {v:.0%}" for p, v in ort_share.items())
     )
+    for pattern in PATTERNS:
+        ours, split = statistics.median(times[pattern]), splits[pattern]
+        share = {part: seconds / sum(split.values()) for part, seconds in split.items()}
+        print(
+            f"  sparse-int4 d=1/8 {pattern}: {ours * 1e3:.0f} ms -> {ort_s / ours:.2f}x ort int8 "
+            f"(best of {repeats}: {min(times['ort int8']) / min(times[pattern]):.2f}x); split "
+            + ", ".join(f"{p} {v:.0%}" for p, v in share.items())
+        )
 
 
 def main() -> None:
