@@ -149,8 +149,10 @@ def test_a_killed_run_is_failed_for_report_build_and_the_next_run(
     small_dataset, tmp_path, capsys
 ):
     process = start_run(tmp_path, small_dataset, start_new_session=True)
+    run_process = child_pids(process.pid)
     os.killpg(process.pid, signal.SIGKILL)  # the whole process group, no chance to clean up
     process.wait(timeout=60)
+    assert gone(run_process)  # a killed process holds its run's lock until it has exited
     runs = tmp_path / "runs"
     (staging,) = runs.iterdir()
     assert staging.name.startswith(".") and staging.name.count(".partial-") == 1
