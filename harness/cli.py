@@ -53,6 +53,23 @@ sparse_flags = options(
 )
 
 
+# A built-in pruned reference, shared by run and compare.
+model_reference_flags = options(
+    click.option(
+        "--model-density",
+        type=float,
+        default=None,
+        help="Use the built-in model pruned to this density when built (recalibrated, with "
+        "its own FP32 labels): a pruned reference every backend runs.",
+    ),
+    click.option(
+        "--model-pattern",
+        default=None,
+        help="The built-in reference's pruning pattern: 1x4 (default), unstructured or N:M.",
+    ),
+)
+
+
 # The simulated device, shared by run and predict.
 device_flags = options(
     click.option("--device", default=None, help="simaccel: built-in device, e.g. moffett-s30."),
@@ -118,9 +135,10 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
         click.option(
             "--model-path",
             type=click.Path(path_type=Path),
-            help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in "
-            "synthetic.",
+            help="ONNX model file (e.g. the official resnet50_v1.onnx, or one written by "
+            "sparseperf prune); default: built-in synthetic.",
         ),
+        model_reference_flags,
         click.option(
             "--dataset-path",
             type=click.Path(path_type=Path),
@@ -224,7 +242,7 @@ def tune(extra_options: tuple[str, ...], retune: bool, **fields: Any) -> None:
     tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start)
     save(spec, tuned)
     click.echo(
-        f"TUNED {spec.model} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
+        f"TUNED {spec.model_label} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
         f"-> {store_path()}; later runs use it"
     )
 
@@ -240,8 +258,8 @@ def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> d
 def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
     """The one line that ends a run."""
     mode = f"{spec.mode} {spec.compliance}" if spec.compliance else spec.mode
-    head = f"RESULT {spec.model} {spec.scenario} {spec.backend_label} {mode}:"
-    notes = []
+    head = f"RESULT {spec.model_label} {spec.scenario} {spec.backend_label} {mode}:"
+    notes = [result["model_note"]] if result.get("model_note") else []
     if not result.get("compliant_preset"):
         notes.append(f"preset {spec.preset} is not compliant")
     if result.get("synthetic_data"):

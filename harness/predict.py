@@ -205,7 +205,7 @@ def prepare(request: PredictRequest) -> Prediction:
     profile.check_dtype(request.precision or profile.default_dtype())
     Options(density=request.density)  # checks the density before any model is read
     if request.model_path is None:  # the built-in model needs no check: BERT-Large stays fast
-        path = workload.builtin_model(say)
+        path = workload.builtin_model(say, None)
     else:
         from harness.runner import prepare_model
         from harness.spec import RunSpec
