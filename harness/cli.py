@@ -367,6 +367,53 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     click.echo(summary(layers), err=True)
 
 
+@cli.command("prune")
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ONNX model to prune (e.g. the official file); default: the built-in synthetic one.",
+)
+@click.option("--density", type=float, required=True, help="Fraction of weights kept, in (0, 1].")
+@click.option(
+    "--sparsity-pattern",
+    default="1x4",
+    show_default=True,
+    help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), unstructured, "
+    "or N:M such as 2:4.",
+)
+@click.option(
+    "--keep-dense",
+    default="",
+    help="Layers left dense: first, last or first,last (in graph order).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New ONNX file.")
+def prune(
+    model: str,
+    model_path: Path | None,
+    density: float,
+    sparsity_pattern: str,
+    keep_dense: str,
+    out: Path,
+) -> None:
+    """Write a magnitude-pruned copy of a model (zeros in its weight-bearing layers, the same
+    patterns as sparse-int4), with the density and pattern in its metadata."""
+    from harness.models.recipe import Recipe
+    from harness.prune import check_output, prune_file, summary_lines
+    from harness.runner import prepare_model
+
+    check_output(out)
+    ends = tuple(dict.fromkeys(part.strip() for part in keep_dense.split(",") if part.strip()))
+    recipe = Recipe(density, sparsity_pattern, ends)
+    source = prepare_model(RunSpec(model=model, model_path=model_path))
+    label = model_path.name if model_path else f"built-in synthetic {model} (seed 0)"
+    record = prune_file(source, recipe, out, label)
+    for line in summary_lines(record):
+        click.echo(line)
+    click.echo(f"wrote {out}: {model}, {record.recipe.describe()}")
+
+
 @cli.command("sparsity-table")
 @click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
 @click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")

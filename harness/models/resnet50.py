@@ -64,6 +64,7 @@ STEM_BLUR = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 # Logits are scaled so that a prototype beats the runner-up class by this much (the median
 # over prototypes; an image, less like its prototype, by less): trained-like confidence.
 PROTOTYPE_MARGIN = 8.0
+OTHER_ROW_NORM = 0.1  # rows of classes without a prototype, against a prototype's row
 FIRST_LAYER, LAST_LAYER = "conv1", "fc"  # what a recipe's "first" and "last" keep dense
 FEATURES_OUTPUT = "flatten"
 PROTOTYPE_BATCH = 32
@@ -271,25 +272,31 @@ class _Builder:
 
     def classifier(self, centres: np.ndarray) -> None:
         """A nearest-class-centre rule over the pooled features: class k's logit is
-        (|f - mean|^2 - |f - centre_k|^2) / 2, scaled, which is linear in f."""
+        (|f - mean|^2 - |f - centre_k|^2) / 2, scaled, which is linear in f. Classes without a
+        prototype (and background) get small random rows and a bias that puts them below
+        every prototype's winning logit: they never win, and the layer has no zero rows."""
         mean = centres.mean(axis=0)
         rows = centres - mean
-        weight = np.zeros((NUM_CLASSES, FEATURES))
         classes = class_labels(len(centres))
+        others = np.ones(NUM_CLASSES, bool)
+        others[classes] = False
+        weight = self.rng.standard_normal((NUM_CLASSES, FEATURES))
+        weight *= OTHER_ROW_NORM * np.linalg.norm(rows, axis=1).mean() / np.sqrt(FEATURES)
         weight[classes] = rows
         weight = self.prune(LAST_LAYER, weight, "Gemm")
         kept = weight[classes]
         # With the class's own (possibly pruned) row: its centre scores (row . (centre - mean)) / 2.
-        logits = (centres - mean) @ kept.T - 0.5 * np.einsum("kf,kf->k", kept, rows)
-        ranked = np.sort(logits, axis=1)
-        scale = PROTOTYPE_MARGIN / np.median(ranked[:, -1] - ranked[:, -2])
-        weight *= scale
         bias = np.zeros(NUM_CLASSES)
-        bias[classes] = -scale * (kept @ mean + 0.5 * np.einsum("kf,kf->k", kept, rows))
-        # Classes without a prototype (and background) sit below every logit a prototype scores.
-        others = np.ones(NUM_CLASSES, bool)
-        others[classes] = False
-        bias[others] = scale * logits.min() - PROTOTYPE_MARGIN
+        bias[classes] = -(kept @ mean + 0.5 * np.einsum("kf,kf->k", kept, rows))
+        logits = centres @ weight.T + bias
+        ranked = np.sort(logits[:, classes], axis=1)
+        scale = PROTOTYPE_MARGIN / np.median(ranked[:, -1] - ranked[:, -2])
+        # Twice the margin below the weakest winner: far from winning, close enough not to widen
+        # the range an int8 or int4 quantizer of the logits must cover.
+        lowest_top = ranked[:, -1].min() - 2 * PROTOTYPE_MARGIN / scale
+        bias[others] = lowest_top - logits[:, others].max(axis=0)
+        weight *= scale
+        bias *= scale
         self.nodes.append(
             helper.make_node(
                 "Gemm",
