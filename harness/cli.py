@@ -464,7 +464,9 @@ prediction_flags = options(
         "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
     ),
     click.option(
-        "--sparsity-pattern", default="unstructured", show_default=True, help="unstructured, 2:4."
+        "--sparsity-pattern",
+        default=None,
+        help="unstructured, 2:4 (default: a pruned model file's own pattern, else unstructured).",
     ),
     click.option(
         "--dataset-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
@@ -570,6 +572,13 @@ output_flags = options(
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--dataset-count", type=int, default=None, help="Use only the first N samples.")
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The ONNX file every backend runs (one model), e.g. one written by sparseperf prune.",
+)
+@model_reference_flags
 @click.option(
     "--accuracy/--no-accuracy",
     default=True,
