@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from harness.datasets.synthetic_squad import END_WORD_IDS, START_WORD_IDS
 from harness.models.pruning import LayerRecord, PruningRecord, prune_weight, record_props
 from harness.models.recipe import Recipe
 
@@ -77,10 +78,15 @@ class BertConfig:
     vocab_size: int = 30522
     max_positions: int = 512
     type_vocab_size: int = 2
+    # The synthetic vocabulary's answer-start and answer-end words (synthetic_squad) point
+    # along the start and end read-outs of the QA head with this norm against a word's, so the
+    # span they enclose wins by a trained-like margin (a median of about 5 logits on the
+    # built-in set). The signal grows with depth: two layers need a larger gain than 24.
+    answer_gain: float = 0.3
 
 
 BERT_LARGE = BertConfig("bert-large", 24, 1024, 16, 4096)
-BERT_TINY = BertConfig("bert-tiny", 2, 128, 2, 512)
+BERT_TINY = BertConfig("bert-tiny", 2, 128, 2, 512, answer_gain=0.5)
 
 
 def parameter_count(config: BertConfig) -> int:
@@ -133,21 +139,26 @@ class _Builder:
         qa_weight = self.rng.standard_normal((config.hidden, 2), dtype=np.float32)
         qa_weight *= QA_GAIN / math.sqrt(config.hidden)
         qa_bias = self.rng.standard_normal(2, dtype=np.float32) * np.float32(BIAS_STD)
-        hidden = self.embeddings(qa_weight.sum(axis=1))
+        hidden = self.embeddings(qa_weight)
         mask_bias = self.mask_bias()
         for layer in range(config.layers):
             hidden = self.encoder_layer(f"encoder.layer.{layer}", hidden, mask_bias)
         self.qa_head(hidden, qa_weight, qa_bias)
         self.interface()
 
-    def embeddings(self, read_out: np.ndarray) -> str:
+    def embeddings(self, qa_weight: np.ndarray) -> str:
         config = self.config
         words = self.rng.standard_normal((config.vocab_size, config.hidden), dtype=np.float32)
         words *= np.float32(WORD_STD)
+        word_norm = WORD_STD * math.sqrt(config.hidden)
         # Anti-aligned with both logits' read-out, with a norm of PAD_GAIN x a typical word's.
-        words[PAD_ID] = read_out * np.float32(
-            -PAD_GAIN * WORD_STD * math.sqrt(config.hidden) / np.linalg.norm(read_out)
-        )
+        read_out = qa_weight.sum(axis=1)
+        words[PAD_ID] = read_out * np.float32(-PAD_GAIN * word_norm / np.linalg.norm(read_out))
+        gain = np.float32(config.answer_gain * word_norm)
+        for ids, column in ((START_WORD_IDS, 0), (END_WORD_IDS, 1)):
+            if ids.stop <= config.vocab_size:
+                direction = qa_weight[:, column] / np.linalg.norm(qa_weight[:, column])
+                words[ids.start : ids.stop] += gain * direction
         word_table = self.initializer("embeddings.word_embeddings", words)
         del words
         position_table = self.random(

@@ -38,7 +38,7 @@ INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
 
 def builtin_model(config: builder.BertConfig, progress: Progress, recipe: Recipe | None) -> Path:
     """The synthetic model, built once; with ``recipe``, the pruned reference."""
-    digest = source_digest(builder, pruning, recipe_module)
+    digest = source_digest(builder, synthetic_squad, pruning, recipe_module)
     tag = f"-{recipe.tag}" if recipe else ""
     path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}{tag}-{digest}.onnx"
 
