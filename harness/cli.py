@@ -54,6 +54,23 @@ sparse_flags = options(
 )
 
 
+# A built-in pruned reference, shared by run and compare.
+model_reference_flags = options(
+    click.option(
+        "--model-density",
+        type=float,
+        default=None,
+        help="Use the built-in model pruned to this density when built (recalibrated, with "
+        "its own FP32 labels): a pruned reference every backend runs.",
+    ),
+    click.option(
+        "--model-pattern",
+        default=None,
+        help="The built-in reference's pruning pattern: 1x4 (default), unstructured or N:M.",
+    ),
+)
+
+
 # The simulated device, shared by run and predict.
 device_flags = options(
     click.option("--device", default=None, help="simaccel: built-in device, e.g. moffett-s30."),
@@ -119,9 +136,10 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
         click.option(
             "--model-path",
             type=click.Path(path_type=Path),
-            help="ONNX model file (e.g. the official resnet50_v1.onnx); default: built-in "
-            "synthetic.",
+            help="ONNX model file (e.g. the official resnet50_v1.onnx, or one written by "
+            "sparseperf prune); default: built-in synthetic.",
         ),
+        model_reference_flags,
         click.option(
             "--dataset-path",
             type=click.Path(path_type=Path),
@@ -225,7 +243,7 @@ def tune(extra_options: tuple[str, ...], retune: bool, **fields: Any) -> None:
     tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start)
     save(spec, tuned)
     click.echo(
-        f"TUNED {spec.model} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
+        f"TUNED {spec.model_label} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
         f"-> {store_path()}; later runs use it"
     )
 
@@ -241,8 +259,8 @@ def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> d
 def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
     """The one line that ends a run."""
     mode = f"{spec.mode} {spec.compliance}" if spec.compliance else spec.mode
-    head = f"RESULT {spec.model} {spec.scenario} {spec.backend_label} {mode}:"
-    notes = []
+    head = f"RESULT {spec.model_label} {spec.scenario} {spec.backend_label} {mode}:"
+    notes = [result["model_note"]] if result.get("model_note") else []
     if not result.get("compliant_preset"):
         notes.append(f"preset {spec.preset} is not compliant")
     if result.get("synthetic_data"):
@@ -350,6 +368,53 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     click.echo(summary(layers), err=True)
 
 
+@cli.command("prune")
+@click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ONNX model to prune (e.g. the official file); default: the built-in synthetic one.",
+)
+@click.option("--density", type=float, required=True, help="Fraction of weights kept, in (0, 1].")
+@click.option(
+    "--sparsity-pattern",
+    default="1x4",
+    show_default=True,
+    help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), unstructured, "
+    "or N:M such as 2:4.",
+)
+@click.option(
+    "--keep-dense",
+    default="",
+    help="Layers left dense: first, last or first,last (in graph order).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New ONNX file.")
+def prune(
+    model: str,
+    model_path: Path | None,
+    density: float,
+    sparsity_pattern: str,
+    keep_dense: str,
+    out: Path,
+) -> None:
+    """Write a magnitude-pruned copy of a model (zeros in its weight-bearing layers, the same
+    patterns as sparse-int4), with the density and pattern in its metadata."""
+    from harness.models.recipe import Recipe
+    from harness.prune import check_output, prune_file, summary_lines
+    from harness.runner import prepare_model
+
+    check_output(out)
+    ends = tuple(dict.fromkeys(part.strip() for part in keep_dense.split(",") if part.strip()))
+    recipe = Recipe(density, sparsity_pattern, ends)
+    source = prepare_model(RunSpec(model=model, model_path=model_path))
+    label = model_path.name if model_path else f"built-in synthetic {model} (seed 0)"
+    record = prune_file(source, recipe, out, label)
+    for line in summary_lines(record):
+        click.echo(line)
+    click.echo(f"wrote {out}: {model}, {record.recipe.describe()}")
+
+
 @cli.command("sparsity-table")
 @click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
 @click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
@@ -400,7 +465,9 @@ prediction_flags = options(
         "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
     ),
     click.option(
-        "--sparsity-pattern", default="unstructured", show_default=True, help="unstructured, 2:4."
+        "--sparsity-pattern",
+        default=None,
+        help="unstructured, 2:4 (default: a pruned model file's own pattern, else unstructured).",
     ),
     click.option(
         "--dataset-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
@@ -506,6 +573,13 @@ output_flags = options(
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True)
 @click.option("--dataset-count", type=int, default=None, help="Use only the first N samples.")
+@click.option(
+    "--model-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The ONNX file every backend runs (one model), e.g. one written by sparseperf prune.",
+)
+@model_reference_flags
 @click.option(
     "--accuracy/--no-accuracy",
     default=True,

@@ -29,7 +29,7 @@ from harness.accuracy import read_responses, write_accuracy_txt
 from harness.errors import UserError
 from harness.files import write_json, write_text
 from harness.loadgen_keys import MAX_DURATION_MS
-from harness.models.check import TensorSpec
+from harness.models.check import ModelFile
 from harness.outputs import BadOutput, check_outputs
 from harness.qsl import SampleStore
 from harness.results import RUN_FORMAT, summarize
@@ -96,8 +96,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def child_main(
     spec: RunSpec,
     user_values: dict[str, str],
-    model_path: Path,
-    outputs: tuple[TensorSpec, ...],
+    model: ModelFile,
     run_dir: Path,
     heartbeat: Heartbeat,
     parent_pid: int,
@@ -108,7 +107,7 @@ def child_main(
     lock = hold(run_dir)  # held until the process ends
     heartbeat.started()
     try:
-        execute(spec, user_values, model_path, outputs, run_dir, heartbeat)
+        execute(spec, user_values, model, run_dir, heartbeat)
     except UserError as exc:
         fail(run_dir, heartbeat, str(exc), EXIT_USER_ERROR)
     except BaseException as exc:
@@ -251,8 +250,7 @@ class Progress:
 def execute(
     spec: RunSpec,
     user_values: dict[str, str],
-    model_path: Path,
-    outputs: tuple[TensorSpec, ...],
+    model: ModelFile,
     run_dir: Path,
     heartbeat: Heartbeat,
 ) -> None:
@@ -269,12 +267,12 @@ def execute(
         fail(run_dir, heartbeat, message, EXIT_BACKEND_FAILED, exc)
 
     with heartbeat.busy("the run process while opening the dataset", "harness"):
-        data = workload.open_data(spec.data_source, model_path, say)
+        data = workload.open_data(spec.data_source, model.path, say)
     with backend_call("its constructor"):
         backend = create_backend(spec.backend, spec.backend_options)
     say(f"loading {label} backend")
     handle = ModelHandle(
-        path=model_path,
+        path=model.path,
         name=workload.name,
         input_names=tuple(t.name for t in workload.inputs),
         output_names=workload.outputs,
@@ -297,7 +295,7 @@ def execute(
     def infer(indices: Sequence[int]) -> np.ndarray:
         with heartbeat.busy(f"backend {label} in predict() during {phase[0]}", "batch"):
             batch = backend.predict(store.batch(indices, reads))
-        return workload.responses(check_outputs(batch, outputs, len(indices)))
+        return workload.responses(check_outputs(batch, model.outputs, len(indices)))
 
     def loading(action: Callable[[Sequence[int]], None]) -> Callable[[Sequence[int]], None]:
         """A QSL callback: watched, and fatal on failure (an exception must not reach
@@ -388,6 +386,7 @@ def execute(
             say(f"warning: {result['backend_report']['warning']}")
         result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
         result["synthetic_data"] = data.synthetic
+        result["model_note"] = model.note
         if spec.mode == "accuracy":
             accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
             write_accuracy_txt(run_dir, accuracy)
@@ -402,11 +401,12 @@ def execute(
             run_dir / "run.json",
             {
                 "spec": spec.to_json(),
-                "model_file": str(model_path),
+                "model_file": str(model.path),
+                "model": model.record(spec.model_label),
                 "dataset": data.description,
                 "backend": description,
                 "division": {
-                    "open_only": backend.open_division_only,
+                    "open_only": backend.open_division_only or model.open_only,
                     "simulated": backend.simulated,
                 },
                 "versions": provenance.versions(),

@@ -23,8 +23,10 @@ from backends.simaccel.timing import (
     density_warning,
 )
 from backends.simaccel.workload import ModelWork, model_work
+from backends.sparse_int4.sparsity import UNSTRUCTURED
 from harness.errors import UserError
 from harness.loadgen_run import say
+from harness.models.check import read_interface
 from harness.settings import SCENARIO_NAMES, check_choice
 from harness.workloads import get_workload
 from harness.workloads.base import DataSource
@@ -133,7 +135,7 @@ class PredictRequest:
     workers: int = 1
     precision: str | None = None
     density: float | None = None
-    sparsity_pattern: str = "unstructured"
+    sparsity_pattern: str | None = None  # None: a pruned model's own, else unstructured
     dataset_path: Path | None = None
     vocab_path: Path | None = None
     layers: int = 15
@@ -153,7 +155,7 @@ class Prediction:
     def options(self) -> Options:
         request = self.request
         dtype = request.precision or self.profile.default_dtype()
-        return Options(dtype, request.density, request.sparsity_pattern)
+        return Options(dtype, request.density, request.sparsity_pattern or UNSTRUCTURED)
 
     @property
     def batch_size(self) -> int:
@@ -205,12 +207,15 @@ def prepare(request: PredictRequest) -> Prediction:
     profile.check_dtype(request.precision or profile.default_dtype())
     Options(density=request.density)  # checks the density before any model is read
     if request.model_path is None:  # the built-in model needs no check: BERT-Large stays fast
-        path = workload.builtin_model(say)
+        path = workload.builtin_model(say, None)
     else:
         from harness.runner import prepare_model
         from harness.spec import RunSpec
 
         path = prepare_model(RunSpec(model=request.model, model_path=request.model_path))
+        pruning = read_interface(path).pruning
+        if request.sparsity_pattern is None and pruning is not None:
+            request = replace(request, sparsity_pattern=pruning.pattern)
     work = model_work(path)
     ratios, note = _token_ratios(request, work.tokens, path)
     return Prediction(request, profile, work, ratios, note)

@@ -17,7 +17,7 @@ from harness.cache import CACHE_ENV, cache_root
 from harness.errors import UserError
 from harness.files import write_text
 from harness.loadgen_run import ERROR_FILE, child_main, say
-from harness.models.check import TensorSpec, check_model
+from harness.models.check import ModelFile, check_model, read_interface
 from harness.runfolder import Staging, check_complete, recover
 from harness.settings import check_sample_counts
 from harness.spec import RunSpec, validate
@@ -46,20 +46,22 @@ class RunFailed(UserError):
 
 def _folder_name(spec: RunSpec) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parts = (stamp, spec.model, spec.scenario, spec.backend_label, spec.mode, spec.compliance or "")
+    parts = (stamp, spec.model_label, spec.scenario, spec.backend_label, spec.mode,
+             spec.compliance or "")  # fmt: skip
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(filter(None, parts)))
 
 
-def model_interface(spec: RunSpec) -> tuple[Path, tuple[TensorSpec, ...]]:
-    """The model file (the user's, checked against the workload, or the built-in one) and
-    the outputs it declares."""
+def model_file(spec: RunSpec) -> ModelFile:
+    """The model (the user's file, checked against the workload, or the built-in one, pruned
+    when built if the spec asks for a reference), the outputs it declares, and its pruning."""
     workload = get_workload(spec.model)
-    path = spec.model_path or workload.builtin_model(say)
-    return path, check_model(path, workload.inputs, workload.outputs)
+    path = spec.model_path or workload.builtin_model(say, spec.model_recipe)
+    outputs = check_model(path, workload.inputs, workload.outputs)
+    return ModelFile(path, outputs, read_interface(path).pruning, spec.model_path is not None)
 
 
 def prepare_model(spec: RunSpec) -> Path:
-    return model_interface(spec)[0]
+    return model_file(spec).path
 
 
 def run(spec: RunSpec) -> RunOutcome:
@@ -70,10 +72,10 @@ def run(spec: RunSpec) -> RunOutcome:
         )
     spec = spec.resolved()  # the run process works in its run folder
     user_values = validate(spec)
-    model_path, outputs = model_interface(spec)
+    model = model_file(spec)
     workload = get_workload(spec.model)
     # Build and check the dataset caches here, so that errors surface before any process starts.
-    data = workload.open_data(spec.data_source, model_path, say)
+    data = workload.open_data(spec.data_source, model.path, say)
     check_sample_counts(user_values, data.count, f"user.conf {spec.user_conf}")
     os.environ[CACHE_ENV] = str(cache_root())  # the same cache for the run process
 
@@ -83,7 +85,7 @@ def run(spec: RunSpec) -> RunOutcome:
         if spec.compliance:
             # LoadGen reads audit.config from the working directory: only this run's folder.
             write_text(staging.path / AUDIT_CONFIG, audit_config(spec.compliance))
-        result = _supervise(spec, user_values, model_path, outputs, staging)
+        result = _supervise(spec, user_values, model, staging)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run process is ended
         folder = staging.fail(interrupts.reason(exc))
         say(f"{interrupts.reason(exc)}: run marked failed in {folder}")
@@ -100,8 +102,7 @@ def _fail(staging: Staging, message: str) -> NoReturn:
 def _supervise(
     spec: RunSpec,
     user_values: dict[str, str],
-    model_path: Path,
-    outputs: tuple[TensorSpec, ...],
+    model: ModelFile,
     staging: Staging,
 ) -> dict:
     """Run the LoadGen process to its end, or stop it when the watchdog finds it stuck; the
@@ -110,7 +111,7 @@ def _supervise(
     heartbeat = Heartbeat(context, spec.stall_timeout_s)
     process = context.Process(
         target=child_main,
-        args=(spec, user_values, model_path, outputs, staging.path, heartbeat, os.getpid()),
+        args=(spec, user_values, model, staging.path, heartbeat, os.getpid()),
     )
     try:
         with interrupts.sigint_ignored():  # the process ignores Ctrl-C: this one ends it

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from backends import create_backend, path_options
+from backends.sparse_int4.sparsity import BLOCKS
 from harness.errors import UserError
+from harness.models.recipe import Recipe, builtin_recipe
 from harness.settings import (
     COMPLIANT_PRESETS,
     PRESETS,
@@ -47,6 +49,9 @@ class RunSpec:
     backend_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "short"
     model_path: Path | None = None
+    # A built-in pruned reference: the synthetic model pruned to this density when built.
+    model_density: float | None = None
+    model_pattern: str | None = None  # its pattern (default 1x4)
     dataset_path: Path | None = None
     dataset_count: int | None = None
     vocab_path: Path | None = None
@@ -86,6 +91,27 @@ class RunSpec:
             for key, value in self.backend_options.items()
         }
         return replace(self, backend_options=options, **paths)
+
+    @property
+    def model_recipe(self) -> Recipe | None:
+        """How the built-in model is pruned when built (None: it is not)."""
+        if self.model_density is None:
+            if self.model_pattern is not None:
+                raise UserError("--model-pattern needs --model-density (the density to prune to)")
+            return None
+        if self.model_path is not None:
+            raise UserError(
+                "--model-density prunes the built-in model; to run a pruned copy of "
+                f"{self.model_path}, make one with: sparseperf prune --model-path FILE"
+            )
+        return builtin_recipe(self.model_density, self.model_pattern or BLOCKS)
+
+    @property
+    def model_label(self) -> str:
+        """The model as folder names, result lines and tables name it: resnet50, or a built-in
+        pruned reference such as resnet50-d0.125-1x4."""
+        recipe = self.model_recipe
+        return f"{self.model}-{recipe.tag}" if recipe else self.model
 
     @property
     def data_source(self) -> DataSource:
@@ -154,6 +180,7 @@ def validate(spec: RunSpec) -> dict[str, str]:
     check_choice("mode", spec.mode, MODES)
     check_choice("preset", spec.preset, PRESETS)
     check_numbers(spec)
+    spec.model_recipe  # noqa: B018 (checks the built-in reference's density and pattern)
     if spec.dataset_path is not None and not spec.dataset_path.exists():
         raise UserError(f"dataset path {spec.dataset_path} does not exist")
     if spec.vocab_path is not None and not workload.uses_vocab:

@@ -49,7 +49,7 @@ def store_key(spec: RunSpec) -> str:
         for part in (
             f"{host['cpu']} x{host['cores']}",
             spec.backend_label,
-            spec.model,
+            spec.model_label,
             spec.scenario,
             f"batch {spec.batch_size}",
             f"workers {spec.workers}",

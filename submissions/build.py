@@ -67,7 +67,7 @@ def _check_request(request: BuildRequest) -> dict[str, str]:
 
 def _group(records: list[RunRecord]) -> dict[str, dict[str, RunRecord]]:
     """scenario -> role -> run; two runs in one role is an error."""
-    models = sorted({r.model for r in records})
+    models = sorted({f"{r.model_label} ({Path(r.run['model_file']).name})" for r in records})
     if len(models) > 1:
         raise UserError(
             f"the run folders hold runs of several models ({', '.join(models)}); "
@@ -232,12 +232,16 @@ def _write_sources(target: Path) -> None:
 def _measurements(run: RunRecord) -> dict[str, str]:
     workload = get_workload(run.model)
     backend = run.run["backend"]
+    transformations = backend.get("weight_transformations", "")
+    if run.model_note:  # the model's own pruning comes first, then what the backend did
+        done = "" if transformations == "none" else f"; then {transformations}"
+        transformations = f"model {run.model_note}{done}"
     return {
         "input_data_types": ", ".join(sorted({t.dtype for t in workload.inputs})),
         "retraining": "no",
         "starting_weights_filename": Path(run.run["model_file"]).name,
         "weight_data_types": backend.get("weight_data_types", ""),
-        "weight_transformations": backend.get("weight_transformations", ""),
+        "weight_transformations": transformations,
     }
 
 
@@ -249,6 +253,9 @@ def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
         f"Backend: {performance.run['backend'].get('backend')}, "
         f"{performance.run['backend'].get('precision')}, weights "
         f"{performance.run['backend'].get('sparsity')}.",
+        f"Model: {Path(performance.run['model_file']).name}"
+        + (f", {performance.model_note}" if performance.model_note else "")
+        + ".",
         f"Data: {performance.run['dataset']}.",
         "",
         "Install sparseperf (`pip install .` in its source folder) and run, from this folder:",

@@ -12,6 +12,8 @@ from harness.spec import BACKEND_FLAGS, RunSpec
 ALWAYS = ("model", "scenario", "mode", "backend", "preset")
 OPTIONAL = (
     "model_path",
+    "model_density",
+    "model_pattern",
     "dataset_path",
     "dataset_count",
     "vocab_path",

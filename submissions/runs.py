@@ -37,6 +37,16 @@ class RunRecord:
         return self.spec["model"]
 
     @property
+    def model_label(self) -> str:
+        """The model as run: its name, or a built-in pruned reference's (resnet50-d0.125-1x4)."""
+        return (self.run.get("model") or {}).get("label") or self.model
+
+    @property
+    def model_note(self) -> str:
+        """How the model was pruned ("" for a dense model)."""
+        return (self.run.get("model") or {}).get("note") or ""
+
+    @property
     def scenario(self) -> str:
         return self.spec["scenario"]
 

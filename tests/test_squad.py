@@ -25,7 +25,13 @@ from harness.datasets.squad_features import (
     MAX_SEQ_LENGTH,
     create_features,
 )
-from harness.datasets.synthetic_squad import synth_questions, synthetic_vocab
+from harness.datasets.synthetic_squad import (
+    END_WORD_IDS,
+    MAX_SPAN_GAP,
+    START_WORD_IDS,
+    synth_questions,
+    synthetic_vocab,
+)
 from harness.datasets.wordpiece import WordPiece, load_wordpiece
 from harness.errors import UserError
 
@@ -237,6 +243,20 @@ def test_features_of_synthetic_questions_are_consistent(synthetic_wordpiece: Wor
         assert features.max_context[rows].sum() == len(context.ids)
         first = features.token_to_orig[rows[0]]
         assert first[first >= 0].tolist() == context.word_ids[: int((first >= 0).sum())]
+
+
+def test_each_synthetic_context_holds_one_answer_span_that_questions_never_name() -> None:
+    vocab = synthetic_vocab()
+    starts = {vocab[i] for i in START_WORD_IDS}
+    ends = {vocab[i] for i in END_WORD_IDS}
+    for question in synth_questions(60, seed=4, vocab=vocab):
+        words = [w.strip(".,!;").lower() for w in question.context.split()]
+        opening = [i for i, w in enumerate(words) if w in starts]
+        closing = [i for i, w in enumerate(words) if w in ends]
+        assert len(opening) == len(closing) == 1
+        assert 1 <= closing[0] - opening[0] <= MAX_SPAN_GAP + 1
+        asked = {w.strip("?").lower() for w in question.question.split()}
+        assert not asked & (starts | ends)
 
 
 # --- answers ----------------------------------------------------------------------------------

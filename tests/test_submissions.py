@@ -187,11 +187,14 @@ def test_official_checker_reports_only_the_smoke_shortfalls(closed_tree):
 # --- build: bad input -------------------------------------------------------------------
 
 
+def as_bert_tiny(run: dict) -> None:
+    run["spec"]["model"] = "bert-tiny"
+    run["model"]["label"] = "bert-tiny"
+
+
 def test_build_refuses_runs_of_mixed_models(closed_tree, tmp_path):
     runs = run_folders(closed_tree[1])
-    other = copy_run(
-        runs[0], tmp_path / "bert", edit_run=lambda r: r["spec"].update(model="bert-tiny")
-    )
+    other = copy_run(runs[0], tmp_path / "bert", edit_run=as_bert_tiny)
     with pytest.raises(UserError, match="several models"):
         build(request([*runs[1:], other], tmp_path / "out"))
 

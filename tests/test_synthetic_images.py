@@ -1,8 +1,18 @@
-"""Synthetic images: deterministic per (seed, index), varied in size and content, and fast."""
+"""Synthetic images: deterministic per (seed, index), varied in size and content, in classes
+whose images look alike, and fast."""
 
 import numpy as np
+from PIL import Image
 
-from harness.datasets.synthetic_images import MAX_SHORT_SIDE, MIN_SHORT_SIDE, synth_images
+from harness.datasets.imagenet_preprocess import preprocess
+from harness.datasets.synthetic_images import (
+    CLASSES,
+    MAX_SHORT_SIDE,
+    MIN_SHORT_SIDE,
+    image_classes,
+    prototype,
+    synth_images,
+)
 
 
 def test_image_depends_only_on_seed_and_index() -> None:
@@ -50,3 +60,30 @@ def test_content_is_structured_and_differs_between_images() -> None:
         assert len(coarse) >= 4
     mean_colours = np.array([image.reshape(-1, 3).mean(axis=0) for image in images])
     assert mean_colours.std(axis=0).min() > 10.0
+
+
+def test_classes_are_drawn_with_the_images_and_cover_many_classes() -> None:
+    classes = image_classes(200, seed=0)
+    assert classes.shape == (200,) and classes.min() >= 0 and classes.max() < CLASSES
+    assert len(set(classes.tolist())) >= 100
+    np.testing.assert_array_equal(classes[:50], image_classes(50, seed=0))
+
+
+def test_images_of_a_class_look_like_its_prototype_and_unlike_other_classes() -> None:
+    def crop(image: np.ndarray) -> np.ndarray:
+        return preprocess(Image.fromarray(image)).astype(np.float64)
+
+    images = [crop(image) for image in synth_images(40, seed=2)]
+    classes = image_classes(40, seed=2)
+    for image, cls in zip(images, classes, strict=True):
+        own = np.abs(image - crop(prototype(int(cls)))).mean()
+        others = [crop(prototype(int(cls + step) % CLASSES)) for step in (1, 2, 3)]
+        other = np.mean([np.abs(image - scene).mean() for scene in others])
+        assert own < 0.6 * other, (cls, own, other)
+
+
+def test_a_prototype_is_fixed_square_and_noise_free() -> None:
+    first, again = prototype(3), prototype(3)
+    np.testing.assert_array_equal(first, again)
+    assert first.shape[0] == first.shape[1]
+    assert not np.array_equal(first, prototype(4))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from backends.simaccel.timing import (
     token_load,
 )
 from backends.simaccel.workload import model_work
+from backends.sparse_int4.sparsity import UNSTRUCTURED
 from harness.errors import UserError
+from harness.models.check import read_interface
 
 HOST_BOUND_SHARE = 0.05  # lateness beyond this share of busy time marks a run host-bound
 TOKENS = ("padded", "real")
@@ -50,7 +53,7 @@ class SimAccelBackend(Backend):
         device_file: Path | None = None,
         precision: str | None = None,
         density: float | None = None,
-        sparsity_pattern: str = "unstructured",
+        sparsity_pattern: str | None = None,
         tokens: str = "padded",
         functional: str = "on",
         vector_size: int = 16,
@@ -66,13 +69,18 @@ class SimAccelBackend(Backend):
         ):
             if value not in choices:
                 raise UserError(f"simaccel: {option} must be {' or '.join(choices)}, got {value!r}")
-        self.options = Options(dtype, None if density is None else float(density), sparsity_pattern)
+        # Without a pattern: a pruned model file's own (from its record), else unstructured.
+        self._pattern = sparsity_pattern
+        self.options = Options(
+            dtype, None if density is None else float(density), sparsity_pattern or UNSTRUCTURED
+        )
         self.tokens = tokens
         self.functional = _functional_model(
             functional, self.options, vector_size, act_clip, threads
         )
         self.timing_only = self.functional is None
         self.warning = density_warning(self.profile, self.options)
+        self._model_sparsity = ""  # a pruned model file's record, as it describes itself
         self._model: TimingModel | None = None
         self._mask = ""
         self._outputs: dict[str, tuple[tuple[int, ...], str]] = {}
@@ -81,6 +89,14 @@ class SimAccelBackend(Backend):
         self.start_measuring()
 
     def load(self, model: ModelHandle) -> None:
+        pruning = read_interface(model.path).pruning
+        if self.options.density is None and pruning is not None:
+            # The model's zeros are timed in the pattern they were pruned in.
+            self.options = replace(self.options, pattern=self._pattern or pruning.pattern)
+            self.warning = density_warning(
+                self.profile, replace(self.options, density=pruning.density)
+            )
+            self._model_sparsity = pruning.describe()
         work = model_work(model.path)
         self._model = TimingModel(work, self.profile, self.options)
         self._outputs = {name: work.outputs[name] for name in model.output_names}
@@ -166,7 +182,7 @@ class SimAccelBackend(Backend):
             "precision": self.options.dtype,
             "sparsity": f"weight density {density:g} ({self.options.pattern})"
             if density is not None and density < 1
-            else "as in the model",
+            else f"as in the model{': ' + self._model_sparsity if self._model_sparsity else ''}",
             "framework": "sparseperf simaccel timing model"
             + (f", outputs from {functional['backend']}" if functional else ", timing only"),
             "device": f"{self.profile.name} (simulated: {self.profile.description})",

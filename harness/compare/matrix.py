@@ -37,6 +37,10 @@ class Matrix:
     batch_size: int = 8
     workers: int = 1
     dataset_count: int | None = None  # the first N samples of each built-in data set
+    # The model every backend runs: a file (one model only), or the built-in pruned reference.
+    model_path: Path | None = None
+    model_density: float | None = None
+    model_pattern: str | None = None
 
     @classmethod
     def parse(cls, models: str, backends: str, scenarios: str, **settings: Any) -> Matrix:
@@ -52,7 +56,24 @@ class Matrix:
         matrix = cls(model_names, choices, scenario_names, **settings)
         check_numbers(RunSpec(batch_size=matrix.batch_size, workers=matrix.workers,
                               dataset_count=matrix.dataset_count))  # fmt: skip
+        if matrix.model_path is not None and len(model_names) > 1:
+            raise UserError(
+                f"--model-path gives one model file, but the matrix has {len(model_names)} "
+                "models; compare one model per file"
+            )
+        for model in model_names:
+            spec = matrix.model_spec(model)
+            if spec.model_path is not None:
+                from harness.runner import prepare_model  # heavy: only for a model file
+
+                prepare_model(spec.resolved())  # the file fits the model, before any run
+            spec.model_recipe  # noqa: B018 (checks the built-in reference's density and pattern)
         return matrix
+
+    def model_spec(self, model: str, **fields: Any) -> RunSpec:
+        """A run of ``model`` as the matrix has it: its file or built-in pruned reference."""
+        return RunSpec(model=model, model_path=self.model_path, model_density=self.model_density,
+                       model_pattern=self.model_pattern, **fields)  # fmt: skip
 
     def specs(self, runs_dir: Path) -> list[RunSpec]:
         """The cells, in order: performance per scenario, then accuracy (Offline)."""
@@ -60,8 +81,8 @@ class Matrix:
         for model in self.models:
             defined = get_workload(model).scenarios
             for choice in self.backends:
-                base = RunSpec(
-                    model=model,
+                base = self.model_spec(
+                    model,
                     backend=choice.backend,
                     backend_options=choice.options,
                     preset=self.preset,
@@ -103,7 +124,7 @@ def run_cells(specs: list[RunSpec], say: Callable[[str], None]) -> list[dict[str
 
     rows = []
     for number, spec in enumerate(specs, start=1):
-        say(f"cell {number}/{len(specs)}: {spec.model} {spec.backend_label} {spec.scenario} "
+        say(f"cell {number}/{len(specs)}: {spec.model_label} {spec.backend_label} {spec.scenario} "
             f"{spec.mode}")  # fmt: skip
         try:
             outcome = run(spec)

@@ -19,6 +19,7 @@ from harness.spec import RunSpec
 # SingleStream/MultiStream early-stopping latency in ms.
 COLUMNS = (
     "model",
+    "model_note",
     "backend",
     "backend_label",
     "precision",
@@ -62,7 +63,7 @@ def empty_row(**values: Any) -> dict[str, Any]:
 def failed_row(spec: RunSpec, error: str | None, folder: Path | None) -> dict[str, Any]:
     """The row of a cell that did not finish: what it was, and why."""
     return empty_row(
-        model=spec.model,
+        model=spec.model_label,
         backend=backend_spec(spec),
         backend_label=spec.backend_label,
         scenario=spec.scenario,
@@ -114,8 +115,10 @@ def _row(folder: Path, result: dict, run: dict) -> dict[str, Any]:
     report = result.get("backend_report") or {}
     latency = result.get("latency_ms") or {}
     accuracy = result.get("accuracy") or {}
+    model = run.get("model") or {}
     return empty_row(
-        model=spec.model,
+        model=model.get("label", spec.model_label),
+        model_note=model.get("note") or None,
         backend=backend_spec(spec),
         backend_label=spec.backend_label,
         precision=run["backend"].get("precision"),

@@ -70,13 +70,19 @@ def speedup(row: dict[str, Any] | None, base: dict[str, Any] | None) -> float | 
     return row["value"] / base["value"]
 
 
+def model_title(rows: list[dict[str, Any]], model: str) -> str:
+    """The model's name, and how it was pruned when it was: every backend ran that model."""
+    notes = [r["model_note"] for r in rows if r["model"] == model and r.get("model_note")]
+    return f"{model} ({notes[-1]})" if notes else model
+
+
 def metric_tables(rows: list[dict[str, Any]]) -> list[Table]:
     """Per model: the scenario metric of each backend."""
     perf = performance_rows(rows)
     names = scenarios(perf)
     return [
         Table(
-            f"{model}: scenario metric",
+            f"{model_title(rows, model)}: scenario metric",
             ("backend", *names),
             tuple(
                 (

@@ -6,6 +6,13 @@ built-in model and the official one read the same ids. The text mixes frequent a
 capitals, punctuation, numbers and words that WordPiece must split; some contexts are longer
 than one 384-token window. Gold answers are filled in by the caller from the FP32 model's
 predictions, so accuracy on this data means agreement with FP32.
+
+Each context holds one answer-like span: a word from the vocabulary's answer-start block, up
+to ``MAX_SPAN_GAP`` ordinary words, and a word from its answer-end block (the last ids of the
+vocabulary; ordinary text and questions never use them). The built-in model's embeddings
+point these words along its QA head (``harness.models.bert``), so it finds the span the way a
+trained model finds an answer, by a clear margin, rather than by small differences between
+random scores that rounding could flip.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ _ENGLISH = (
 )
 _VOCAB_SEED = 20_260_001  # the vocabulary is fixed: one seed for every synthetic set
 PARAGRAPHS_PER_ARTICLE = 5
+ANSWER_WORDS = 512  # words in each of the answer-start and answer-end blocks
+END_WORD_IDS = range(VOCAB_SIZE - ANSWER_WORDS, VOCAB_SIZE)
+START_WORD_IDS = range(VOCAB_SIZE - 2 * ANSWER_WORDS, VOCAB_SIZE - ANSWER_WORDS)
+MAX_SPAN_GAP = 8  # ordinary words between a span's start and end words
 LONG_CONTEXT_SHARE = 0.04  # contexts longer than one feature window
 
 
@@ -58,7 +69,11 @@ class _TextMaker:
 
     def __init__(self, vocab: list[str], seed: int) -> None:
         self.rng = np.random.default_rng(seed)
-        self.words = [t for t in vocab if t.isalpha() and len(t) > 1]
+        answer_ids = range(START_WORD_IDS.start, END_WORD_IDS.stop)
+        self.words = [t for i, t in enumerate(vocab) if t.isalpha() and len(t) > 1
+                      and i not in answer_ids]  # fmt: skip
+        self.starts = [vocab[i] for i in START_WORD_IDS]
+        self.ends = [vocab[i] for i in END_WORD_IDS]
         self.cumulative = np.cumsum(1.0 / np.arange(1, len(self.words) + 1) ** 1.05)
 
     def word(self) -> str:
@@ -88,10 +103,18 @@ class _TextMaker:
         sentences: list[str] = []
         while sum(s.count(" ") + 1 for s in sentences) < target:
             sentences.append(self.sentence())
+        sentences.insert(int(self.rng.integers(len(sentences) + 1)), self.span())
         return " ".join(sentences)
 
+    def span(self) -> str:
+        """An answer-like phrase: a start word, a few ordinary words, an end word."""
+        inner = [self.word() for _ in range(self.rng.integers(0, MAX_SPAN_GAP + 1))]
+        words = [str(self.rng.choice(self.starts)), *inner, str(self.rng.choice(self.ends))]
+        return " ".join(words) + "."
+
     def question(self, context: str) -> str:
-        words = context.split()
+        marked = {*self.starts, *self.ends}
+        words = [w for w in context.split() if w.strip(".,!;").lower() not in marked]
         picks = self.rng.choice(len(words), size=min(len(words), self.rng.integers(4, 12)))
         lead = self.rng.choice(["What", "Who", "When", "Which", "How", "Where"])
         return f"{lead} {' '.join(words[i].strip('.,!;') for i in sorted(picks))}?"

@@ -7,6 +7,11 @@ positions depend on the input, spread over the sequence, avoid the padding, and 
 dynamic quantization. The graph is kept unfused (plain MatMul and Add): onnxruntime's dynamic
 quantization runs faster on that form, and every weight MatMul takes its weight as a 2-D
 initializer [in, out] in the second input, which is what the quantizer and sparse kernels look for.
+
+Built with a pruning ``Recipe``, every weight MatMul is pruned as it is drawn (magnitude, in the
+recipe's pattern, the layers it keeps dense aside) and its kept weights rescaled so that each
+output keeps the spread it had dense: the pruned encoder is recalibrated, not just thinned. The
+file carries the recipe and its kept counts (``harness.models.pruning``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from harness.datasets.synthetic_squad import END_WORD_IDS, START_WORD_IDS
+from harness.models.pruning import LayerRecord, PruningRecord, prune_weight, record_props
+from harness.models.recipe import Recipe
 
 INPUT_IDS = "input_ids"
 INPUT_MASK = "input_mask"
@@ -69,10 +78,15 @@ class BertConfig:
     vocab_size: int = 30522
     max_positions: int = 512
     type_vocab_size: int = 2
+    # The synthetic vocabulary's answer-start and answer-end words (synthetic_squad) point
+    # along the start and end read-outs of the QA head with this norm against a word's, so the
+    # span they enclose wins by a trained-like margin (a median of about 5 logits on the
+    # built-in set). The signal grows with depth: two layers need a larger gain than 24.
+    answer_gain: float = 0.3
 
 
 BERT_LARGE = BertConfig("bert-large", 24, 1024, 16, 4096)
-BERT_TINY = BertConfig("bert-tiny", 2, 128, 2, 512)
+BERT_TINY = BertConfig("bert-tiny", 2, 128, 2, 512, answer_gain=0.5)
 
 
 def parameter_count(config: BertConfig) -> int:
@@ -85,13 +99,21 @@ def parameter_count(config: BertConfig) -> int:
     return embeddings + config.layers * (attention + feed_forward) + 2 * hidden + 2
 
 
-def build_bert(path: Path, config: BertConfig = BERT_LARGE, seed: int = 0) -> None:
-    """Write the model to path; same (config, seed) -> byte-identical file."""
+def build_bert(
+    path: Path, config: BertConfig = BERT_LARGE, seed: int = 0, recipe: Recipe | None = None
+) -> None:
+    """Write the model to path, pruned by ``recipe`` if given; same arguments -> byte-identical
+    file."""
     if config.hidden % config.heads:
         raise ValueError(f"{config.name}: hidden size {config.hidden} is not a multiple of heads")
-    builder = _Builder(config, np.random.default_rng(seed))
+    builder = _Builder(config, np.random.default_rng(seed), recipe)
     builder.network()
-    builder.write(path)
+    record = None
+    if recipe is not None:
+        source = f"built-in synthetic {config.name} (seed {seed}), pruned when built and rescaled"
+        record = PruningRecord(recipe.density, recipe.pattern, recipe.keep_dense, source,
+                               tuple(builder.layers))  # fmt: skip
+    builder.write(path, record)
 
 
 class _Builder:
@@ -102,9 +124,11 @@ class _Builder:
     and written out in turn, so the builder peaks at ~1x the model plus the largest table.
     """
 
-    def __init__(self, config: BertConfig, rng: np.random.Generator) -> None:
+    def __init__(self, config: BertConfig, rng: np.random.Generator, recipe: Recipe | None) -> None:
         self.config = config
         self.rng = rng
+        self.recipe = recipe
+        self.layers: list[LayerRecord] = []  # each weight MatMul's kept count, in graph order
         self.graph = onnx.GraphProto(name=config.name.replace("-", "_"))
         self.weights: list[bytes] = []  # serialised GraphProto fields: one initializer each
         self.constants: set[str] = set()
@@ -115,21 +139,26 @@ class _Builder:
         qa_weight = self.rng.standard_normal((config.hidden, 2), dtype=np.float32)
         qa_weight *= QA_GAIN / math.sqrt(config.hidden)
         qa_bias = self.rng.standard_normal(2, dtype=np.float32) * np.float32(BIAS_STD)
-        hidden = self.embeddings(qa_weight.sum(axis=1))
+        hidden = self.embeddings(qa_weight)
         mask_bias = self.mask_bias()
         for layer in range(config.layers):
             hidden = self.encoder_layer(f"encoder.layer.{layer}", hidden, mask_bias)
         self.qa_head(hidden, qa_weight, qa_bias)
         self.interface()
 
-    def embeddings(self, read_out: np.ndarray) -> str:
+    def embeddings(self, qa_weight: np.ndarray) -> str:
         config = self.config
         words = self.rng.standard_normal((config.vocab_size, config.hidden), dtype=np.float32)
         words *= np.float32(WORD_STD)
+        word_norm = WORD_STD * math.sqrt(config.hidden)
         # Anti-aligned with both logits' read-out, with a norm of PAD_GAIN x a typical word's.
-        words[PAD_ID] = read_out * np.float32(
-            -PAD_GAIN * WORD_STD * math.sqrt(config.hidden) / np.linalg.norm(read_out)
-        )
+        read_out = qa_weight.sum(axis=1)
+        words[PAD_ID] = read_out * np.float32(-PAD_GAIN * word_norm / np.linalg.norm(read_out))
+        gain = np.float32(config.answer_gain * word_norm)
+        for ids, column in ((START_WORD_IDS, 0), (END_WORD_IDS, 1)):
+            if ids.stop <= config.vocab_size:
+                direction = qa_weight[:, column] / np.linalg.norm(qa_weight[:, column])
+                words[ids.start : ids.stop] += gain * direction
         word_table = self.initializer("embeddings.word_embeddings", words)
         del words
         position_table = self.random(
@@ -215,7 +244,7 @@ class _Builder:
         return self.node("Mul", [product, self.scalar("gelu.half", 0.5)], f"{prefix}.half_mul")
 
     def qa_head(self, hidden: str, weight: np.ndarray, bias: np.ndarray) -> None:
-        weight_name = self.initializer("qa_outputs.weight", weight)
+        weight_name = self.initializer("qa_outputs.weight", self.prune("qa_outputs", weight, True))
         bias_name = self.initializer("qa_outputs.bias", bias)
         logits = self.node("MatMul", [hidden, weight_name], "qa_outputs.matmul")
         logits = self.node("Add", [logits, bias_name], "qa_outputs.add")  # [N, S, 2]
@@ -251,10 +280,32 @@ class _Builder:
 
     def dense(self, prefix: str, x: str, fan_in: int, out: int, gain: float = 1.0) -> str:
         """x @ W + b with W [in, out] as a 2-D initializer, the form int8 quantizers recognise."""
-        weight = self.random(f"{prefix}.weight", (fan_in, out), gain / math.sqrt(fan_in))
+        value = self.rng.standard_normal((fan_in, out), dtype=np.float32)
+        value *= np.float32(gain / math.sqrt(fan_in))
+        weight = self.initializer(f"{prefix}.weight", self.prune(prefix, value, False))
+        del value
         bias = self.random(f"{prefix}.bias", (out,), BIAS_STD)
         product = self.node("MatMul", [x, weight], f"{prefix}.matmul")
         return self.node("Add", [product, bias], f"{prefix}.bias_add")
+
+    def prune(self, prefix: str, weight: np.ndarray, last: bool) -> np.ndarray:
+        """A weight MatMul's weight [in, out] as the recipe prunes it, each output's kept
+        weights scaled up to the spread the dense output had; its kept count is recorded."""
+        recipe = self.recipe
+        if recipe is not None:
+            end = "last" if last else "first" if not self.layers else ""
+            pruned = end not in recipe.keep_dense
+            if pruned:
+                kept = prune_weight(weight, "MatMul", recipe, prefix)
+                dense_energy = np.square(weight).sum(axis=0)
+                kept_energy = np.maximum(np.square(kept).sum(axis=0), np.float32(1e-30))
+                weight = kept * np.sqrt(dense_energy / kept_energy)[None, :]
+            kept_count = int(np.count_nonzero(weight))
+            record = LayerRecord(
+                f"{prefix}.matmul", f"{prefix}.weight", kept_count, int(weight.size), pruned
+            )
+            self.layers.append(record)
+        return weight
 
     def layer_norm(self, prefix: str, x: str) -> str:
         hidden = self.config.hidden
@@ -286,7 +337,7 @@ class _Builder:
         self.weights.append(holder.SerializeToString())
         return name
 
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, record: PruningRecord | None) -> None:
         """Write the same bytes ``onnx.save`` would, without ever serialising the whole model.
 
         Protobuf writes fields in field-number order, and a message's encoding is the concatenation
@@ -295,6 +346,8 @@ class _Builder:
         """
         before = onnx.ModelProto(ir_version=IR_VERSION, producer_name="sparseperf")
         after = onnx.ModelProto(opset_import=[helper.make_opsetid("", OPSET)])
+        if record is not None:
+            after.metadata_props.extend(record_props(record))
         head = onnx.GraphProto(node=self.graph.node, name=self.graph.name)
         tail = onnx.GraphProto(input=self.graph.input, output=self.graph.output)
         graph = [head.SerializeToString(), *self.weights, tail.SerializeToString()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import onnx
 from onnx.helper import tensor_dtype_to_np_dtype
 
 from harness.errors import UserError
+from harness.models.pruning import PruningRecord, checked_record
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,12 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Interface:
-    """A model file's graph inputs (initializers excluded) and outputs, by name."""
+    """A model file's graph inputs (initializers excluded) and outputs, by name, and its
+    pruning record, checked against its zeros (None: the file has none)."""
 
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    pruning: PruningRecord | None = None
 
 
 def _describe(value: onnx.ValueInfoProto) -> TensorSpec:
@@ -43,8 +47,8 @@ def _describe(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def read_interface(path: Path) -> Interface:
-    """The interface of an ONNX file (read once per file version); unreadable files are a
-    UserError."""
+    """The interface of an ONNX file (read once per file version); unreadable files, and
+    pruning records that disagree with the file's zeros, are a UserError."""
     if not path.is_file():
         raise UserError(f"model file {path} not found; give an ONNX file or omit --model-path")
     stat = path.stat()
@@ -63,7 +67,41 @@ def _interface(path: str, size: int, mtime_ns: int) -> Interface:
     return Interface(
         {v.name: _describe(v) for v in model.graph.input if v.name not in initializers},
         {v.name: _describe(v) for v in model.graph.output},
+        checked_record(model, path),
     )
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """The model a run uses, checked: its file, the outputs the workload reads, how it was
+    pruned (None: it was not), and whether it is the user's file or the built-in one."""
+
+    path: Path
+    outputs: tuple[TensorSpec, ...]
+    pruning: PruningRecord | None
+    given: bool
+
+    @property
+    def note(self) -> str:
+        """What results say about the model: "" for a dense model, else how it was pruned."""
+        if self.pruning is None:
+            return ""
+        recipe = self.pruning.recipe.describe()
+        return f"pruned model from {self.path.name}: {recipe}" if self.given else recipe
+
+    @property
+    def open_only(self) -> str:
+        """Why results on this model may only enter the open division ("": they may not)."""
+        return f"its model is not the reference model ({self.note})" if self.note else ""
+
+    def record(self, label: str) -> dict[str, object]:
+        """What run.json says about the model."""
+        return {
+            "file": str(self.path),
+            "label": label,
+            "note": self.note,
+            "pruning": json.loads(self.pruning.to_json()) if self.pruning else None,
+        }
 
 
 def check_model(

@@ -1,23 +1,36 @@
 """ResNet-50 v1.5 as an ONNX inference graph with the official MLPerf tensor names.
 
-The weights are random but calibrated: a numpy forward pass over a small batch of images folds a
-per-channel normalisation into every convolution (as trained BatchNorm would be folded), so each
-channel stays informative with depth and different images land on different classes, and the
-classifier is fitted to the features' main directions so that top-1 survives small perturbations
-such as int8 rounding. The result stands in for the official ``resnet50_v1.onnx``: same interface,
-same compute.
+The convolutions' weights are random but calibrated: a numpy forward pass over a small batch of
+images folds a per-channel normalisation into every convolution (as trained BatchNorm would be
+folded), so each channel stays informative with depth. The classifier is fitted, not drawn: the
+synthetic images come in classes (``harness.datasets.synthetic_images``), and each class's row
+of the classifier points from the mean feature to the pooled features of that class's
+prototype, with the bias that makes the layer a nearest-class-centre rule. An image then wins
+its class by the distance between class centres, which is large against the spread of one
+class's images and against int8 or int4 rounding: decisions with trained-like margins. The 256
+classes sit on labels spread over the 1000; the others, and the background class 0, never win.
+
+Built with a pruning ``Recipe``, each weight is pruned (magnitude, in the recipe's pattern)
+before its layer's normalisation is measured, so the pruned network is recalibrated, not just
+thinned, and the classifier is fitted to the pruned network's features; the file carries the
+recipe and its kept counts (``harness.models.pruning``). The result stands in for the official
+``resnet50_v1.onnx``: same interface, same compute.
 """
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from harness.datasets import synthetic_images
 from harness.datasets.imagenet_preprocess import CROP, preprocess, to_model_input
-from harness.datasets.synthetic_images import synth_images
 from harness.errors import UserError
+from harness.models.pruning import PruningRecord, layer_records, prune_weight, write_record
+from harness.models.recipe import Recipe
 
 INPUT_NAME = "input_tensor:0"
 ARGMAX_OUTPUT = "ArgMax:0"
@@ -48,40 +61,78 @@ RESIDUAL_GAIN = 0.15
 # Binomial blur of the random 7x7 stem filters: smooth like trained ones, so they respond to image
 # structure rather than to pixel-level noise such as the input's int8 rounding.
 STEM_BLUR = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-CLASS_SUBSPACE = 16  # principal components of the pooled features that the classes live in
-LOGIT_STD = 4.0  # spread of the logits over the calibration images
+# Logits are scaled so that a prototype beats the runner-up class by this much (the median
+# over prototypes; an image, less like its prototype, by less): trained-like confidence.
+PROTOTYPE_MARGIN = 8.0
+OTHER_ROW_NORM = 0.1  # rows of classes without a prototype, against a prototype's row
+FIRST_LAYER, LAST_LAYER = "conv1", "fc"  # what a recipe's "first" and "last" keep dense
+FEATURES_OUTPUT = "flatten"
+PROTOTYPE_BATCH = 32
 CHUNK_ROWS = 1 << 17  # im2col rows per matmul: bounds the temporary to a few tens of MB
 
 
-def build_resnet50(path: Path, seed: int = 0, calibration: np.ndarray | None = None) -> None:
-    """Write a calibrated random ResNet-50 v1.5 to ``path`` (same seed -> identical bytes).
+def build_resnet50(
+    path: Path,
+    seed: int = 0,
+    calibration: np.ndarray | None = None,
+    prototypes: np.ndarray | None = None,
+    recipe: Recipe | None = None,
+) -> None:
+    """Write a calibrated random ResNet-50 v1.5 to ``path`` (same arguments -> identical bytes),
+    pruned by ``recipe`` if one is given.
 
-    ``calibration`` is a float32 batch [N, 3, 224, 224] as made by ``to_model_input``; by default
-    32 synthetic images from a seed stream no evaluation run uses.
+    ``calibration`` and ``prototypes`` are float32 batches [N, 3, 224, 224] as made by
+    ``to_model_input``: the images the normalisation is measured on (by default 32 synthetic
+    images from a seed stream no evaluation run uses) and one image per class that the
+    classifier is fitted to (by default every synthetic class's prototype).
     """
     if calibration is None:
-        calibration = _synthetic_calibration(seed + CALIBRATION_SEED_OFFSET)
-    if calibration.ndim != 4 or calibration.shape[1:] != (3, CROP, CROP) or len(calibration) < 2:
-        raise UserError(
-            f"calibration images must be a float32 array [N>=2, 3, {CROP}, {CROP}], "
-            f"got shape {calibration.shape}"
-        )
-    builder = _Builder(np.random.default_rng(seed))
+        images = synthetic_images.synth_images(CALIBRATION_COUNT, seed + CALIBRATION_SEED_OFFSET)
+        calibration = _model_input(images)
+    if prototypes is None:
+        classes = range(synthetic_images.CLASSES)
+        prototypes = _model_input(synthetic_images.prototype(c) for c in classes)
+    for what, batch, least in (("calibration", calibration, 2), ("prototype", prototypes, 2)):
+        if batch.ndim != 4 or batch.shape[1:] != (3, CROP, CROP) or len(batch) < least:
+            raise UserError(
+                f"{what} images must be a float32 array [N>={least}, 3, {CROP}, {CROP}], "
+                f"got shape {batch.shape}"
+            )
+    if len(prototypes) > NUM_CLASSES - 1:
+        raise UserError(f"at most {NUM_CLASSES - 1} prototype images, got {len(prototypes)}")
+    builder = _Builder(np.random.default_rng(seed), recipe)
     # The numpy pass runs channels-last so that every convolution is a plain matmul.
     builder.network(np.ascontiguousarray(calibration.astype(np.float32).transpose(0, 2, 3, 1)))
-    onnx.save(builder.model(), path)
+    builder.classifier(builder.features(prototypes.astype(np.float32)))
+    model = builder.model()
+    if recipe is not None:
+        source = f"built-in synthetic ResNet-50 (seed {seed}), pruned when built and recalibrated"
+        layers = layer_records(model, builder.pruned)
+        write_record(model, PruningRecord(recipe.density, recipe.pattern, recipe.keep_dense,
+                                          source, layers))  # fmt: skip
+    onnx.save(model, path)
 
 
-def _synthetic_calibration(seed: int) -> np.ndarray:
-    images = synth_images(CALIBRATION_COUNT, seed)
+def class_labels(count: int) -> np.ndarray:
+    """The model classes (1..1000; 0 is background) of ``count`` prototype classes, spread
+    evenly over the labels."""
+    return 1 + np.arange(count) * (NUM_CLASSES - 1) // count
+
+
+def _model_input(images: Iterable[np.ndarray]) -> np.ndarray:
     return to_model_input(np.stack([preprocess(Image.fromarray(image)) for image in images]))
 
 
 class _Builder:
     """Emits the graph and, alongside, runs it in numpy on the calibration batch."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, recipe: Recipe | None) -> None:
         self.rng = rng
+        self.recipe = recipe
+        dense = set(recipe.keep_dense) if recipe else set()
+        self.dense = {name for end, name in (("first", FIRST_LAYER), ("last", LAST_LAYER))
+                      if end in dense}  # fmt: skip
+        self.pruned: set[str] = set()  # the weights the recipe pruned
         self.nodes: list[onnx.NodeProto] = []
         self.weights: list[onnx.TensorProto] = []
 
@@ -95,7 +146,10 @@ class _Builder:
             for block in range(blocks):
                 prefix = f"layer{stage}.{block}"
                 name, x = self.bottleneck(prefix, name, x, width, stride if block == 0 else 1)
-        self.classifier(name, x)
+        self.nodes.append(helper.make_node("GlobalAveragePool", [name], ["pool5"], name="pool5"))
+        self.nodes.append(
+            helper.make_node("Flatten", ["pool5"], [FEATURES_OUTPUT], name=FEATURES_OUTPUT)
+        )
 
     def bottleneck(
         self, prefix: str, name: str, x: np.ndarray, width: int, stride: int
@@ -139,6 +193,7 @@ class _Builder:
         if smooth:
             blur = _blur_matrix(kernel)
             weight = np.einsum("ij,ocjk,lk->ocil", blur, weight, blur)
+        weight = self.prune(prefix, weight, "Conv")
         weight *= np.sqrt(2.0 / fan_in)  # He init: only keeps the raw pass in a sane range
         raw = _conv_nhwc(x, weight.astype(np.float32), kernel, stride)
         flat = raw.reshape(-1, out_channels)
@@ -188,32 +243,64 @@ class _Builder:
         windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))
         return prefix, windows[:, ::2, ::2].max(axis=(-2, -1))
 
-    def classifier(self, name: str, x: np.ndarray) -> None:
-        self.nodes.append(helper.make_node("GlobalAveragePool", [name], ["pool5"], name="pool5"))
-        self.nodes.append(helper.make_node("Flatten", ["pool5"], ["flatten"], name="flatten"))
-        features = x.mean(axis=(1, 2), dtype=np.float64)
-        mean = features.mean(axis=0)
-        std = np.maximum(features.std(axis=0), 1e-6)
-        # Classes are directions in the top principal components of the standardised features:
-        # images differ most there, while perturbations (input noise, int8 rounding) spread over
-        # all 2048 dimensions, so top-1 is far more stable than with a full-rank random matrix.
-        _, singular, components = np.linalg.svd((features - mean) / std, full_matrices=False)
-        rank = min(CLASS_SUBSPACE, len(features) - 1)
-        whiten = components[:rank] * (np.sqrt(len(features)) / singular[:rank])[:, None]
-        directions = self.rng.standard_normal((NUM_CLASSES, rank))
-        # Unit-length class directions: no class wins more often just by having a longer vector.
-        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        weight = directions @ whiten / std
-        weight *= LOGIT_STD / ((features - mean) @ weight.T).std()
-        bias = -weight @ mean
-        # Background never wins: with 1000 directions some always scores above 0, well above this.
-        # Inside the usual logit range, so it does not widen what an int8 quantiser must cover.
-        weight[0] = 0.0
-        bias[0] = -2.0 * LOGIT_STD
+    def prune(self, layer: str, weight: np.ndarray, op: str) -> np.ndarray:
+        """The layer's weight as the recipe prunes it (unchanged without one, or kept dense)."""
+        if self.recipe is None or layer in self.dense:
+            return weight
+        self.pruned.add(f"{layer}.weight")
+        return prune_weight(weight, op, self.recipe, layer, trans_b=op == "Gemm")
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """float64 [N, 2048]: the pooled features of ``images``, by ONNX Runtime on the graph so
+        far (the numpy pass's cost per image is several times higher)."""
+        graph = helper.make_graph(
+            self.nodes,
+            "resnet50_v1.5_features",
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 3, CROP, CROP])],
+            [helper.make_tensor_value_info(FEATURES_OUTPUT, TensorProto.FLOAT, ["N", FEATURES])],
+            initializer=self.weights,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  ir_version=IR_VERSION)  # fmt: skip
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])  # fmt: skip
+        parts = [
+            session.run([FEATURES_OUTPUT], {INPUT_NAME: images[i : i + PROTOTYPE_BATCH]})[0]
+            for i in range(0, len(images), PROTOTYPE_BATCH)
+        ]
+        return np.concatenate(parts).astype(np.float64)
+
+    def classifier(self, centres: np.ndarray) -> None:
+        """A nearest-class-centre rule over the pooled features: class k's logit is
+        (|f - mean|^2 - |f - centre_k|^2) / 2, scaled, which is linear in f. Classes without a
+        prototype (and background) get small random rows and a bias that puts them below
+        every prototype's winning logit: they never win, and the layer has no zero rows."""
+        mean = centres.mean(axis=0)
+        rows = centres - mean
+        classes = class_labels(len(centres))
+        others = np.ones(NUM_CLASSES, bool)
+        others[classes] = False
+        weight = self.rng.standard_normal((NUM_CLASSES, FEATURES))
+        weight *= OTHER_ROW_NORM * np.linalg.norm(rows, axis=1).mean() / np.sqrt(FEATURES)
+        weight[classes] = rows
+        weight = self.prune(LAST_LAYER, weight, "Gemm")
+        kept = weight[classes]
+        # With the class's own (possibly pruned) row: its centre scores (row . (centre - mean)) / 2.
+        bias = np.zeros(NUM_CLASSES)
+        bias[classes] = -(kept @ mean + 0.5 * np.einsum("kf,kf->k", kept, rows))
+        logits = centres @ weight.T + bias
+        ranked = np.sort(logits[:, classes], axis=1)
+        scale = PROTOTYPE_MARGIN / np.median(ranked[:, -1] - ranked[:, -2])
+        # Twice the margin below the weakest winner: far from winning, close enough not to widen
+        # the range an int8 or int4 quantizer of the logits must cover.
+        lowest_top = ranked[:, -1].min() - 2 * PROTOTYPE_MARGIN / scale
+        bias[others] = lowest_top - logits[:, others].max(axis=0)
+        weight *= scale
+        bias *= scale
         self.nodes.append(
             helper.make_node(
                 "Gemm",
-                ["flatten", self.weight("fc.weight", weight), self.weight("fc.bias", bias)],
+                [FEATURES_OUTPUT, self.weight("fc.weight", weight), self.weight("fc.bias", bias)],
                 ["logits"],
                 name="fc",
                 transB=1,

@@ -12,6 +12,7 @@ import numpy as np
 from backends.base import Batch
 from harness.accuracy import Accuracy
 from harness.models.check import TensorSpec
+from harness.models.recipe import Recipe
 
 Progress = Callable[[str], None]
 CALIBRATION_SEED = 0
@@ -83,7 +84,8 @@ class Workload:
     performance_sample_count: int  # LoadGen's built-in count for this model
     dataset_size: int  # samples in the official dataset (ImageNet val images, SQuAD features)
     server_latency_ms: float  # the Server scenario's p99 latency bound
-    builtin_model: Callable[[Progress], Path]  # builds (once) and returns the synthetic model
+    # Builds (once) and returns the synthetic model, pruned when built by the recipe if given.
+    builtin_model: Callable[[Progress, Recipe | None], Path]
     open_data: Callable[[DataSource, Path, Progress], WorkloadData]
     responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows
     # How int8 backends best quantize activations: "static" (calibrated ranges) suits CNNs,

@@ -23,7 +23,10 @@ from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_fea
 from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece, read_vocab
 from harness.errors import UserError
 from harness.models import bert as builder
+from harness.models import pruning
+from harness.models import recipe as recipe_module
 from harness.models.check import TensorSpec, read_interface
+from harness.models.recipe import Recipe
 from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
@@ -33,12 +36,16 @@ DATASET_SIZE = 10833  # features of the SQuAD v1.1 dev set (also LoadGen's sampl
 INPUTS = (builder.INPUT_IDS, builder.INPUT_MASK, builder.SEGMENT_IDS)
 
 
-def builtin_model(config: builder.BertConfig, progress: Progress) -> Path:
-    path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
+def builtin_model(config: builder.BertConfig, progress: Progress, recipe: Recipe | None) -> Path:
+    """The synthetic model, built once; with ``recipe``, the pruned reference."""
+    digest = source_digest(builder, synthetic_squad, pruning, recipe_module)
+    tag = f"-{recipe.tag}" if recipe else ""
+    path = cache_dir("models") / f"{config.name}-seed{MODEL_SEED}{tag}-{digest}.onnx"
 
     def build(partial: Path) -> None:
-        progress(f"building the synthetic {config.name} model (seed {MODEL_SEED}) into {path}")
-        builder.build_bert(partial, config, seed=MODEL_SEED)
+        what = f", {recipe.describe()}" if recipe else ""
+        progress(f"building the synthetic {config.name} (seed {MODEL_SEED}{what}) into {path}")
+        builder.build_bert(partial, config, seed=MODEL_SEED, recipe=recipe)
 
     return build_once(path, build, read_interface, progress)
 
@@ -224,7 +231,7 @@ def _workload(config: builder.BertConfig, questions: int) -> Workload:
         performance_sample_count=DATASET_SIZE,
         dataset_size=DATASET_SIZE,
         server_latency_ms=130.0,
-        builtin_model=lambda progress: builtin_model(config, progress),
+        builtin_model=lambda progress, recipe: builtin_model(config, progress, recipe),
         open_data=_open_data(questions),
         responses=responses,
         int8_activations="dynamic",

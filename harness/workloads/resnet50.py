@@ -12,8 +12,11 @@ from harness.accuracy import Accuracy, imagenet_top1
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
+from harness.models import pruning
+from harness.models import recipe as recipe_module
 from harness.models import resnet50 as builder
 from harness.models.check import TensorSpec, read_interface
+from harness.models.recipe import Recipe
 from harness.workloads.base import DataSource, Progress, Workload, WorkloadData, repeat_note
 
 MODEL_SEED = 0
@@ -22,12 +25,16 @@ BUILTIN_DATASET_COUNT = 1024  # = LoadGen's ResNet-50 performance sample count
 DATASET_SIZE = 50000  # ImageNet validation images
 
 
-def builtin_model(progress: Progress) -> Path:
-    path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}-{source_digest(builder)}.onnx"
+def builtin_model(progress: Progress, recipe: Recipe | None = None) -> Path:
+    """The synthetic ResNet-50, built once; with ``recipe``, the pruned reference."""
+    digest = source_digest(builder, synthetic_images, imagenet_preprocess, pruning, recipe_module)
+    tag = f"-{recipe.tag}" if recipe else ""
+    path = cache_dir("models") / f"resnet50-seed{MODEL_SEED}{tag}-{digest}.onnx"
 
     def build(partial: Path) -> None:
-        progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}) into {path}")
-        builder.build_resnet50(partial, seed=MODEL_SEED)
+        what = f", {recipe.describe()}" if recipe else ""
+        progress(f"building the synthetic ResNet-50 model (seed {MODEL_SEED}{what}) into {path}")
+        builder.build_resnet50(partial, seed=MODEL_SEED, recipe=recipe)
 
     return build_once(path, build, read_interface, progress)
 
