@@ -66,7 +66,7 @@ model_reference_flags = options(
     click.option(
         "--model-pattern",
         default=None,
-        help="The built-in reference's pruning pattern: 1x4 (default), unstructured or N:M.",
+        help="The built-in reference's pruning pattern: 1x4 (default), 4x4, unstructured or N:M.",
     ),
 )
 
@@ -381,7 +381,8 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     "--sparsity-pattern",
     default="1x4",
     show_default=True,
-    help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), unstructured, "
+    help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), 4x4 (those "
+    "blocks kept by 4 output channels together: faster, less accurate), unstructured, "
     "or N:M such as 2:4.",
 )
 @click.option(

@@ -109,19 +109,20 @@ def images(small_dataset: Path) -> dict[str, np.ndarray]:
 def test_sparse_int4_uses_the_files_zeros_as_its_own_pruning_would(
     builtin_model: Path, images: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    # The file pruned by the CLI (no layer kept dense), run without --density, computes what
-    # the dense model pruned at load time computes, bit for bit.
+    # The file pruned by the CLI in 4x4 (no layer kept dense), run without --density, computes
+    # what the dense model pruned at load time computes, bit for bit, packed by quads both ways.
     out = tmp_path / "all.onnx"
     from harness.cli import main
 
     main(["prune", "--model-path", str(builtin_model), "--density", str(DENSITY),
-          "--out", str(out)])  # fmt: skip
+          "--sparsity-pattern", "4x4", "--out", str(out)])  # fmt: skip
     logits = {}
     for path, density in ((out, None), (builtin_model, DENSITY)):
-        backend = SparseInt4Backend(density=density, threads=1)
+        backend = SparseInt4Backend(density=density, sparsity_pattern="4x4", threads=1)
         backend.load(handle(path, [images]))
         logits[density] = backend.executor.run(images)[builder.SOFTMAX_OUTPUT]
         assert "weight density 0.1" in backend.describe()["sparsity"]
+        assert all(layer.weight.quads for layer in backend.executor.plan.layers[1:])
     np.testing.assert_array_equal(logits[None], logits[DENSITY])
 
 

@@ -26,7 +26,7 @@ class Recipe:
         if not 0 < self.density <= 1:
             raise UserError(f"density must be in (0, 1], not {self.density:g}")
         sparsity.check_pattern(self.pattern)
-        if self.pattern not in (sparsity.UNSTRUCTURED, sparsity.BLOCKS):
+        if self.pattern not in sparsity.FREE_DENSITY:
             kept, group = sparsity.parse_pattern(self.pattern)
             if abs(self.density - kept / group) > sparsity.DENSITY_TOLERANCE:
                 raise UserError(
