@@ -223,8 +223,7 @@ class TreeCheck:
             self.problem(folder / "verify_accuracy.txt", "no TEST PASS line, and no accuracy files")
             return
         baseline, measured = (
-            bench.accuracy_in(self.lines(accuracy / name)) or 0.0
-            for name in names[2:]
+            bench.accuracy_in(self.lines(accuracy / name)) or 0.0 for name in names[2:]
         )
         verdict = compliance.verify_accuracy_delta(baseline, measured, bench.accuracy_delta_percent)
         if not verdict.passed:

@@ -145,9 +145,7 @@ def test_a_signal_to_the_command_ends_its_run(signum, reason, small_dataset, tmp
     assert json.loads((failed / "result.json").read_text())["error"] == reason
 
 
-def test_a_killed_run_is_failed_for_report_build_and_the_next_run(
-    small_dataset, tmp_path, capsys
-):
+def test_a_killed_run_is_failed_for_report_build_and_the_next_run(small_dataset, tmp_path, capsys):
     process = start_run(tmp_path, small_dataset, start_new_session=True)
     run_process = child_pids(process.pid)
     os.killpg(process.pid, signal.SIGKILL)  # the whole process group, no chance to clean up
