@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* sysconf: the L2 size */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SP_X86 1
@@ -491,7 +492,17 @@ typedef struct {
 } gemm_t;
 
 #define MAX_CHANNELS 8 /* channels of a dense tile, at most */
-#define STREAM_ABOVE (8u << 20) /* outputs larger (bytes) are stored past the caches */
+/* Outputs larger than a core's L2 cannot stay in it for the layer that reads them next: they are
+ * stored past the caches (non-temporal), which keeps the weights and the tile's activations in
+ * L2 (measured on a 2 MB-L2 Xeon: BERT-Large 1.3x, its projections 1.25x, against 8 MB). */
+static size_t stream_above(void) {
+    static size_t bytes;
+    if (!bytes) {
+        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        bytes = l2 > 0 ? (size_t)l2 : 2u << 20;
+    }
+    return bytes;
+}
 
 /* int8 attention's shared pieces (the per-path passes are in _attention_simd.h). */
 typedef struct {
@@ -1182,7 +1193,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->out = opt[OUT].buf;
         g->residual_half = residual_half;
         g->out_half = out_half;
-        g->stream = g->out && (size_t)(n * m) * (out_half ? 2 : 4) > STREAM_ABOVE;
+        g->stream = g->out && (size_t)(n * m) * (out_half ? 2 : 4) > stream_above();
         g->relu = relu;
         g->gelu = gelu;
         g->path = path;
@@ -1190,7 +1201,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
             q.planes = opt[PLANES].buf;
             q.row_of = opt[ROW_OF].buf;
             q.rows = plane_rows;
-            q.stream = (size_t)((n + 3) / 4 * plane_rows * 4) > STREAM_ABOVE;
+            q.stream = (size_t)((n + 3) / 4 * plane_rows * 4) > stream_above();
             q.row_gamma = opt[ROW_GAMMA].buf;
             g->q = &q;
         }
