@@ -48,8 +48,11 @@ from harness.tune import store_key, stored
 from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
 from scenarios import ScenarioOptions, make_sut
+from scenarios.timeline import COLUMNS as TIMELINE_COLUMNS
+from scenarios.timeline import Timeline
 
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
+TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
 EXIT_USER_ERROR = 2
 EXIT_BACKEND_FAILED = 3
 EXIT_INTERNAL = 4
@@ -384,6 +387,9 @@ def execute(
             result["backend_report"] = backend.report()
         if result["backend_report"].get("warning"):
             say(f"warning: {result['backend_report']['warning']}")
+        if sut.timeline is not None:
+            write_timeline(run_dir / TIMELINE_FILE, sut.timeline)
+            result["server_timeline"] = sut.timeline.summary()
         result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
         result["synthetic_data"] = data.synthetic
         result["model_note"] = model.note
@@ -418,6 +424,13 @@ def execute(
         result["format"] = RUN_FORMAT
         result["status"] = "complete"
         write_json(run_dir / "result.json", result)
+
+
+def write_timeline(path: Path, timeline: Timeline) -> None:
+    """Every query's times, one sample per line (ns from the first issue)."""
+    rows = timeline.table()
+    lines = [",".join(TIMELINE_COLUMNS), *(",".join(map(str, row)) for row in rows.tolist())]
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def load_settings(

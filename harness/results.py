@@ -95,6 +95,8 @@ def summarize(detail_log: Path, scenario: str, mode: str) -> dict:
     )
     if scenario == "Server":
         result["target_qps"] = values.get("effective_target_qps")
+        bound = values.get("effective_target_latency_ns")
+        result["latency_bound_ms"] = bound / 1e6 if bound else None
     return result
 
 

@@ -193,8 +193,13 @@ def validate(spec: RunSpec) -> dict[str, str]:
             f"{spec.backend_label} computes no outputs (functional=off): accuracy mode needs "
             "them; drop --functional off"
         )
+    return user_values(spec)
+
+
+def user_values(spec: RunSpec) -> dict[str, str]:
+    """The values the run's user.conf gives its model and scenario, as LoadGen reads them."""
     if not spec.user_conf:
         return {}
     model_keys = frozenset(w.loadgen_key for w in WORKLOADS.values())
     lines = parse_user_conf(spec.user_conf, model_keys)
-    return effective_user_values(lines, workload.loadgen_key, spec.scenario)
+    return effective_user_values(lines, get_workload(spec.model).loadgen_key, spec.scenario)

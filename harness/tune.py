@@ -20,7 +20,7 @@ from harness.cache import cache_dir
 from harness.errors import UserError
 from harness.files import read_json_object, read_text
 from harness.settings import EARLY_STOPPING_QUERIES, rounded
-from harness.spec import RunSpec
+from harness.spec import RunSpec, user_values
 from harness.workloads import get_workload
 
 STORE_FILE = "tuned.json"
@@ -93,6 +93,7 @@ class Probe:
     valid: bool
     target_qps: float | None
     reasons: tuple[str, ...] = ()  # why LoadGen found it INVALID
+    p99_ms: float | None = None  # p99 latency of its queries
 
 
 # Runs one probe: the spec (its preset: short probe or confirmation) and the user.conf
@@ -133,6 +134,7 @@ def _tune_server(
         say(f"probe {probes} ({run.preset}): {qps:.4g} queries/s -> {verdict}")
         return result.valid, qps
 
+    _refuse_a_missed_bound(spec, short, probe, say)
     valid, rate = valid_at(short, start)  # without a start: the warm-up's estimate
     low, high = (rate, None) if valid else (None, rate)
     # Bracket (halve or double), then bisect; two probes are kept for the confirmation and
@@ -168,6 +170,24 @@ def _tune_server(
     )
 
 
+def _refuse_a_missed_bound(
+    spec: RunSpec, short: RunSpec, probe: Prober, say: Callable[[str], None]
+) -> None:
+    """One SingleStream probe (queries one at a time, a few seconds): if a query alone misses
+    the Server latency bound at p99, no rate can be VALID, and the search would only find so
+    after every probe."""
+    default = get_workload(spec.model).server_latency_ms
+    bound = float(user_values(spec).get("target_latency", default))
+    alone = probe(replace(short, scenario="SingleStream"), {}).p99_ms
+    say(f"probe 0 (SingleStream): one query alone takes {alone:.3g} ms at p99 "
+        f"(Server bound {bound:g} ms)")  # fmt: skip
+    if alone > bound:
+        raise UserError(
+            f"one query alone takes {alone:.3g} ms at p99 on this backend, over the {bound:g} ms "
+            "Server latency bound: no rate can be VALID; try a faster backend or precision"
+        )
+
+
 def loadgen_probe(probe_dir: Path) -> Prober:
     """Probes as ordinary runs in ``probe_dir``. Their user.conf is the user's, with the values
     to force added most specifically; smoke probes of Server and MultiStream also run the
@@ -192,6 +212,7 @@ def loadgen_probe(probe_dir: Path) -> Prober:
             result["validity"] == "VALID",
             result.get("target_qps"),
             tuple(result["invalid_reasons"]),
+            result["latency_ms"].get("99.00"),
         )
 
     return probe

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 import mlperf_loadgen as lg
 import numpy as np
+
+from scenarios.timeline import Timeline
 
 # Sample indices in, one response row per sample out (the official response layout).
 InferFn = Callable[[Sequence[int]], np.ndarray]
@@ -31,6 +34,7 @@ class ScenarioSUT:
         self.infer = infer
         self.options = options
         self.on_fatal = on_fatal
+        self.timeline: Timeline | None = None  # per-query times, where the scenario keeps them
         self._completed = 0
         self._count_lock = threading.Lock()
 
@@ -50,10 +54,12 @@ class ScenarioSUT:
     def flush_queries(self) -> None:
         """Nothing is held back between queries, so there is nothing to flush."""
 
-    def run(self, samples: Sequence[lg.QuerySample]) -> None:
-        """Infer one batch and hand its responses to LoadGen; any failure ends the run."""
+    def run(self, samples: Sequence[lg.QuerySample]) -> int:
+        """Infer one batch and hand its responses to LoadGen; any failure ends the run.
+        Returns when the backend returned its responses (``time.monotonic_ns``)."""
         try:
             responses = np.ascontiguousarray(self.infer([s.index for s in samples]))
+            inferred = time.monotonic_ns()
             if len(responses) != len(samples):
                 raise RuntimeError(
                     f"backend returned {len(responses)} responses for {len(samples)} samples"
@@ -70,6 +76,7 @@ class ScenarioSUT:
             self.on_fatal(exc)
         with self._count_lock:
             self._completed += len(samples)
+        return inferred
 
 
 class WorkerPoolSUT(ScenarioSUT):

@@ -18,12 +18,18 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from scenarios.base import ScenarioOptions, WorkerPoolSUT
+from scenarios.timeline import Timeline
 
 
 class ServerSUT(WorkerPoolSUT):
+    def start(self) -> None:
+        self.timeline = Timeline()
+        super().start()
+
     def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+        issued = time.monotonic_ns()
         for sample in samples:
-            self._queue.put(sample)
+            self._queue.put((sample, issued))
 
     def _work(self) -> None:
         timeout = self.options.server_batch_timeout_ms / 1000
@@ -45,7 +51,10 @@ class ServerSUT(WorkerPoolSUT):
                     stopping = True
                     break
                 batch.append(item)
-            self.run(batch)
+            started = time.monotonic_ns()
+            inferred = self.run([sample for sample, _ in batch])
+            done = time.monotonic_ns()
+            self.timeline.add([issued for _, issued in batch], started, inferred, done)
             if stopping:
                 return
 

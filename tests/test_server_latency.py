@@ -1,0 +1,74 @@
+"""Server latency: a run keeps each query's times (server_timeline.csv) and their percentiles in
+result.json, so a user can see where the tail comes from; tune refuses at once a backend whose
+lone query misses the bound."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from scenarios.timeline import COLUMNS, Timeline
+from tests.conftest import run_cli
+from tests.test_bad_input import assert_one_line_error
+from tests.test_runs import only_run
+
+SERVICE_MS = 5.0
+
+
+def test_timeline_summary_splits_each_query_into_its_stages() -> None:
+    timeline = Timeline()
+    ms = 1_000_000
+    timeline.add([0, 1 * ms], 2 * ms, 7 * ms, 8 * ms)  # two queries, one batch
+    timeline.add([10 * ms], 10 * ms, 15 * ms, 15 * ms)
+    table = timeline.table()
+    assert table.shape == (3, len(COLUMNS)) and table[:, 4].tolist() == [2, 2, 1]
+    summary = timeline.summary()
+    assert summary["samples"] == 3 and summary["mean_batch"] == pytest.approx(5 / 3)
+    assert summary["backend"]["p50_ms"] == 5.0
+    assert summary["queued"]["p50_ms"] == 1.0  # spans 2, 1, 0 ms
+    assert summary["total"]["p50_ms"] == 7.0  # spans 8, 7, 5 ms
+    assert summary["backend_single"] == {"p50_ms": 5.0, "p90_ms": 5.0, "p99_ms": 5.0}
+    assert Timeline().summary() == {"samples": 0}
+
+
+def test_a_server_run_writes_every_query_s_times(small_dataset, tmp_path, capsys) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Server.target_qps = 40\n")
+    code, _, err = run_cli(
+        ["run", "--scenario", "Server", "--backend", "tests.fakes:FixedTimeBackend",
+         "-o", f"service_ms={SERVICE_MS}", "--batch-size", "1", "--preset", "smoke",
+         "--user-conf", str(conf), "--dataset-path", str(small_dataset),
+         "--runs-dir", str(tmp_path / "runs")], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    folder = only_run(tmp_path / "runs")
+    with (folder / "server_timeline.csv").open() as file:
+        reader = csv.reader(file)
+        assert tuple(next(reader)) == COLUMNS
+        rows = np.array([[int(v) for v in row] for row in reader])
+    result = json.loads((folder / "result.json").read_text())
+    assert len(rows) == result["query_count"] == result["server_timeline"]["samples"]
+    issued, started, inferred, completed = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    assert (np.diff(issued) >= 0).all() and issued[0] == 0
+    assert (started >= issued).all() and (completed >= inferred).all()
+    assert (inferred - started >= SERVICE_MS * 1e6).all()  # the backend sleeps that long
+    assert (rows[:, 4] == 1).all()
+    stages = result["server_timeline"]
+    assert stages["backend"]["p50_ms"] >= SERVICE_MS
+    assert stages["total"]["p99_ms"] >= stages["backend"]["p99_ms"]
+    assert stages["backend_single"]["p50_ms"] >= SERVICE_MS
+    assert result["latency_bound_ms"] == 15.0  # ResNet-50's Server bound
+
+
+def test_tune_says_at_once_when_one_query_alone_misses_the_bound(small_dataset, tmp_path, capfd):
+    # 40 ms per query against ResNet-50's 15 ms bound: one probe, then a one-line refusal.
+    args = ["tune", "--scenario", "Server", "--backend", "tests.fakes:FixedTimeBackend",
+            "-o", "service_ms=40", "--batch-size", "1", "--dataset-path", str(small_dataset),
+            "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    code, _, err = run_cli(args, capfd)
+    assert_one_line_error(code, err, "one query alone takes", "over the 15 ms Server latency")
+    probes = [p for p in (tmp_path / "runs" / "tune").iterdir() if p.is_dir()]
+    assert len(probes) == 1
