@@ -382,3 +382,26 @@ def test_epilogue_quantizes_tokens_with_a_gamma_each(path: str) -> None:
                         path=path, threads=threads)  # fmt: skip
             assert target.gamma.tobytes() == expected.gamma.tobytes()
             assert np.array_equal(planes_of(target), expected.folded())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_outputs_larger_than_the_caches_are_stored_past_them_unchanged(path: str) -> None:
+    # 16 MB of floats, 8 MB of halves and 4 MB of planes: each past any core's L2, so each is
+    # written with non-temporal stores, and must hold what the reference computes.
+    rng = np.random.default_rng(13)
+    m, k, n = 8192, 64, 512
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    qw = quantize_weight(weight * prune(weight, 0.25, "4x4"), 16)
+    bias = rng.standard_normal(n).astype(np.float32)
+    reference = reference_matmul(quantize_activations(x, 16, signed=True), qw, bias)
+    a = kernel.quantize(channel_major(x), 16, True, path=path)
+    packed = kernel.pack(qw, bias)
+    out = kernel.matmul(a, packed, path=path, threads=2)
+    assert out.T.tobytes() == reference.tobytes()
+    half = kernel.aligned_empty(out.shape, np.float16)
+    target = kernel.planes_for(m, (1, 1), n, 16)
+    kernel.conv(a, packed, kernel.POINTWISE, out=half, target=target, path=path, threads=2)
+    assert half.tobytes() == out.astype(np.float16).tobytes()
+    expected = quantize_activations(channel_major(out), 16)
+    assert np.array_equal(planes_of(target), expected.folded())
