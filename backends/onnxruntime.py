@@ -31,11 +31,11 @@ GRAPH_OPTIMIZATION = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-# Bump when a quantization recipe changes, so cached int8 models are rebuilt.
 INT8_WEIGHTS = {
     "static": "per-channel symmetric weights, activations calibrated on dataset samples",
     "dynamic": "per-tensor weights of every MatMul, activations quantized per batch",
 }
+# Bump when a quantization recipe changes, so cached int8 models are rebuilt.
 INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s8-matmul-v1"}
 
 

@@ -13,7 +13,6 @@ from harness.errors import UserError
 from harness.runner import run
 from harness.spec import RunSpec
 
-DEFAULT_DENSITIES = (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125)
 MLPERF_FRACTION = 0.99  # the closed-division accuracy bar: 99% of FP32
 
 

@@ -51,10 +51,6 @@ class LayerWork:
     out_elements: int  # elements written per sample
     token_power: int = 0  # work per sample grows as (tokens / L) ** token_power
 
-    @property
-    def is_gemm(self) -> bool:
-        return self.macs > 0
-
 
 def _dims(name: str, types: dict[str, onnx.TypeProto]) -> list[int]:
     """A value's dims (0 where unknown); [] where its shape is unknown."""
