@@ -88,6 +88,12 @@ INLINE int64_t SIMD(run_start)(const int64_t *p, int64_t r0) {
     return p[0] >= 0 && p[LANES - 1] == p[0] + LANES - 1 ? p[0] : -1;
 }
 
+/* The rows of the tile at r0 that hold data: TILE_ROWS, or fewer in a short last tile (a small
+ * batch), which then runs only the passes and row vectors it has. */
+INLINE int64_t SIMD(live_rows)(const gemm_t *g, int64_t r0) {
+    return g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
+}
+
 /* acc [channels][ROWS] int32 of channels n0.. (the group starting at g0) over `rows` rows from r0
  * -> f [group][TILE_ROWS], float32. */
 FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int channels, int64_t g0,
@@ -142,7 +148,7 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
  * planes of the next layer (one vector of `group` channels per row: its max, sq, then the folded
  * bytes of every 4 channels). */
 FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t r0) {
-    const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
+    const int rows = (int)SIMD(live_rows)(g, r0);
     const int64_t *const dense_of = g->dense_of ? g->dense_of + r0 : NULL;
     void *const out = g->out;
     const int half = g->out_half, stream = g->stream;
@@ -237,7 +243,7 @@ FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t 
  * vectors' steps, then every vector's sq and folded bytes into the planes (rows are tokens). */
 FN void SIMD(row_fold)(const gemm_t *g, float *f, int64_t r0) {
     const quant_out_t q = *g->q;
-    const int rows = g->rows - r0 < TILE_ROWS ? (int)(g->rows - r0) : TILE_ROWS;
+    const int rows = (int)SIMD(live_rows)(g, r0);
     const float *tile = f + g->group * TILE_ROWS, *steps = tile + (g->n + g->group) * TILE_ROWS;
     const int64_t vectors = (g->n + g->group - 1) / g->group;
     const float level = (float)q.level, lowest = (float)q.lowest, sq_max = (float)q.sq_max;
@@ -285,6 +291,16 @@ FN void SIMD(row_fold)(const gemm_t *g, float *f, int64_t r0) {
     }
 }
 
+/* After a pruned tile's channels n..n+channels-1 of a part ending at n1: their epilogue over the
+ * live rows' vectors, then their group's emit once its last channel (or the part's) is done.
+ * Groups are powers of two: no division. */
+INLINE void SIMD(close_channels)(const gemm_t *g, const int32_t *acc, int64_t n, int channels,
+                                 int64_t n1, int64_t r0, int64_t live, float *f) {
+    const int64_t g0 = n & -g->group, next = n + channels;
+    SIMD(epilogue)(g, acc, n, channels, g0, r0, 0, (int)((live + LANES - 1) / LANES * LANES), f);
+    if (next == n1 || (next & (g->group - 1)) == 0) SIMD(emit)(g, f, g0, (int)(next - g0), r0);
+}
+
 /* Pruned weights, channel by channel: each kept block broadcasts its 4 weights against the 4 K
  * values of its plane for SPARSE_ROWS rows at a time (the tile's rows in two or more passes), so
  * only kept blocks are multiplied and the accumulators stay in registers over all of K; the tile's
@@ -295,10 +311,8 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
     const int64_t *table = g->table;
     const uint16_t *idx = g->idx;
     const int32_t *wv = g->wv;
-    /* a short last tile (a small batch) runs only the passes and row vectors it has */
-    const int64_t live = g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
+    const int64_t live = SIMD(live_rows)(g, r0);
     const int passes = (int)((live + SPARSE_ROWS - 1) / SPARSE_ROWS);
-    const int vector_rows = (int)((live + LANES - 1) / LANES * LANES);
     for (int64_t n = n0; n < n1; n++) {
         for (int h = 0; h < passes; h++) {
             const uint8_t *rows = a + 4 * SPARSE_ROWS * h;
@@ -322,9 +336,7 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
             for (int i = 0; i < SPARSE_ROWS / LANES; i++)
                 ACC_STORE(acc + SPARSE_ROWS * h + LANES * i, ACC_ADD(s[i], t[i]));
         }
-        const int64_t g0 = n & -g->group; /* groups are powers of two: no division */
-        SIMD(epilogue)(g, acc, n, 1, g0, r0, 0, vector_rows, f);
-        if (n + 1 == n1 || ((n + 1) & (g->group - 1)) == 0) SIMD(emit)(g, f, g0, (int)(n + 1 - g0), r0);
+        SIMD(close_channels)(g, acc, n, 1, n1, r0, live, f);
     }
     if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0); /* parts own whole rows then */
 }
@@ -339,9 +351,8 @@ FN void SIMD(quad_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int
     const int64_t *table = g->table;
     const uint16_t *idx = g->idx;
     const int32_t *wv = g->wv;
-    const int64_t live = g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
+    const int64_t live = SIMD(live_rows)(g, r0);
     const int passes = (int)((live + QUAD_ROWS - 1) / QUAD_ROWS);
-    const int vector_rows = (int)((live + LANES - 1) / LANES * LANES);
     for (int64_t n = n0; n < n1; n += 4) {
         const int channels = n1 - n < 4 ? (int)(n1 - n) : 4;
         for (int h = 0; h < passes; h++) {
@@ -365,10 +376,7 @@ FN void SIMD(quad_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int
                 for (int i = 0; i < QUAD_ROWS / LANES; i++)
                     ACC_STORE(acc + c * ROWS + QUAD_ROWS * h + LANES * i, s[c][i]);
         }
-        const int64_t g0 = n & -g->group;
-        SIMD(epilogue)(g, acc, n, channels, g0, r0, 0, vector_rows, f);
-        if (n + channels == n1 || ((n + channels) & (g->group - 1)) == 0)
-            SIMD(emit)(g, f, g0, (int)(n + channels - g0), r0);
+        SIMD(close_channels)(g, acc, n, channels, n1, r0, live, f);
     }
     if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0);
 }
