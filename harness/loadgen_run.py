@@ -49,7 +49,7 @@ from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
 from scenarios import ScenarioOptions, make_sut
 from scenarios.timeline import COLUMNS as TIMELINE_COLUMNS
-from scenarios.timeline import Timeline
+from scenarios.timeline import summary as timeline_summary
 
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
 TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
@@ -388,8 +388,9 @@ def execute(
         if result["backend_report"].get("warning"):
             say(f"warning: {result['backend_report']['warning']}")
         if sut.timeline is not None:
-            write_timeline(run_dir / TIMELINE_FILE, sut.timeline)
-            result["server_timeline"] = sut.timeline.summary()
+            table = sut.timeline.table()
+            write_timeline(run_dir / TIMELINE_FILE, table)
+            result["server_timeline"] = timeline_summary(table)
         result["compliant_preset"] = spec.preset in COMPLIANT_PRESETS
         result["synthetic_data"] = data.synthetic
         result["model_note"] = model.note
@@ -426,10 +427,9 @@ def execute(
         write_json(run_dir / "result.json", result)
 
 
-def write_timeline(path: Path, timeline: Timeline) -> None:
+def write_timeline(path: Path, table: np.ndarray) -> None:
     """Every query's times, one sample per line (ns from the first issue)."""
-    rows = timeline.table()
-    lines = [",".join(TIMELINE_COLUMNS), *(",".join(map(str, row)) for row in rows.tolist())]
+    lines = [",".join(TIMELINE_COLUMNS), *(",".join(map(str, row)) for row in table.tolist())]
     write_text(path, "\n".join(lines) + "\n")
 
 

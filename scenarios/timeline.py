@@ -30,25 +30,26 @@ class Timeline:
             rows[:, :4] -= rows[0, 0]
         return rows
 
-    def summary(self) -> dict[str, object]:
-        """Percentiles (ms) of each stage: queued (handed to the SUT until its batch started),
-        backend (the batch's inference), respond (handing the responses to LoadGen), total;
-        and backend_single, the backend time of batches of one query."""
-        rows = self.table().astype(np.float64)
-        if not len(rows):
-            return {"samples": 0}
-        spans = {
-            "queued": rows[:, 1] - rows[:, 0],
-            "backend": rows[:, 2] - rows[:, 1],
-            "respond": rows[:, 3] - rows[:, 2],
-            "total": rows[:, 3] - rows[:, 0],
-        }
-        single = rows[:, 4] == 1
-        if single.any():  # a lone query's service time: no rate can do better than this
-            spans["backend_single"] = spans["backend"][single]
-        out: dict[str, object] = {"samples": len(rows), "mean_batch": float(rows[:, 4].mean())}
-        for stage, span in spans.items():
-            values = np.quantile(span, QUANTILES) / 1e6
-            quantiles = zip(QUANTILES, values, strict=True)
-            out[stage] = {f"p{q * 100:g}_ms": round(float(v), 3) for q, v in quantiles}
-        return out
+
+def summary(table: np.ndarray) -> dict[str, object]:
+    """Percentiles (ms) of each stage of a ``Timeline.table()``: queued (handed to the SUT until
+    its batch started), backend (the batch's inference), respond (handing the responses to
+    LoadGen), total; and backend_single, the backend time of batches of one query."""
+    rows = table.astype(np.float64)
+    if not len(rows):
+        return {"samples": 0}
+    spans = {
+        "queued": rows[:, 1] - rows[:, 0],
+        "backend": rows[:, 2] - rows[:, 1],
+        "respond": rows[:, 3] - rows[:, 2],
+        "total": rows[:, 3] - rows[:, 0],
+    }
+    single = rows[:, 4] == 1
+    if single.any():  # a lone query's service time: no rate can do better than this
+        spans["backend_single"] = spans["backend"][single]
+    out: dict[str, object] = {"samples": len(rows), "mean_batch": float(rows[:, 4].mean())}
+    for stage, span in spans.items():
+        values = np.quantile(span, QUANTILES) / 1e6
+        quantiles = zip(QUANTILES, values, strict=True)
+        out[stage] = {f"p{q * 100:g}_ms": round(float(v), 3) for q, v in quantiles}
+    return out

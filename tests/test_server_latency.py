@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from scenarios.timeline import COLUMNS, Timeline
+from scenarios.timeline import COLUMNS, Timeline, summary
 from tests.conftest import run_cli
 from tests.test_bad_input import assert_one_line_error
 from tests.test_runs import only_run
@@ -25,13 +25,13 @@ def test_timeline_summary_splits_each_query_into_its_stages() -> None:
     timeline.add([10 * ms], 10 * ms, 15 * ms, 15 * ms)
     table = timeline.table()
     assert table.shape == (3, len(COLUMNS)) and table[:, 4].tolist() == [2, 2, 1]
-    summary = timeline.summary()
-    assert summary["samples"] == 3 and summary["mean_batch"] == pytest.approx(5 / 3)
-    assert summary["backend"]["p50_ms"] == 5.0
-    assert summary["queued"]["p50_ms"] == 1.0  # spans 2, 1, 0 ms
-    assert summary["total"]["p50_ms"] == 7.0  # spans 8, 7, 5 ms
-    assert summary["backend_single"] == {"p50_ms": 5.0, "p90_ms": 5.0, "p99_ms": 5.0}
-    assert Timeline().summary() == {"samples": 0}
+    stages = summary(table)
+    assert stages["samples"] == 3 and stages["mean_batch"] == pytest.approx(5 / 3)
+    assert stages["backend"]["p50_ms"] == 5.0
+    assert stages["queued"]["p50_ms"] == 1.0  # spans 2, 1, 0 ms
+    assert stages["total"]["p50_ms"] == 7.0  # spans 8, 7, 5 ms
+    assert stages["backend_single"] == {"p50_ms": 5.0, "p90_ms": 5.0, "p99_ms": 5.0}
+    assert summary(Timeline().table()) == {"samples": 0}
 
 
 def test_a_server_run_writes_every_query_s_times(small_dataset, tmp_path, capsys) -> None:
