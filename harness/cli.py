@@ -89,6 +89,24 @@ device_flags = options(
 )
 
 
+# Scale-out on Ray, shared by run, tune, compare and submission run.
+cluster_flags = options(
+    click.option(
+        "--cluster",
+        default=None,
+        help="Run the backend on replicas in a Ray cluster: local:N (a cluster on 127.0.0.1 "
+        "started for the run, N replica processes) or HOST:PORT of one started with `ray "
+        "start --head` or `sparseperf cluster start`.",
+    ),
+    click.option(
+        "--replicas",
+        type=int,
+        default=None,
+        help="Backend replicas on the cluster (default: one per node; N on local:N).",
+    ),
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """MLPerf-Inference-style benchmarks: LoadGen scenarios over pluggable backends."""
@@ -199,6 +217,7 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             "the run is stopped as hung; once batches are timed, 50x the slowest batch (at "
             "least 10 s) if that is less.",
         ),
+        cluster_flags,
     )
 
 
@@ -267,6 +286,13 @@ def result_line(spec: RunSpec, result: dict, folder: Path) -> str:
         notes.append("synthetic data")
     if result.get("backend_report", {}).get("warning"):
         notes.append(result["backend_report"]["warning"])
+    cluster = result.get("cluster")
+    if cluster:
+        died = sum(1 for replica in cluster["replicas"] if replica["died"])
+        notes.append(
+            f"{cluster['replicas_served']} of {len(cluster['replicas'])} replica(s) served it "
+            f"on {cluster['nodes']} node(s)" + (f", {died} died" if died else "")
+        )
     if spec.mode == "accuracy":
         body = result["accuracy"]["line"]
         if result.get("synthetic_data"):
@@ -587,6 +613,7 @@ output_flags = options(
     show_default=True,
     help="Also one Offline accuracy run per model and backend.",
 )
+@cluster_flags
 @output_flags
 def compare(
     models: str,
@@ -673,6 +700,66 @@ def _publish(
             + "; ".join(f"{r['model']} {r['backend']} {r['scenario']} {r['mode']}" for r in failed)
         )
     click.echo(f"{len(rows)} cells, all finished")
+
+
+@cli.group()
+def cluster() -> None:
+    """A local Ray cluster on 127.0.0.1 for repeated runs (--cluster local:N starts one per run)."""
+
+
+@cluster.command("start")
+@click.option(
+    "--slots",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Replica slots: the replicas a run on it gets by default (actor processes).",
+)
+def cluster_start(slots: int) -> None:
+    """Start the local cluster; runs use it with --cluster ADDRESS."""
+    from harness.cluster import require_ray
+    from harness.cluster.local import save, saved, start
+
+    require_ray()
+    running = saved()
+    if running is not None:
+        raise UserError(
+            f"a local cluster is already running at {running.address}; stop it first with: "
+            "sparseperf cluster stop"
+        )
+    started = start(slots, detach=True)
+    save(started)
+    click.echo(f"local Ray cluster at {started.address} ({slots} replica slot(s))")
+    click.echo(f"run on it with: sparseperf run --cluster {started.address} ...")
+
+
+@cluster.command("stop")
+def cluster_stop() -> None:
+    """Stop the local cluster and everything it runs."""
+    from harness.cluster.local import forget, saved, stop
+
+    running = saved()
+    if running is None:
+        click.echo("no local cluster is running")
+        return
+    stop(running)
+    forget()
+    click.echo(f"stopped the local Ray cluster at {running.address}")
+
+
+@cluster.command("status")
+def cluster_status() -> None:
+    """Whether the local cluster runs, and its address."""
+    from harness.cluster.local import saved
+
+    running = saved()
+    if running is None:
+        click.echo("no local cluster is running (start one with: sparseperf cluster start)")
+        return
+    click.echo(
+        f"local Ray cluster at {running.address}: {running.slots} replica slot(s), "
+        f"process {running.pid}, folder {running.folder}"
+    )
 
 
 @cli.group()

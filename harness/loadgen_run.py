@@ -15,23 +15,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NoReturn
 
 import mlperf_loadgen as lg
 import numpy as np
 
-from backends import create_backend
-from backends.base import ModelHandle
 from harness import provenance
 from harness.accuracy import read_responses, write_accuracy_txt
+from harness.cluster import Connection, ReplicaFailed
+from harness.engine import Engine, LocalEngine
 from harness.errors import UserError
 from harness.files import write_json, write_text
+from harness.inference import LocalInference
 from harness.loadgen_keys import MAX_DURATION_MS
 from harness.models.check import ModelFile
-from harness.outputs import BadOutput, check_outputs
-from harness.qsl import SampleStore
+from harness.outputs import BadOutput
 from harness.results import RUN_FORMAT, summarize
 from harness.runfolder import hold
 from harness.settings import (
@@ -41,13 +40,14 @@ from harness.settings import (
     format_number,
     loaded_mismatches,
     render_user_conf,
-    rounded,
 )
 from harness.spec import RunSpec
 from harness.tune import store_key, stored
+from harness.warmup import auto_settings
 from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
-from scenarios import ScenarioOptions, make_sut
+from harness.workloads.base import WorkloadData
+from scenarios import ScenarioOptions
 from scenarios.timeline import COLUMNS as TIMELINE_COLUMNS
 from scenarios.timeline import summary as timeline_summary
 
@@ -56,9 +56,7 @@ TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
 EXIT_USER_ERROR = 2
 EXIT_BACKEND_FAILED = 3
 EXIT_INTERNAL = 4
-WARMUP_SECONDS = {"smoke": 0.5, "short": 2.0, "valid": 5.0}
 PROGRESS_EVERY_S = 10.0
-MULTISTREAM_SAMPLES = 8
 # The most samples a performance run may plan (LoadGen pre-generates them all in memory).
 MAX_PLANNED_SAMPLES = 100_000_000
 PR_SET_PDEATHSIG = 1
@@ -103,6 +101,7 @@ def child_main(
     run_dir: Path,
     heartbeat: Heartbeat,
     parent_pid: int,
+    cluster: Connection | None = None,
 ) -> None:
     """Process entry point: run, or record the error and exit non-zero."""
     _die_with_parent(parent_pid)
@@ -110,76 +109,12 @@ def child_main(
     lock = hold(run_dir)  # held until the process ends
     heartbeat.started()
     try:
-        execute(spec, user_values, model, run_dir, heartbeat)
+        execute(spec, user_values, model, run_dir, heartbeat, cluster)
     except UserError as exc:
         fail(run_dir, heartbeat, str(exc), EXIT_USER_ERROR)
     except BaseException as exc:
         fail(run_dir, heartbeat, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, exc)
     os.close(lock)
-
-
-def warmup(infer, store: SampleStore, batch: int, seconds: float) -> list[float]:
-    """Seconds per call of ``infer`` on ``batch`` loaded samples (first call discarded)."""
-    indices = list(range(min(store.count, max(batch, 64))))
-    store.load_samples(indices)
-    times: list[float] = []
-    picks = [indices[(i * batch) % len(indices) :][:batch] for i in range(1000)]
-    try:
-        infer(picks[0])
-        deadline = time.perf_counter() + seconds
-        for pick in picks[1:]:
-            start = time.perf_counter()
-            infer(pick if len(pick) == batch else indices[:batch])
-            times.append(time.perf_counter() - start)
-            if time.perf_counter() > deadline and len(times) >= 2:
-                break
-    finally:
-        store.unload_samples(indices)
-    return times
-
-
-def concurrent_rate(infer, store: SampleStore, batch: int, workers: int, seconds: float) -> float:
-    """Samples/s of ``workers`` threads each calling ``infer`` on ``batch`` samples, as the
-    Offline SUT's workers do (a backend that overlaps calls beats one call's time)."""
-    indices = list(range(min(store.count, batch)))
-    store.load_samples(indices)
-    try:
-        infer(indices)
-        start = time.perf_counter()
-        deadline = start + seconds
-
-        def loop() -> int:
-            calls = 0
-            while calls < 2 or time.perf_counter() < deadline:
-                infer(indices)
-                calls += 1
-            return calls
-
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(loop) for _ in range(workers)]
-            calls = sum(future.result() for future in futures)  # re-raises a backend error
-        return calls * len(indices) / (time.perf_counter() - start)
-    finally:
-        store.unload_samples(indices)
-
-
-def auto_settings(spec: RunSpec, infer, store: SampleStore) -> dict[str, str]:
-    """Expected QPS / latency from a short warm-up, so valid runs neither end short of the
-    minimum duration nor run out of pre-generated queries."""
-    seconds = WARMUP_SECONDS[spec.preset]
-    if spec.scenario == "Offline":
-        if spec.workers > 1:
-            qps = concurrent_rate(infer, store, spec.batch_size, spec.workers, seconds)
-        else:
-            qps = spec.batch_size / float(np.median(warmup(infer, store, spec.batch_size, seconds)))
-        return {"target_qps": rounded(1.05 * qps)}
-    if spec.scenario == "Server":
-        times = warmup(infer, store, 1, seconds)
-        return {"target_qps": rounded(0.5 / float(np.median(times)))}
-    batch = 1 if spec.scenario == "SingleStream" else MULTISTREAM_SAMPLES
-    times = warmup(infer, store, batch, seconds)
-    # LoadGen pre-generates min_duration / expected latency queries: err on the low side.
-    return {"target_latency": rounded(max(0.75 * 1000 * min(times), 1e-3))}
 
 
 def run_plan(settings: lg.TestSettings, scenario: str) -> tuple[float, str]:
@@ -256,49 +191,57 @@ def execute(
     model: ModelFile,
     run_dir: Path,
     heartbeat: Heartbeat,
+    cluster: Connection | None = None,
 ) -> None:
     workload = get_workload(spec.model)
     label = spec.backend_label
 
-    def backend_call(what: str):  # a watched call that is not a batch
-        return heartbeat.busy(f"backend {label} in {what}", "backend")
-
     def on_fatal(exc: BaseException) -> NoReturn:
         if isinstance(exc, BadOutput):
             fail(run_dir, heartbeat, f"backend {label} {exc}", EXIT_BACKEND_FAILED, exc)
+        if isinstance(exc, ReplicaFailed):  # the line names the replica; the cause is in the log
+            fail(run_dir, heartbeat, str(exc), EXIT_BACKEND_FAILED, exc)
         message = f"backend {label} failed: {type(exc).__name__}: {exc}"
         fail(run_dir, heartbeat, message, EXIT_BACKEND_FAILED, exc)
 
     with heartbeat.busy("the run process while opening the dataset", "harness"):
         data = workload.open_data(spec.data_source, model.path, say)
-    with backend_call("its constructor"):
-        backend = create_backend(spec.backend, spec.backend_options)
-    say(f"loading {label} backend")
-    handle = ModelHandle(
-        path=model.path,
-        name=workload.name,
-        input_names=tuple(t.name for t in workload.inputs),
-        output_names=workload.outputs,
-        calibration=data.calibration,
-        int8_activations=workload.int8_activations,
-        token_mask=workload.token_mask,
-    )
-    with backend_call("load()"):
-        try:
-            backend.load(handle)
-        except UserError:
-            raise
-        except Exception as exc:
-            on_fatal(exc)
-    with backend_call("inputs_read()"):
-        reads = backend.inputs_read()
-    store = SampleStore(data.count, data.fetch, data.to_inputs)
-    phase = ["the warm-up"]
+    engine = open_engine(spec, model, data, heartbeat, on_fatal, cluster)
+    try:
+        _run_loadgen(spec, user_values, model, data, engine, run_dir, heartbeat, on_fatal)
+    finally:
+        engine.close()
 
-    def infer(indices: Sequence[int]) -> np.ndarray:
-        with heartbeat.busy(f"backend {label} in predict() during {phase[0]}", "batch"):
-            batch = backend.predict(store.batch(indices, reads))
-        return workload.responses(check_outputs(batch, model.outputs, len(indices)))
+
+def open_engine(
+    spec: RunSpec,
+    model: ModelFile,
+    data: WorkloadData,
+    heartbeat: Heartbeat,
+    on_fatal: Callable[[BaseException], NoReturn],
+    cluster: Connection | None,
+) -> Engine:
+    """The backend in this process, or its replicas on the cluster (Ray imported only then)."""
+    if cluster is not None:
+        os.environ.update(cluster.env)  # read by Ray as it is imported
+        from harness.cluster.engine import ClusterEngine
+
+        return ClusterEngine(spec, model, cluster, heartbeat, on_fatal, say)
+    say(f"loading {spec.backend_label} backend")
+    return LocalEngine(LocalInference(spec, model, data, heartbeat.busy, on_fatal))
+
+
+def _run_loadgen(
+    spec: RunSpec,
+    user_values: dict[str, str],
+    model: ModelFile,
+    data: WorkloadData,
+    engine: Engine,
+    run_dir: Path,
+    heartbeat: Heartbeat,
+    on_fatal: Callable[[BaseException], NoReturn],
+) -> None:
+    workload = get_workload(spec.model)
 
     def loading(action: Callable[[Sequence[int]], None]) -> Callable[[Sequence[int]], None]:
         """A QSL callback: watched, and fatal on failure (an exception must not reach
@@ -309,6 +252,8 @@ def execute(
                 with heartbeat.busy("the run process while loading samples", "harness"):
                     action(indices)
             except BaseException as exc:
+                if isinstance(exc, ReplicaFailed):
+                    on_fatal(exc)
                 line = f"loading samples failed: {type(exc).__name__}: {exc}"
                 fail(run_dir, heartbeat, line, EXIT_INTERNAL, exc)
 
@@ -331,7 +276,9 @@ def execute(
         else:
             source = "measured in a warm-up before the run"
             try:
-                found = auto_settings(spec, infer, store)
+                found = auto_settings(spec.scenario, engine.warm_up(spec))
+            except UserError:
+                raise
             except Exception as exc:
                 on_fatal(exc)
         tuned = {k: v for k, v in found.items() if k not in user_values}
@@ -355,7 +302,7 @@ def execute(
     )
 
     options = ScenarioOptions(spec.batch_size, spec.workers, spec.server_batch_timeout_ms)
-    sut = make_sut(spec.scenario, infer, options, on_fatal)
+    sut = engine.sut(spec.scenario, options, on_fatal)
     log_output = lg.LogOutputSettings()
     log_output.outdir = str(run_dir)
     log_output.copy_summary_to_stdout = False
@@ -364,27 +311,24 @@ def execute(
     log_settings.enable_trace = False
 
     perf_count = min(data.count, workload.performance_sample_count)
-    lg_sut = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+    lg_sut = engine.construct(sut)
     lg_qsl = lg.ConstructQSL(
-        data.count, perf_count, loading(store.load_samples), loading(store.unload_samples)
+        data.count, perf_count, loading(engine.load_samples), loading(engine.unload_samples)
     )
     say(f"LoadGen {spec.scenario} {spec.mode} run started: {plan}")
-    phase[0] = "the LoadGen test"
     sut.start()
-    with backend_call("start_measuring()"):
-        backend.start_measuring()
+    engine.start_measuring()
     try:
         with Progress(sut, expected_s):
             lg.StartTestWithLogSettings(lg_sut, lg_qsl, settings, log_settings)
     finally:
         sut.stop()
         lg.DestroyQSL(lg_qsl)
-        lg.DestroySUT(lg_sut)
+        engine.destroy(lg_sut)
 
     with heartbeat.busy("the run process while writing its results", "harness"):
         result = summarize(run_dir / "mlperf_log_detail.txt", spec.scenario, spec.mode)
-        with backend_call("report()"):
-            result["backend_report"] = backend.report()
+        result["backend_report"] = engine.report()
         if result["backend_report"].get("warning"):
             say(f"warning: {result['backend_report']['warning']}")
         if sut.timeline is not None:
@@ -402,26 +346,26 @@ def execute(
                 "line": accuracy.line,
                 **accuracy.details,
             }
-        with backend_call("describe()"):
-            description = backend.describe()
-        write_json(
-            run_dir / "run.json",
-            {
-                "spec": spec.to_json(),
-                "model_file": str(model.path),
-                "model": model.record(spec.model_label),
-                "dataset": data.description,
-                "backend": description,
-                "division": {
-                    "open_only": backend.open_division_only or model.open_only,
-                    "simulated": backend.simulated,
-                },
-                "versions": provenance.versions(),
-                "host": provenance.host(),
-                "git_sha": provenance.git_sha(),
-                "seeds": result["seeds"],
+        description = engine.describe()
+        cluster = engine.record()
+        record = {
+            "spec": spec.to_json(),
+            "model_file": str(model.path),
+            "model": model.record(spec.model_label),
+            "dataset": data.description,
+            "backend": description.backend,
+            "division": {
+                "open_only": description.open_division_only or model.open_only,
+                "simulated": description.simulated,
             },
-        )
+            "versions": provenance.versions(),
+            "host": provenance.host(),
+            "git_sha": provenance.git_sha(),
+            "seeds": result["seeds"],
+        }
+        if cluster is not None:
+            record["cluster"] = result["cluster"] = cluster
+        write_json(run_dir / "run.json", record)
         result["format"] = RUN_FORMAT
         result["status"] = "complete"
         write_json(run_dir / "result.json", result)

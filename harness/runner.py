@@ -14,6 +14,8 @@ from typing import NoReturn
 
 from harness import interrupts
 from harness.cache import CACHE_ENV, cache_root
+from harness.cluster import Connection
+from harness.cluster.local import cluster_for_run
 from harness.errors import UserError
 from harness.files import write_text
 from harness.loadgen_run import ERROR_FILE, child_main, say
@@ -79,20 +81,21 @@ def run(spec: RunSpec) -> RunOutcome:
     check_sample_counts(user_values, data.count, f"user.conf {spec.user_conf}")
     os.environ[CACHE_ENV] = str(cache_root())  # the same cache for the run process
 
-    recover(spec.runs_dir, say)
-    staging = Staging(spec.runs_dir, _folder_name(spec), spec.to_json())
-    try:
-        if spec.compliance:
-            # LoadGen reads audit.config from the working directory: only this run's folder.
-            write_text(staging.path / AUDIT_CONFIG, audit_config(spec.compliance))
-        result = _supervise(spec, user_values, model, staging)
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run process is ended
-        folder = staging.fail(interrupts.reason(exc))
-        say(f"{interrupts.reason(exc)}: run marked failed in {folder}")
-        raise
-    except UserError as exc:
-        _fail(staging, str(exc))
-    return RunOutcome(staging.publish(), result)
+    with cluster_for_run(spec.cluster, say) as connection:  # stopped however the run ends
+        recover(spec.runs_dir, say)
+        staging = Staging(spec.runs_dir, _folder_name(spec), spec.to_json())
+        try:
+            if spec.compliance:
+                # LoadGen reads audit.config from the working directory: only this run's folder.
+                write_text(staging.path / AUDIT_CONFIG, audit_config(spec.compliance))
+            result = _supervise(spec, user_values, model, staging, connection)
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the run process is ended
+            folder = staging.fail(interrupts.reason(exc))
+            say(f"{interrupts.reason(exc)}: run marked failed in {folder}")
+            raise
+        except UserError as exc:
+            _fail(staging, str(exc))
+        return RunOutcome(staging.publish(), result)
 
 
 def _fail(staging: Staging, message: str) -> NoReturn:
@@ -104,6 +107,7 @@ def _supervise(
     user_values: dict[str, str],
     model: ModelFile,
     staging: Staging,
+    cluster: Connection | None,
 ) -> dict:
     """Run the LoadGen process to its end, or stop it when the watchdog finds it stuck; the
     run's complete result, or UserError why there is none."""
@@ -111,7 +115,7 @@ def _supervise(
     heartbeat = Heartbeat(context, spec.stall_timeout_s)
     process = context.Process(
         target=child_main,
-        args=(spec, user_values, model, staging.path, heartbeat, os.getpid()),
+        args=(spec, user_values, model, staging.path, heartbeat, os.getpid(), cluster),
     )
     try:
         with interrupts.sigint_ignored():  # the process ignores Ctrl-C: this one ends it

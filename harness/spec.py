@@ -8,6 +8,7 @@ from typing import Any
 
 from backends import create_backend, path_options
 from backends.sparse_int4.sparsity import BLOCKS
+from harness.cluster import check_cluster
 from harness.errors import UserError
 from harness.models.recipe import Recipe, builtin_recipe
 from harness.settings import (
@@ -63,6 +64,8 @@ class RunSpec:
     compliance: str | None = None  # an audit test (TEST01, TEST04) this run is made for
     # How long the backend may go without progress before any batch is timed (watchdog).
     stall_timeout_s: float = DEFAULT_STALL_S
+    cluster: str | None = None  # local:N, or a Ray cluster's HOST:PORT (harness.cluster)
+    replicas: int | None = None  # backend replicas on the cluster (default: one per node)
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -165,6 +168,7 @@ def check_numbers(spec: RunSpec) -> None:
         raise UserError("server batch timeout must not be negative")
     if not spec.stall_timeout_s > 0:
         raise UserError(f"stall timeout must be positive, got {spec.stall_timeout_s:g} s")
+    check_cluster(spec.cluster, spec.replicas)
 
 
 def validate(spec: RunSpec) -> dict[str, str]:

@@ -6,7 +6,16 @@ or model needs no change here.
 
 from __future__ import annotations
 
-from scenarios.base import FatalFn, InferFn, ScenarioOptions, ScenarioSUT
+from scenarios.base import (
+    FatalFn,
+    InferFn,
+    RespondFn,
+    Sample,
+    ScenarioOptions,
+    ScenarioSUT,
+    check_responses,
+    complete,
+)
 from scenarios.offline import OfflineSUT
 from scenarios.server import ServerSUT
 from scenarios.streams import StreamSUT
@@ -18,11 +27,26 @@ SCENARIOS: dict[str, type[ScenarioSUT]] = {
     "MultiStream": StreamSUT,
 }
 
-__all__ = ["SCENARIOS", "FatalFn", "InferFn", "ScenarioOptions", "ScenarioSUT", "make_sut"]
+__all__ = [
+    "SCENARIOS",
+    "FatalFn",
+    "InferFn",
+    "RespondFn",
+    "Sample",
+    "ScenarioOptions",
+    "ScenarioSUT",
+    "check_responses",
+    "complete",
+    "make_sut",
+]
 
 
 def make_sut(
-    scenario: str, infer: InferFn, options: ScenarioOptions, on_fatal: FatalFn
+    scenario: str,
+    infer: InferFn,
+    options: ScenarioOptions,
+    on_fatal: FatalFn,
+    respond: RespondFn = complete,
 ) -> ScenarioSUT:
     """The SUT for a LoadGen scenario name (Offline, Server, SingleStream, MultiStream)."""
-    return SCENARIOS[scenario](infer, options, on_fatal)
+    return SCENARIOS[scenario](infer, options, on_fatal, respond)

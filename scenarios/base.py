@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import mlperf_loadgen as lg
 import numpy as np
@@ -20,6 +20,41 @@ InferFn = Callable[[Sequence[int]], np.ndarray]
 FatalFn = Callable[[BaseException], NoReturn]
 
 
+class Sample(Protocol):
+    """A query sample as LoadGen issues it (``lg.QuerySample``), or as a cluster replica
+    receives it from the dispatcher."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def index(self) -> int: ...
+
+
+# Hands a batch's responses (one row per sample, in order) to whoever waits for them.
+RespondFn = Callable[[Sequence[Sample], np.ndarray], None]
+
+
+def check_responses(samples: Sequence[Sample], responses: np.ndarray) -> np.ndarray:
+    """The responses as one contiguous array, one row per sample (else RuntimeError)."""
+    responses = np.ascontiguousarray(responses)
+    if len(responses) != len(samples):
+        raise RuntimeError(
+            f"backend returned {len(responses)} responses for {len(samples)} samples"
+        )
+    return responses
+
+
+def complete(samples: Sequence[Sample], responses: np.ndarray) -> None:
+    """Hand responses to LoadGen (``QuerySamplesComplete``), one row per sample."""
+    responses = check_responses(samples, responses)
+    stride = responses.strides[0] if responses.ndim > 1 else responses.itemsize
+    base = responses.ctypes.data
+    lg.QuerySamplesComplete(
+        [lg.QuerySampleResponse(s.id, base + i * stride, stride) for i, s in enumerate(samples)]
+    )
+
+
 @dataclass(frozen=True)
 class ScenarioOptions:
     batch_size: int = 1  # Offline batch size; the largest dynamic batch in Server
@@ -28,12 +63,20 @@ class ScenarioOptions:
 
 
 class ScenarioSUT:
-    """Base of the per-scenario SUTs. Subclasses implement ``issue_queries``."""
+    """Base of the per-scenario SUTs. Subclasses implement ``issue_queries``. Responses go to
+    LoadGen, or to ``respond`` where the SUT runs away from LoadGen (a cluster replica)."""
 
-    def __init__(self, infer: InferFn, options: ScenarioOptions, on_fatal: FatalFn) -> None:
+    def __init__(
+        self,
+        infer: InferFn,
+        options: ScenarioOptions,
+        on_fatal: FatalFn,
+        respond: RespondFn = complete,
+    ) -> None:
         self.infer = infer
         self.options = options
         self.on_fatal = on_fatal
+        self.respond = respond
         self.timeline: Timeline | None = None  # per-query times, where the scenario keeps them
         self._completed = 0
         self._count_lock = threading.Lock()
@@ -48,30 +91,19 @@ class ScenarioSUT:
     def stop(self) -> None:
         """Stop worker threads after LoadGen has finished the test."""
 
-    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+    def issue_queries(self, samples: list[Sample]) -> None:
         raise NotImplementedError
 
     def flush_queries(self) -> None:
         """Nothing is held back between queries, so there is nothing to flush."""
 
-    def run(self, samples: Sequence[lg.QuerySample]) -> int:
-        """Infer one batch and hand its responses to LoadGen; any failure ends the run.
+    def run(self, samples: Sequence[Sample]) -> int:
+        """Infer one batch and hand its responses on; any failure ends the run.
         Returns when the backend returned its responses (``time.monotonic_ns``)."""
         try:
-            responses = np.ascontiguousarray(self.infer([s.index for s in samples]))
+            responses = self.infer([s.index for s in samples])
             inferred = time.monotonic_ns()
-            if len(responses) != len(samples):
-                raise RuntimeError(
-                    f"backend returned {len(responses)} responses for {len(samples)} samples"
-                )
-            stride = responses.strides[0] if responses.ndim > 1 else responses.itemsize
-            base = responses.ctypes.data
-            lg.QuerySamplesComplete(
-                [
-                    lg.QuerySampleResponse(s.id, base + i * stride, stride)
-                    for i, s in enumerate(samples)
-                ]
-            )
+            self.respond(samples, responses)
         except BaseException as exc:  # LoadGen would wait forever for the missing responses
             self.on_fatal(exc)
         with self._count_lock:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import mlperf_loadgen as lg
-
-from scenarios.base import WorkerPoolSUT
+from scenarios.base import Sample, WorkerPoolSUT
 
 
 class OfflineSUT(WorkerPoolSUT):
-    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+    def issue_queries(self, samples: list[Sample]) -> None:
         size = self.options.batch_size
         for start in range(0, len(samples), size):
             self._queue.put(samples[start : start + size])

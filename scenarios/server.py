@@ -14,10 +14,9 @@ import queue
 import time
 from collections.abc import Callable, Sequence
 
-import mlperf_loadgen as lg
 import numpy as np
 
-from scenarios.base import ScenarioOptions, WorkerPoolSUT
+from scenarios.base import Sample, ScenarioOptions, WorkerPoolSUT
 from scenarios.timeline import Timeline
 
 
@@ -26,7 +25,7 @@ class ServerSUT(WorkerPoolSUT):
         self.timeline = Timeline()
         super().start()
 
-    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+    def issue_queries(self, samples: list[Sample]) -> None:
         issued = time.monotonic_ns()
         for sample in samples:
             self._queue.put((sample, issued))

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import mlperf_loadgen as lg
-
-from scenarios.base import ScenarioSUT
+from scenarios.base import Sample, ScenarioSUT
 
 
 class StreamSUT(ScenarioSUT):
     """One query (1 sample in SingleStream, 8 in MultiStream) is one backend batch."""
 
-    def issue_queries(self, samples: list[lg.QuerySample]) -> None:
+    def issue_queries(self, samples: list[Sample]) -> None:
         self.run(samples)

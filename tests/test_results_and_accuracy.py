@@ -10,9 +10,9 @@ import pytest
 
 from harness.accuracy import imagenet_top1, read_responses
 from harness.errors import UserError
-from harness.loadgen_run import concurrent_rate
 from harness.qsl import SampleStore
 from harness.results import summarize
+from harness.warmup import concurrent_rate
 
 
 def detail_log(path, entries, errors=()):

@@ -41,6 +41,8 @@ class Matrix:
     model_path: Path | None = None
     model_density: float | None = None
     model_pattern: str | None = None
+    cluster: str | None = None  # every cell's backend on this cluster's replicas
+    replicas: int | None = None
 
     @classmethod
     def parse(cls, models: str, backends: str, scenarios: str, **settings: Any) -> Matrix:
@@ -55,7 +57,8 @@ class Matrix:
         check_choice("preset", settings.get("preset", cls.preset), PRESETS)
         matrix = cls(model_names, choices, scenario_names, **settings)
         check_numbers(RunSpec(batch_size=matrix.batch_size, workers=matrix.workers,
-                              dataset_count=matrix.dataset_count))  # fmt: skip
+                              dataset_count=matrix.dataset_count, cluster=matrix.cluster,
+                              replicas=matrix.replicas))  # fmt: skip
         if matrix.model_path is not None and len(model_names) > 1:
             raise UserError(
                 f"--model-path gives one model file, but the matrix has {len(model_names)} "
@@ -90,6 +93,8 @@ class Matrix:
                     workers=self.workers,
                     dataset_count=self.dataset_count,
                     runs_dir=runs_dir,
+                    cluster=self.cluster,
+                    replicas=self.replicas,
                 )
                 specs += [replace(base, scenario=s) for s in self.scenarios if s in defined]
                 if self.accuracy and not create_backend(choice.backend, choice.options).timing_only:
