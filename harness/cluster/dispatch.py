@@ -30,7 +30,10 @@ from harness.cluster import ReplicaFailed
 from scenarios import FatalFn, Sample, ScenarioOptions, complete
 from scenarios.timeline import Timeline
 
-MESSAGES_IN_FLIGHT = 4  # per replica: enough to keep it busy while responses travel back
+MESSAGES_IN_FLIGHT = 2  # per replica: enough to keep it busy while responses travel back
+# Outstanding samples per replica: at least two rounds of its batches, and enough that queries
+# arriving fast travel several to a message rather than queue here.
+CAP_FLOOR = 64
 Reply = tuple[np.ndarray, np.ndarray]  # (sample ids, one response row per sample)
 
 
@@ -94,7 +97,7 @@ class Dispatcher:
         self.label = label
         self.lanes = [Lane(replica) for replica in replicas]
         self.piece = options.batch_size * options.workers  # one round of a replica's batches
-        self.cap = 2 * self.piece
+        self.cap = max(2 * self.piece, CAP_FLOOR)
         self.split = scenario == "Offline"
         self.on_fatal = on_fatal
         self.watch = watch
