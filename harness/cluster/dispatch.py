@@ -44,6 +44,7 @@ class ReplicaDied(Exception):
 class Replica(Protocol):
     number: int
     node: str
+    died: str | None  # why it is gone, once it is
 
     def serve(self, ids: np.ndarray, indices: np.ndarray) -> Future[Reply]: ...
 
@@ -58,7 +59,10 @@ class Lane:
     queries: int = 0  # queries answered (pieces of the Offline query count one each)
     samples: int = 0
     messages: int = 0
-    died: str | None = None
+
+    @property
+    def died(self) -> str | None:
+        return self.replica.died
 
     @property
     def name(self) -> str:
@@ -222,7 +226,7 @@ class Dispatcher:
         with self._cond:
             first = lane.died is None
             if first:
-                lane.died = reason
+                lane.replica.died = reason
             for query in reversed(message.queries):
                 self._queue.appendleft(query)
             self.counts.resent += len(message.samples)

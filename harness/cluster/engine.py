@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from functools import partial
@@ -32,6 +33,7 @@ from harness.watchdog import Heartbeat
 from scenarios import FatalFn, ScenarioOptions
 from scenarios.timeline import Timeline
 
+CONNECT_TIMEOUT_S = 30.0
 CONTROL_CALLS = 4  # actor threads beyond the messages: loading samples, reports
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # where harness/, backends/... are
 
@@ -81,6 +83,36 @@ def replica_env() -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), CACHE_ENV: str(cache_root())}
 
 
+def connect(address: str) -> None:
+    """Connect this process to the cluster as its driver, or fail within CONNECT_TIMEOUT_S
+    (Ray retries for minutes when something else answers at the address)."""
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def attempt() -> None:
+        try:
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                runtime_env={"env_vars": replica_env()},
+            )
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=attempt, name="ray-connect", daemon=True).start()
+    if not done.wait(CONNECT_TIMEOUT_S):
+        raise UserError(
+            f"{address} did not answer as a Ray cluster within {CONNECT_TIMEOUT_S:g} s "
+            "(is it the address `ray start --head` printed?)"
+        )
+    if failure:
+        lines = str(failure[0]).strip().splitlines() or [type(failure[0]).__name__]
+        raise UserError(f"cannot join the Ray cluster at {address}: {lines[0]}")
+
+
 class ClusterEngine:
     def __init__(
         self,
@@ -99,12 +131,7 @@ class ClusterEngine:
         self._dispatcher: Dispatcher | None = None
         self._finished: dict[int, dict[str, Any]] | None = None
         with self._watch("the run process while connecting to the Ray cluster", "harness"):
-            ray.init(
-                address=connection.address,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                runtime_env={"env_vars": replica_env()},
-            )
+            connect(connection.address)
         nodes = [node for node in ray.nodes() if node["Alive"]]
         placement = place(nodes, spec.replicas)
         self.nodes = len({node["NodeID"] for node in placement})
@@ -230,7 +257,7 @@ class ClusterEngine:
                     "messages": lane.messages if lane else 0,
                     "busy_s": stats.get("busy_s"),
                     "batches": stats.get("batches"),
-                    "died": (lane.died if lane else None) or replica.died,
+                    "died": replica.died,
                 }
             )
         per_node: dict[str, int] = {}
