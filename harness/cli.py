@@ -774,8 +774,10 @@ submission_flags = options(
     click.option(
         "--division",
         required=True,
-        type=click.Choice(["closed", "open"]),
-        help="closed: the reference model as is (onnxruntime); open: anything else.",
+        type=click.Choice(["closed", "open", "network"]),
+        help="closed: the reference model as is (onnxruntime); network: the same rules, "
+        "LoadGen driving replicas through the cluster dispatcher (--cluster); open: anything "
+        "else.",
     ),
     click.option(
         "--system-file",

@@ -54,6 +54,11 @@ def store_key(spec: RunSpec) -> str:
             f"batch {spec.batch_size}",
             f"workers {spec.workers}",
             f"timeout {spec.server_batch_timeout_ms:g} ms",
+            *(
+                [f"cluster {spec.cluster} replicas {spec.replicas or 'default'}"]
+                if spec.cluster
+                else []
+            ),
         )
     )
 

@@ -109,7 +109,12 @@ def _check_rules(
     any_run = next(iter(next(iter(groups.values())).values()))
     bench = rules.benchmark(any_run.model)
     tests = compliance.tests_for(bench.loadgen_key)
-    closed = request.division == "closed"
+    closed = request.division in rules.STRICT_DIVISIONS  # network: closed rules and more
+    for roles in groups.values():
+        for record in roles.values():
+            problem = rules.division_problem(request.division, "cluster" in record.run)
+            if problem:
+                raise UserError(f"{record.folder}: {problem}")
     open_only = any_run.run["division"]["open_only"]
     if closed and open_only:
         raise UserError(
@@ -119,14 +124,14 @@ def _check_rules(
     missing = [s for s in required if s not in groups]
     if closed and missing:
         raise UserError(
-            f"a closed {bench.folder} submission on a {system_type!r} system needs the "
+            f"a {request.division} {bench.folder} submission on a {system_type!r} system needs the "
             f"{', '.join(missing)} scenario(s) too"
         )
     extra = sorted(s for s in groups if s not in required)
     if closed and extra:
         raise UserError(
-            f"a closed {bench.folder} submission on a {system_type!r} system takes only "
-            f"{', '.join(required)}; leave out the {', '.join(extra)} run(s)"
+            f"a {request.division} {bench.folder} submission on a {system_type!r} system takes "
+            f"only {', '.join(required)}; leave out the {', '.join(extra)} run(s)"
         )
     for scenario, roles in sorted(groups.items()):
         for role in ("performance", "accuracy"):
@@ -172,6 +177,7 @@ def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) ->
         backend=any_run.run["backend"],
         user=user_system,
         simulated=bool(any_run.run["division"]["simulated"]),
+        cluster=any_run.run.get("cluster"),
     )
     _check_rules(request, groups, system["system_type"], report)
 

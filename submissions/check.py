@@ -15,7 +15,13 @@ from harness.results import read_detail_log
 from submissions import compliance, rules
 from submissions.build import ACCURACY_LOG
 from submissions.runs import LOG_FILES
-from submissions.system import MEANINGFUL_FIELDS, REQUIRED_FIELDS, STATUSES, SYSTEM_TYPES
+from submissions.system import (
+    MEANINGFUL_FIELDS,
+    NETWORK_FIELDS,
+    REQUIRED_FIELDS,
+    STATUSES,
+    SYSTEM_TYPES,
+)
 
 MEASUREMENT_FIELDS = (
     "input_data_types",
@@ -53,6 +59,7 @@ class TreeCheck:
     def __init__(self) -> None:
         self.problems: list[str] = []
         self.results = 0
+        self.division = ""
 
     def problem(self, path: Path, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -97,6 +104,15 @@ class TreeCheck:
                 f"system_type {body.get('system_type')!r} cannot carry ResNet-50 or BERT "
                 f"under {rules.VERSION}; use {' or '.join(SYSTEM_TYPES[:2])}",
             )
+        network = str(body.get("is_network", "")).lower() == "true"
+        if division == "network":
+            for key in NETWORK_FIELDS:
+                if key not in body:
+                    self.problem(path, f"field {key} is missing (the network division needs it)")
+            if not network:
+                self.problem(path, f'is_network is {body.get("is_network")!r}, not "true"')
+        elif division == "closed" and network:
+            self.problem(path, 'is_network is "true": a network SUT goes to the network division')
         for key, expected in (("division", division), ("submitter", submitter)):
             if str(body.get(key, "")).lower() != expected.lower():
                 self.problem(
@@ -126,6 +142,9 @@ class TreeCheck:
             self.problem(
                 path, f"scenario {values.get('effective_scenario')} in a {scenario} folder"
             )
+        name = str(values.get("sut_name", ""))
+        if self.division == "network" and rules.NETWORK_SUT_NAME not in name:
+            self.problem(path, f"SUT name {name!r} lacks {rules.NETWORK_SUT_NAME!r}")
         return values
 
     def performance(
@@ -201,7 +220,7 @@ class TreeCheck:
         self, folder: Path, test: str, bench: rules.Benchmark, scenario: str
     ) -> None:
         if not folder.is_dir():
-            self.problem(folder, f"missing: the closed division needs {test}")
+            self.problem(folder, f"missing: the {self.division} division needs {test}")
             return
         values = self.performance(folder / "performance" / "run_1", bench, scenario, True)
         for key, expected in AUDIT_VALUES[test].items():
@@ -250,7 +269,8 @@ class TreeCheck:
                 self.compliance_test(folder / test, test, bench, scenario)
 
     def submitter(self, root: Path, division: str) -> None:
-        closed = division == "closed"
+        self.division = division
+        closed = division in rules.STRICT_DIVISIONS  # the network division: closed rules too
         systems = root / "systems"
         if not (root / "src").is_dir():
             self.problem(root / "src", "missing (the source code folder must exist)")
@@ -277,9 +297,9 @@ class TreeCheck:
                 if closed and system is not None:
                     system_type = str(system.get("system_type", "edge"))
                     allowed = set(bench.required_scenarios(system_type))
-                    where = f" on a closed {system_type!r} system"
+                    where = f" on a {division} {system_type!r} system"
                     for missing in sorted(allowed - scenarios):
-                        self.problem(model / missing, "missing: the closed division needs it")
+                        self.problem(model / missing, f"missing: the {division} division needs it")
                 for unknown in sorted(scenarios - allowed):
                     self.problem(
                         model / unknown, f"{unknown} is not a {bench.folder} scenario{where}"
@@ -296,7 +316,9 @@ def check_tree(tree: Path) -> tuple[list[str], int]:
     check = TreeCheck()
     divisions = [p for p in tree.iterdir() if p.is_dir() and p.name in rules.DIVISIONS]
     if not divisions:
-        raise UserError(f"{tree} holds no closed/ or open/ folder: is it a submission tree?")
+        raise UserError(
+            f"{tree} holds no closed/, open/ or network/ folder: is it a submission tree?"
+        )
     for division in divisions:
         for submitter in sorted(p for p in division.iterdir() if p.is_dir()):
             check.submitter(submitter, division.name)

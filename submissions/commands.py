@@ -21,6 +21,8 @@ OPTIONAL = (
     "workers",
     "server_batch_timeout_ms",
     "compliance",
+    "cluster",
+    "replicas",
 )
 DEFAULTS = {f.name: f.default for f in fields(RunSpec)}
 

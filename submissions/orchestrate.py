@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from harness.cluster import local_size
+from harness.cluster.local import saved
 from harness.errors import UserError
 from harness.runner import run
 from harness.settings import rounded
@@ -41,6 +43,16 @@ def compliance_conf(performance_conf: str) -> str:
     return f"# compliance runs: target_qps {factors}\n" + _TARGET_QPS.sub(scale, performance_conf)
 
 
+def preview_cluster(cluster: str | None) -> dict | None:
+    """The cluster record a run on ``cluster`` will have, as far as the system description
+    needs it before the runs: whether it is local (its network fields are then known)."""
+    if cluster is None:
+        return None
+    running = saved()
+    local = local_size(cluster) is not None or (running is not None and running.address == cluster)
+    return {"local": local, "ray_version": "(from the runs)", "replicas": [], "nodes": 1}
+
+
 def run_submission(
     base: RunSpec,
     request: BuildRequest,
@@ -48,8 +60,11 @@ def run_submission(
     say: Callable[[str], None],
 ) -> BuildReport:
     bench = rules.benchmark(base.model)
-    closed = request.division == "closed"
+    closed = request.division in rules.STRICT_DIVISIONS
     tests = compliance.tests_for(bench.loadgen_key) if closed else ()
+    problem = rules.division_problem(request.division, base.cluster is not None)
+    if problem:
+        raise UserError(problem)
     if request.out.exists():
         raise UserError(f"output folder {request.out} already exists; choose a new one")
     # The system description is checked again with the backend's details when the tree is
@@ -61,6 +76,7 @@ def run_submission(
         backend={"framework": "(from the runs)"},
         user=read_user_file(request.system_file) if request.system_file else {},
         simulated=False,
+        cluster=preview_cluster(base.cluster),
     )
     chosen = scenarios or bench.required_scenarios(system["system_type"])
     for scenario in chosen:  # every spec checked before the first run starts

@@ -11,7 +11,26 @@ from harness.workloads import get_workload
 from harness.workloads.base import Workload
 
 VERSION = "v6.1"
-DIVISIONS = ("closed", "open")
+DIVISIONS = ("closed", "open", "network")
+# Divisions held to the closed rules: every required scenario, compliance tests, valid runs,
+# the accuracy targets. The network division adds LoadGen talking to the SUT through a QDL.
+STRICT_DIVISIONS = ("closed", "network")
+NETWORK_SUT_NAME = "Network SUT"  # what a network division SUT's name must contain
+
+
+def division_problem(division: str, cluster_run: bool) -> str | None:
+    """Why a run may not enter ``division`` (None: it may): the network division takes runs
+    through the cluster dispatcher only, the closed division none."""
+    if division == "network" and not cluster_run:
+        return "the network division takes runs through the cluster dispatcher (--cluster) only"
+    if division == "closed" and cluster_run:
+        return (
+            "a run through the cluster dispatcher (a network SUT) goes to the network "
+            "division, not closed"
+        )
+    return None
+
+
 MIN_DURATION_MS = 600000
 SEEDS = {
     "qsl_rng_seed": 2085463073848966840,

@@ -80,6 +80,7 @@ class RunRecord:
     def system(self) -> dict:
         """What makes two runs the same system under test: host, backend and its options."""
         host = self.run["host"]
+        cluster = self.run.get("cluster")  # a cluster run: how many nodes and replicas
         return {
             "cpu": host.get("cpu"),
             "cores": host.get("cores"),
@@ -87,6 +88,8 @@ class RunRecord:
             "backend": self.spec["backend"],
             "backend_options": self.spec.get("backend_options", {}),
             "framework": self.run["backend"].get("framework"),
+            "cluster": cluster
+            and {"nodes": cluster["nodes"], "replicas": len(cluster["replicas"])},
         }
 
 

@@ -49,6 +49,22 @@ REQUIRED_FIELDS = (
     "host_network_card_count",
     "system_type_detail",
 )
+# The network division's further fields (is_network "true" and how LoadGen reaches the SUT).
+NETWORK_FIELDS = (
+    "is_network",
+    "network_type",
+    "network_media",
+    "network_rate",
+    "nic_loadgen",
+    "number_nic_loadgen",
+    "net_software_stack_loadgen",
+    "network_protocol",
+    "number_connections",
+    "nic_sut",
+    "number_nic_sut",
+    "net_software_stack_sut",
+    "network_topology",
+)
 # Fields the checker requires to be non-empty.
 MEANINGFUL_FIELDS = frozenset(
     {
@@ -187,10 +203,37 @@ def detect(backend: dict[str, str]) -> dict[str, str]:
     }
 
 
+def network(cluster: dict | None) -> dict[str, str]:
+    """The network fields of a cluster run (its run.json record): detected for a local cluster
+    on loopback; for another, what the dispatcher's side shows (the rest comes from the user)."""
+    ray = f"Ray {cluster['ray_version']} (gRPC over TCP/IP)" if cluster else ""
+    fields = {
+        "is_network": "true",
+        "network_protocol": "gRPC over TCP/IP (Ray actor calls)",
+        "number_connections": str(len(cluster["replicas"])) if cluster else "",
+        "net_software_stack_loadgen": ray,
+        "net_software_stack_sut": ray,
+    }
+    if cluster and cluster["local"]:
+        loopback = "lo (loopback)"
+        fields.update(
+            network_type="loopback: LoadGen and the replicas on one machine (127.0.0.1)",
+            network_media="none (the kernel's loopback interface)",
+            network_rate="N/A (loopback)",
+            nic_loadgen=loopback,
+            number_nic_loadgen="1",
+            nic_sut=loopback,
+            number_nic_sut="1",
+            network_topology=f"one machine: the LoadGen process and {len(cluster['replicas'])} "
+            "replica processes over loopback",
+        )
+    return fields
+
+
 def read_user_file(path: Path) -> dict[str, str]:
     """The user's system fields: a JSON object whose keys are checker field names."""
     values = read_json_object(path, "system file")
-    unknown = sorted(set(values) - set(REQUIRED_FIELDS))
+    unknown = sorted(set(values) - set(REQUIRED_FIELDS) - set(NETWORK_FIELDS))
     if unknown:
         raise UserError(f"system file {path}: unknown field(s) {', '.join(unknown)} (misspelt?)")
     bad = sorted(key for key, value in values.items() if not isinstance(value, (str, int, float)))
@@ -207,16 +250,25 @@ def describe_system(
     backend: dict[str, str],
     user: dict[str, str],
     simulated: bool,
+    cluster: dict | None = None,
 ) -> dict[str, str]:
-    """The complete system description, checked: detected values, then the user's."""
+    """The complete system description, checked: detected values, then the user's. The
+    network division's has the network fields too (``cluster``: a cluster run's record)."""
     system = detect(backend)
+    fields = REQUIRED_FIELDS
+    if division == "network":
+        fields += NETWORK_FIELDS
+        system.update(network(cluster))
+        if cluster:
+            system["number_of_nodes"] = str(cluster["nodes"])
     system.update(user)
     system.update(division=division, submitter=submitter, system_name=system_name)
     if simulated:
         note = "simulated accelerator: results are modelled, not measured on hardware"
         system["system_name"] += " (simulated)"
         system["hw_notes"] = "; ".join(filter(None, (note, system["hw_notes"])))
-    missing = [key for key in REQUIRED_FIELDS if key in MEANINGFUL_FIELDS and not system.get(key)]
+    meaningful = MEANINGFUL_FIELDS | (set(NETWORK_FIELDS) if division == "network" else set())
+    missing = [key for key in fields if key in meaningful and not system.get(key)]
     if missing:
         raise UserError(
             f"the system description lacks {', '.join(missing)}: give them in a JSON file with "
@@ -229,4 +281,6 @@ def describe_system(
             f"system type {system['system_type']!r} cannot carry ResNet-50 or BERT under "
             f"MLPerf v6.1; use one of {', '.join(SYSTEM_TYPES)}"
         )
-    return {key: system[key] for key in REQUIRED_FIELDS}
+    if division == "network" and system["is_network"] != "true":
+        raise UserError('a network division system has is_network "true"')
+    return {key: system[key] for key in fields}
