@@ -94,7 +94,7 @@ def connect(address: str) -> None:
             ray.init(
                 address=address,
                 log_to_driver=False,
-                logging_level=logging.WARNING,
+                logging_level=logging.ERROR,  # its warnings are not the run's
                 runtime_env={"env_vars": replica_env()},
             )
         except BaseException as exc:
