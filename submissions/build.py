@@ -110,11 +110,6 @@ def _check_rules(
     bench = rules.benchmark(any_run.model)
     tests = compliance.tests_for(bench.loadgen_key)
     closed = request.division in rules.STRICT_DIVISIONS  # network: closed rules and more
-    for roles in groups.values():
-        for record in roles.values():
-            problem = rules.division_problem(request.division, "cluster" in record.run)
-            if problem:
-                raise UserError(f"{record.folder}: {problem}")
     open_only = any_run.run["division"]["open_only"]
     if closed and open_only:
         raise UserError(
@@ -167,6 +162,10 @@ def _check_rules(
 def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) -> BuildReport:
     user_system = _check_request(request)
     records = [read_run(Path(folder)) for folder in request.runs]
+    for record in records:
+        problem = rules.division_problem(request.division, "cluster" in record.run)
+        if problem:
+            raise UserError(f"{record.folder}: {problem}")
     groups = _group(records)
     report = BuildReport(request.out / request.division / request.submitter, sorted(groups))
     any_run = records[0]

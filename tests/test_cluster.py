@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -16,8 +17,19 @@ import pytest
 
 from harness.cluster import local
 from harness.cluster.processes import command_line, descendants
+from harness.errors import UserError
+from submissions.build import BuildRequest, build
+from submissions.check import check_tree
+from submissions.system import NETWORK_FIELDS
 from tests.conftest import run_cli
 from tests.test_bad_input import assert_one_line_error, no_complete_run
+from tests.test_submissions import (
+    SHORTFALLS,
+    SYSTEM_FIELDS,
+    VETTED,
+    copy_run,
+    official_checker_errors,
+)
 
 pytest.importorskip("ray", reason="the cluster tests need Ray: pip install -e '.[test]'")
 
@@ -235,3 +247,78 @@ def test_a_cluster_started_for_a_run_is_stopped_after_it(
     assert "local Ray cluster stopped" in output
     assert ray_processes() <= before  # nothing of it is left running
     assert set(Path(local.tempfile.gettempdir()).glob("sparseperf-ray-*")) <= folders
+
+
+# --- the network division ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def network_tree(cluster, small_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """A network-division ResNet-50 smoke rehearsal through the cluster: (tree, runs)."""
+    from harness.cli import main
+
+    work = tmp_path_factory.mktemp("network")
+    system = work / "system.json"
+    system.write_text(json.dumps(SYSTEM_FIELDS))
+    # A MultiStream query's round trip through the cluster takes a few ms: enough queries for
+    # early stopping, which 2 smoke seconds alone may not give.
+    conf = work / "user.conf"
+    conf.write_text("*.MultiStream.min_query_count = 662\n")
+    main(["submission", "run", "--user-conf", str(conf), "--model", "resnet50",
+          "--backend", VETTED, "--preset", "smoke",
+          "--dataset-path", str(small_dataset), "--runs-dir", str(work / "runs"),
+          "--cluster", cluster.address, "--submitter", "Org", "--system", "ray-2r",
+          "--division", "network", "--system-file", str(system),
+          "--out", str(work / "tree")])  # fmt: skip
+    return work / "tree", work / "runs"
+
+
+def test_network_tree_passes_the_check_but_for_smoke_shortfalls(network_tree, capfd):
+    tree, _ = network_tree
+    root = tree / "network" / "Org"
+    system = json.loads((root / "systems" / "ray-2r.json").read_text())
+    assert system["is_network"] == "true" and system["number_of_nodes"] == "1"
+    assert all(system[key] for key in NETWORK_FIELDS)
+    assert system["number_connections"] == "2" and "loopback" in system["network_type"]
+    scenarios = sorted(p.name for p in (root / "results" / "ray-2r" / "resnet50").iterdir())
+    assert scenarios == ["MultiStream", "Offline", "SingleStream"]
+    code, out, err = run_cli(["submission", "check", str(tree)], capfd)
+    problems = out.strip().splitlines()
+    assert code == 2 and "problem(s) in 3 result folder(s)" in err
+    assert [p for p in problems if not SHORTFALLS.search(p)] == []
+
+
+def test_check_wants_the_network_sut_and_its_fields(network_tree, tmp_path):
+    tree = shutil.copytree(network_tree[0], tmp_path / "tree")
+    system = tree / "network" / "Org" / "systems" / "ray-2r.json"
+    body = json.loads(system.read_text())
+    del body["nic_sut"]
+    system.write_text(json.dumps(body))
+    offline = tree / "network" / "Org" / "results" / "ray-2r" / "resnet50" / "Offline"
+    detail = offline / "performance" / "run_1" / "mlperf_log_detail.txt"
+    detail.write_text(detail.read_text().replace("Network SUT", "SUT"))
+    problems, _ = check_tree(tree)
+    assert any(p.startswith(f"{system}: field nic_sut is missing") for p in problems)
+    assert any(p.startswith(str(detail)) and "lacks 'Network SUT'" in p for p in problems)
+
+
+def test_cluster_runs_go_to_the_network_division_and_only_they(network_tree, small_dataset,
+                                                              tmp_path):  # fmt: skip
+    runs = sorted(p for p in network_tree[1].iterdir() if p.is_dir())
+    system = tmp_path / "system.json"
+    system.write_text(json.dumps(SYSTEM_FIELDS))
+    closed = BuildRequest("Org", "ray-2r", "closed", tmp_path / "closed", tuple(runs), system)
+    with pytest.raises(UserError, match="goes to the network division, not closed"):
+        build(closed)
+    one_process = copy_run(runs[0], tmp_path / "one", edit_run=lambda run: run.pop("cluster"))
+    network = BuildRequest("Org", "ray-2r", "network", tmp_path / "net", (one_process,), system)
+    with pytest.raises(UserError, match="takes runs through the cluster dispatcher"):
+        build(network)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SPARSEPERF_OFFICIAL_CHECKER"),
+    reason="set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission",
+)
+def test_official_checker_takes_the_network_tree_but_for_smoke_shortfalls(network_tree):
+    assert official_checker_errors(network_tree[0]) == []
