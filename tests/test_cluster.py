@@ -20,7 +20,8 @@ from harness.cluster.processes import command_line, descendants
 from harness.errors import UserError
 from submissions.build import BuildRequest, build
 from submissions.check import check_tree
-from submissions.system import NETWORK_FIELDS
+from submissions.rules import division_problem
+from submissions.system import NETWORK_FIELDS, describe_system
 from tests.conftest import run_cli
 from tests.test_bad_input import assert_one_line_error, no_complete_run
 from tests.test_submissions import (
@@ -252,6 +253,27 @@ def test_a_cluster_started_for_a_run_is_stopped_after_it(
 # --- the network division ---------------------------------------------------------------
 
 
+def test_a_network_system_description_from_a_local_cluster_run():
+    record = {"local": True, "ray_version": "2.60.0", "nodes": 1, "replicas": [{}, {}]}
+    system = describe_system(division="network", submitter="Org", system_name="ray-2r",
+                             backend={"framework": "tests"}, user=SYSTEM_FIELDS,
+                             simulated=False, cluster=record)  # fmt: skip
+    assert system["is_network"] == "true" and system["number_connections"] == "2"
+    assert all(system[key] for key in NETWORK_FIELDS)
+    assert "network_type" not in describe_system(
+        division="open", submitter="Org", system_name="one", backend={"framework": "tests"},
+        user=SYSTEM_FIELDS, simulated=False,
+    )  # fmt: skip
+    remote = dict(record, local=False)
+    with pytest.raises(UserError, match="lacks network_type, network_media"):
+        describe_system(division="network", submitter="Org", system_name="ray-2r",
+                        backend={"framework": "tests"}, user=SYSTEM_FIELDS, simulated=False,
+                        cluster=remote)  # fmt: skip
+    assert division_problem("network", cluster_run=False)
+    assert division_problem("closed", cluster_run=True)
+    assert division_problem("open", cluster_run=True) is None
+
+
 @pytest.fixture(scope="module")
 def network_tree(cluster, small_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """A network-division ResNet-50 smoke rehearsal through the cluster: (tree, runs)."""
@@ -273,6 +295,7 @@ def network_tree(cluster, small_dataset, tmp_path_factory) -> tuple[Path, Path]:
     return work / "tree", work / "runs"
 
 
+@pytest.mark.heavy  # twelve runs through the cluster: a few minutes
 def test_network_tree_passes_the_check_but_for_smoke_shortfalls(network_tree, capfd):
     tree, _ = network_tree
     root = tree / "network" / "Org"
@@ -288,6 +311,7 @@ def test_network_tree_passes_the_check_but_for_smoke_shortfalls(network_tree, ca
     assert [p for p in problems if not SHORTFALLS.search(p)] == []
 
 
+@pytest.mark.heavy  # twelve runs through the cluster: a few minutes
 def test_check_wants_the_network_sut_and_its_fields(network_tree, tmp_path):
     tree = shutil.copytree(network_tree[0], tmp_path / "tree")
     system = tree / "network" / "Org" / "systems" / "ray-2r.json"
@@ -302,6 +326,7 @@ def test_check_wants_the_network_sut_and_its_fields(network_tree, tmp_path):
     assert any(p.startswith(str(detail)) and "lacks 'Network SUT'" in p for p in problems)
 
 
+@pytest.mark.heavy  # twelve runs through the cluster: a few minutes
 def test_cluster_runs_go_to_the_network_division_and_only_they(network_tree, small_dataset,
                                                               tmp_path):  # fmt: skip
     runs = sorted(p for p in network_tree[1].iterdir() if p.is_dir())
@@ -316,6 +341,7 @@ def test_cluster_runs_go_to_the_network_division_and_only_they(network_tree, sma
         build(network)
 
 
+@pytest.mark.heavy
 @pytest.mark.skipif(
     not os.environ.get("SPARSEPERF_OFFICIAL_CHECKER"),
     reason="set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission",
