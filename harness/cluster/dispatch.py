@@ -109,6 +109,7 @@ class Dispatcher:
         self.counts = Counts()
         self.timeline: Timeline | None = None  # the replicas' own, merged when the run ends
         self._queue: deque[list[Sample]] = deque()
+        self._head_start = 0  # how much of the head query has gone (the Offline query, in pieces)
         self._cond = threading.Condition()
         self._stopping = False
         self._completed = 0
@@ -150,14 +151,14 @@ class Dispatcher:
         """The next message for ``lane``, from the head of the queue (lock held)."""
         room = self.cap - lane.outstanding
         queries: list[list[Sample]] = []
-        if self.split:
-            head = self._queue[0]
-            size = max(1, min(room, self.piece))
-            queries.append(head[:size])
-            if size < len(head):
-                self._queue[0] = head[size:]
-            else:
+        if self.split:  # the head query's next piece (no copy of what remains)
+            head, start = self._queue[0], self._head_start
+            end = min(start + max(1, min(room, self.piece)), len(head))
+            queries.append(head[start:end])
+            self._head_start = end
+            if end == len(head):
                 self._queue.popleft()
+                self._head_start = 0
         else:  # whole queries, as many as fit (at least one)
             taken = 0
             while self._queue and (not queries or taken + len(self._queue[0]) <= room):
@@ -227,6 +228,9 @@ class Dispatcher:
             first = lane.died is None
             if first:
                 lane.replica.died = reason
+            if self._head_start:  # the head query is in pieces: its rest becomes a query
+                self._queue[0] = self._queue[0][self._head_start :]
+                self._head_start = 0
             for query in reversed(message.queries):
                 self._queue.appendleft(query)
             self.counts.resent += len(message.samples)
