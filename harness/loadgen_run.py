@@ -277,8 +277,6 @@ def _run_loadgen(
             source = "measured in a warm-up before the run"
             try:
                 found = auto_settings(spec.scenario, engine.warm_up(spec))
-            except UserError:
-                raise
             except Exception as exc:
                 on_fatal(exc)
         tuned = {k: v for k, v in found.items() if k not in user_values}
