@@ -191,6 +191,22 @@ def test_a_replica_that_raises_fails_the_run(cluster, small_dataset, tmp_path, c
     no_complete_run(runs)
 
 
+def test_cluster_status_and_a_second_start(cluster, capfd):
+    code, out, _ = run_cli(["cluster", "status"], capfd)
+    assert code == 0 and f"local Ray cluster at {cluster.address}: 2 replica slot(s)" in out
+    code, _, err = run_cli(["cluster", "start"], capfd)
+    assert_one_line_error(code, err, f"already running at {cluster.address}")
+    assert local.saved() == cluster
+
+
+def test_compare_and_tune_check_the_cluster_flags_too(tmp_path, capfd):
+    out = str(tmp_path / "out")
+    code, _, err = run_cli(["compare", "--cluster", "local:x", "--out", out], capfd)
+    assert_one_line_error(code, err, "local:N needs a whole number N")
+    code, _, err = run_cli(["tune", "--replicas", "0", "--cluster", "local:1"], capfd)
+    assert_one_line_error(code, err, "replicas must be at least 1")
+
+
 def test_an_address_that_does_not_answer_fails_within_seconds(small_dataset, tmp_path, capfd):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
