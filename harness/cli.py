@@ -44,8 +44,8 @@ sparse_flags = options(
         "--sparsity-pattern",
         default=None,
         help="sparse-int4: 1x4 (default; whole blocks of 4 input channels), 4x4 (the same "
-        "blocks kept by quads of output channels: the fastest), unstructured, or N:M such as "
-        "2:4 or 1:8.",
+        "blocks kept by quads of output channels: faster), 16x4 (by groups of 16: AMX tiles, "
+        "the fastest where the CPU has AMX), unstructured, or N:M such as 2:4 or 1:8.",
     ),
     click.option(
         "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
@@ -66,7 +66,8 @@ model_reference_flags = options(
     click.option(
         "--model-pattern",
         default=None,
-        help="The built-in reference's pruning pattern: 1x4 (default), 4x4, unstructured or N:M.",
+        help="The built-in reference's pruning pattern: 1x4 (default), 4x4, 16x4, unstructured "
+        "or N:M.",
     ),
 )
 
@@ -382,8 +383,8 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     default="1x4",
     show_default=True,
     help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), 4x4 (those "
-    "blocks kept by 4 output channels together: faster, less accurate), unstructured, "
-    "or N:M such as 2:4.",
+    "blocks kept by 4 output channels together: faster, less accurate), 16x4 (by 16: AMX "
+    "tiles), unstructured, or N:M such as 2:4.",
 )
 @click.option(
     "--keep-dense",
