@@ -95,6 +95,10 @@ def server_capacity(
 ) -> ServerPoint:
     """Bisect the Poisson rate for the highest one whose p99 latency is within the bound."""
     service = [model.batch(mean_load(n, ratios)) for n in range(options.batch_size + 1)]
+    # the policy of a run, which sizes batches by the backend's batch times
+    options = replace(
+        options, batch_times=tuple((n, service[n].latency_s) for n in range(1, len(service)))
+    )
     best = ServerPoint(0.0, service[1].latency_s, 1.0)
     if service[1].latency_s > bound_s:
         return best
