@@ -67,6 +67,7 @@ def simulate(
     is busy until it is). With several workers, the one free first takes the next batch."""
     timeout = options.server_batch_timeout_ms / 1000
     free = [0.0] * options.workers
+    times = np.asarray(arrivals, dtype=np.float64)
     latencies = np.empty(len(arrivals))
     first = 0
     while first < len(arrivals):
@@ -77,7 +78,7 @@ def simulate(
         full = end - first == options.batch_size
         dispatch = max(start, arrivals[end - 1]) if full else deadline
         done = serve(dispatch, end - first)
-        latencies[first:end] = done - np.asarray(arrivals[first:end])
+        latencies[first:end] = done - times[first:end]
         heapq.heappush(free, done)
         first = end
     return latencies
