@@ -199,7 +199,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             "moffett-s30",
             3,
             _calibrated(
-                1.0,
+                0.7102,
                 "96,049.2 samples/s, inference_results_v3.0/open/Moffett/results/"
                 f"Moffett_S30_Inspur/resnet50/Offline/{RUN}",
             ),
@@ -208,7 +208,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             "moffett-s40",
             4,
             _calibrated(
-                1.0,
+                0.7781,
                 "127,375 samples/s, inference_results_v3.0/open/Moffett/results/"
                 f"Moffett_S40_Inspur/resnet50/Offline/{RUN}",
             ),
@@ -222,7 +222,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             400,
             "NVIDIA A100 SXM 80GB",
             _calibrated(
-                1.0,
+                0.6209,
                 f"42,379.3 samples/s, {V30}/DGX-A100_A100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
             ),
         ),
@@ -235,7 +235,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             700,
             "NVIDIA H100 SXM 80GB",
             _calibrated(
-                1.0,
+                0.4735,
                 f"91,825.7 samples/s, {V30}/DGX-H100_H100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
             ),
         ),
@@ -248,7 +248,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             350,
             "NVIDIA H100 PCIe 80GB",
             _calibrated(
-                1.0, f"56,635 samples/s, {V30}/H100-PCIe-80GBx1_TRT/resnet50/Offline/{RUN}"
+                0.3849, f"56,635 samples/s, {V30}/H100-PCIe-80GBx1_TRT/resnet50/Offline/{RUN}"
             ),
         ),
         # H200: the H100's GH100 compute with HBM3e (NVIDIA H200 data sheet: 3,958 INT8 TOPS
@@ -262,7 +262,7 @@ BUILTIN: dict[str, DeviceProfile] = {
             700,
             "NVIDIA H200 SXM 141GB",
             _calibrated(
-                1.0,
+                0.429,
                 "756,960 samples/s over 8 GPUs, inference_results_v4.1/closed/NVIDIA/results/"
                 f"H200-SXM-141GBx8_TRT/resnet50/Offline/{RUN}",
             ),
