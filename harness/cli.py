@@ -214,8 +214,18 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
 )
 def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     """Run one LoadGen test and write a run folder."""
+    from harness.loadgen_run import say
+    from harness.spec import validate
+    from harness.submitted_run import with_submitted
+
     options = backend_options(fields, extra_options)
+    own_model = fields["model_path"] is not None or fields["model_density"] is not None
+    options, submitted = with_submitted(fields["backend"], fields["model"], own_model, options)
     spec = RunSpec(backend_options=options, **fields)
+    if submitted:
+        validate(spec)  # a bad option fails in one line, before the lines below
+        for line in submitted:
+            say(line)
     from harness.runner import run as execute  # heavy imports only when a run starts
 
     outcome = execute(spec)
