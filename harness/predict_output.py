@@ -13,7 +13,7 @@ from typing import Any
 from harness.calibrate import UNITS
 from harness.predict import Prediction, mean_load
 
-LAYER_COLUMNS = ("layer", "op", "dense_macs", "effective_macs", "bytes", "bound", "seconds",
+LAYER_COLUMNS = ("name", "op", "dense_macs", "effective_macs", "bytes", "bound", "seconds",
                  "joules")  # fmt: skip
 FIGURE_COLUMNS = ("scenario", "figure", "unit")
 
