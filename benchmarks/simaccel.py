@@ -33,8 +33,8 @@ def fidelity_table(rows: list[Row]) -> list[str]:
     ]
     for row in rows:
         item = row.published
-        unit = "samples/J" if item.role == "power" else "/s per device"
-        per = f" (/{item.accelerators})" if item.accelerators > 1 else ""
+        unit = "samples/J, system" if item.role == "power" else "/s"
+        per = f" (/{item.accelerators})" if item.accelerators > 1 and item.role != "power" else ""
         lines.append(
             f"| {item.device} | {prepare_efficiency(item.device):g} | {item.model} "
             f"{item.scenario} | {item.role} | {row.measured:,.1f}{per} {unit} | "
