@@ -175,10 +175,11 @@ class Prediction:
 
 
 def configure(
-    request: PredictRequest, submission: Submission, pruned: bool, token_model: bool
+    request: PredictRequest, submission: Submission, own_model: bool, token_model: bool
 ) -> tuple[PredictRequest, tuple[str, ...]]:
     """The request with what no flag gave taken from the submitted configuration, and one line
-    per value used saying where it comes from."""
+    per value used saying where it comes from. A model file of the user's (``own_model``)
+    keeps its own zeros: the submitted density describes the submitter's model, not it."""
     given: dict[str, object] = {}
     used: list[str] = []
 
@@ -194,12 +195,13 @@ def configure(
         return default
 
     given["precision"] = pick("precision", "precision", None)
-    if pruned and request.density is None:
-        used.append("density = the pruned model file's own zeros")
+    if own_model and request.density is None:
+        used.append("density = the model file's own zeros")
         given["density"] = None
+        given["sparsity_pattern"] = request.sparsity_pattern
     else:
         given["density"] = pick("density", "density", None)
-    given["sparsity_pattern"] = pick("sparsity_pattern", "pattern", None)
+        given["sparsity_pattern"] = pick("sparsity_pattern", "pattern", None)
     scenario = request.scenario
     if scenario in BATCH_FIELD:
         given["batch"] = pick("batch", BATCH_FIELD[scenario], None)
@@ -232,7 +234,6 @@ def prepare(request: PredictRequest) -> Prediction:
     if request.workers is not None and request.workers < 1:
         raise UserError(f"workers must be at least 1, got {request.workers}")
     Options(density=request.density)  # checks the density before any model is read
-    pruning = None
     if request.model_path is None:  # the built-in model needs no check: BERT-Large stays fast
         path = workload.builtin_model(say, None)
     else:
@@ -245,7 +246,8 @@ def prepare(request: PredictRequest) -> Prediction:
             request = replace(request, sparsity_pattern=pruning.pattern)
     work = model_work(path)
     submission = profile.submission(workload.loadgen_key)
-    request, used = configure(request, submission, pruning is not None, bool(work.tokens))
+    own_model = request.model_path is not None
+    request, used = configure(request, submission, own_model, bool(work.tokens))
     profile.check_dtype(request.precision or profile.default_dtype())
     ratios, note = _token_ratios(request, work.tokens, path)
     return Prediction(request, profile, work, ratios, note, used)
