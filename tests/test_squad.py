@@ -231,7 +231,7 @@ def test_features_windows_and_maps(small_wordpiece: WordPiece) -> None:
 
 
 def test_features_of_synthetic_questions_are_consistent(synthetic_wordpiece: WordPiece) -> None:
-    questions = synth_questions(300, seed=3, vocab=synthetic_vocab())
+    questions = synth_questions(1200, seed=3, vocab=synthetic_vocab())  # a few need 2 windows
     features = create_features(questions, synthetic_wordpiece)
     assert features.count > len(questions)  # some contexts need more than one window
     assert np.array_equal(np.unique(features.example_index), np.arange(len(questions)))
