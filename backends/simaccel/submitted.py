@@ -138,16 +138,3 @@ def submitted_table(submitted: Mapping[str, Submission]) -> dict[str, dict[str, 
         model: {name: {"value": f.value, "source": f.source} for name, f in s.facts().items()}
         for model, s in submitted.items()
     }
-
-
-def describe(submission: Submission, used: Mapping[str, object]) -> list[str]:
-    """One line per configuration value ``used`` (name -> value in force), saying whether it is
-    the submitted one (published or assumed, with its source) or a flag's."""
-    lines = []
-    for name, value in used.items():
-        fact = getattr(submission, name, None)
-        if fact is not None and fact.value == value:
-            lines.append(f"  {name} = {value} ({fact.source})")
-        else:
-            lines.append(f"  {name} = {value} (given)")
-    return lines
