@@ -11,6 +11,7 @@ behind a batch while a worker is free, or in a batch that gains nothing.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import queue
 import threading
@@ -47,9 +48,21 @@ def batch_for(options: ScenarioOptions, waiting: int, idle: int) -> int:
     if not options.batch_times or most <= 1:
         return max(most, 1)
     most = min(most, -(-waiting // max(idle, 1)))
-    per_sample = [batch_time(options.batch_times, b) / b for b in range(1, most + 1)]
-    best = most - int(np.argmin(per_sample[::-1]))  # the largest of the fastest per sample
-    return best if per_sample[best - 1] < GAIN * per_sample[0] else 1
+    return _fastest(options.batch_times, options.batch_size)[most]
+
+
+@functools.lru_cache(maxsize=64)
+def _fastest(times: tuple[tuple[int, float], ...], largest: int) -> tuple[int, ...]:
+    """For each cap m, the batch of at most m samples with the least time per sample (the
+    largest of equals), or 1 when it does not beat one by one by ``GAIN``: made once, as
+    simulate() asks for every batch of a long run."""
+    per_sample = [batch_time(times, b) / b for b in range(1, largest + 1)]
+    fastest, best = [1], 1
+    for m in range(1, largest + 1):
+        if per_sample[m - 1] <= per_sample[best - 1]:
+            best = m
+        fastest.append(best if per_sample[best - 1] < GAIN * per_sample[0] else 1)
+    return tuple(fastest)
 
 
 class ServerSUT(WorkerPoolSUT):
@@ -113,6 +126,7 @@ def simulate(
     is busy until it is). With several workers, the one free first takes the next batch."""
     timeout = options.server_batch_timeout_ms / 1000
     free = [0.0] * options.workers
+    times = np.asarray(arrivals, dtype=np.float64)
     latencies = np.empty(len(arrivals))
     first = 0
     while first < len(arrivals):
@@ -124,7 +138,7 @@ def simulate(
         end = bisect.bisect_right(arrivals, deadline, first, min(first + limit, len(arrivals)))
         dispatch = max(start, arrivals[end - 1]) if end - first == limit else deadline
         done = serve(dispatch, end - first)
-        latencies[first:end] = done - np.asarray(arrivals[first:end])
+        latencies[first:end] = done - times[first:end]
         heapq.heappush(free, done)
         first = end
     return latencies
