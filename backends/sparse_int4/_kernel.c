@@ -267,6 +267,7 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 8
 #define MAX_PS(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
 #define MIN_PS(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
+#define ROUND_PS(q) _mm256_round_ps((__m256)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #define SIMD(name) name##_avx512
 #define FN __attribute__((target("avx512f,avx512bw"))) static
@@ -274,6 +275,7 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 16
 #define MAX_PS(a, b) _mm512_max_ps((__m512)(a), (__m512)(b))
 #define MIN_PS(a, b) _mm512_min_ps((__m512)(a), (__m512)(b))
+#define ROUND_PS(q) _mm512_roundscale_ps((__m512)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #endif
 
