@@ -4,8 +4,8 @@
                                      [--path amx|avx512vnni|avxvnni|avx2|portable] [--threads N]
 
 - peak: the register-only multiply-accumulate rate of each kernel path's instruction on all
-  threads: vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16 vpmaddwd + vpaddd pair
-  (AVX2, whose u8 x s8 products are exact only as int16 pairs).
+  threads: tdpbsud on AMX tiles, vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16
+  vpmaddwd + vpaddd pair (AVX2, whose u8 x s8 products are exact only as int16 pairs).
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
   density 1, and 1/8 in the 4x4 (fastest), 1x4, unstructured and 1:8 patterns, on BERT-Large's
   FFN shape and ResNet-50 convolution shapes (batch 8; stride-1 convolutions read the planes'
@@ -61,6 +61,7 @@ FAST = "kernel d=1/8 16x4"  # the fast pattern (AMX tiles where the CPU has them
 GEMM_ONLY = "GEMM only d=1/8 16x4"  # handed quantized activations, as MatMulInteger is uint8
 PATTERNS = ("16x4", "4x4", "1x4")  # end to end at density 1/8
 PEAKS = {  # kernel path: (_kernel.peak kind, its instruction)
+    "amx": (3, "tdpbsud"),
     "avx512vnni": (2, "vpdpbusd zmm"),
     "avxvnni": (1, "vpdpbusd ymm"),
     "avx2": (0, "vpmaddwd + vpaddd ymm"),

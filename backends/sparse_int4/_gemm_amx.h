@@ -51,8 +51,9 @@ AMX_FN amx_b_t amx_gather(const uint8_t *rows, const int64_t *offset, int width,
  * times its planes' AMX_ROWS rows. */
 AMX_FN void amx_multiply(amx_b_t b, int width, const int32_t *w, int64_t apart, amx_scratch_t *s) {
     if (width < AMX_RUN) {
+        const __mmask16 kept = (__mmask16)((1u << width) - 1);
         for (int c = 0; c < 16; c++)
-            for (int j = 0; j < AMX_RUN; j++) s->a[c][j] = j < width ? w[c * apart + j] : 0;
+            _mm512_store_si512(s->a[c], _mm512_maskz_loadu_epi32(kept, w + c * apart));
         w = &s->a[0][0];
         apart = AMX_RUN;
     }

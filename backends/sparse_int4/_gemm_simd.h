@@ -138,7 +138,7 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
                 }
                 v = v + add;
             }
-            if (relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
+            if (relu) v = FOLD(max)(v, (SIMD(fv)){0}); /* +0 unless positive (NaN too) */
             memcpy(dst + i, &v, sizeof v);
         }
     }

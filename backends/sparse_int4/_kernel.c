@@ -267,6 +267,7 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 8
 #define MAX_PS(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
 #define MIN_PS(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
+#define ROUND_PS(q) _mm256_round_ps((__m256)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #define SIMD(name) name##_avx512
 #define FN __attribute__((target("avx512f,avx512bw"))) static
@@ -274,6 +275,7 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 16
 #define MAX_PS(a, b) _mm512_max_ps((__m512)(a), (__m512)(b))
 #define MIN_PS(a, b) _mm512_min_ps((__m512)(a), (__m512)(b))
+#define ROUND_PS(q) _mm512_roundscale_ps((__m512)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #endif
 
@@ -1271,9 +1273,10 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
  * assembly so no compiler can hoist or spill anything), 12 independent accumulators:
  *   kind 0: vpmaddwd + vpaddd on ymm, the AVX2 path's instructions, 16 MACs;
  *   kind 1: vpdpbusd on ymm (AVX-VNNI, VEX), 32 MACs;
- *   kind 2: vpdpbusd on zmm (AVX-512 VNNI), 64 MACs. */
-static const int PEAK_MACS[3] = {12 * 16, 12 * 32, 12 * 64};
-static const int PEAK_PATH[3] = {PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI};
+ *   kind 2: vpdpbusd on zmm (AVX-512 VNNI), 64 MACs;
+ *   kind 3: tdpbsud (AMX-INT8) on four independent 16 x 16 tiles, 16 x 16 x 64 MACs each. */
+static const int PEAK_MACS[4] = {12 * 16, 12 * 32, 12 * 64, 4 * 16 * 16 * 64};
+static const int PEAK_PATH[4] = {PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI, PATH_AMX};
 
 #define PAIR(t, s) "vpmaddwd %%ymm0, %%ymm1, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
 #define DP_Y(s) "%{vex%} vpdpbusd %%ymm0, %%ymm1, %%ymm" #s "\n\t"
@@ -1310,6 +1313,19 @@ __attribute__((target("avx512f,avx512vnni"))) static void peak_vnni_zmm(int64_t 
     __asm__ volatile("vzeroupper" ::: CLOBBER_Y);
 }
 
+__attribute__((target("amx-tile,amx-int8"))) static void peak_amx(int64_t iterations) {
+    _tile_loadconfig(AMX_CONFIG);
+    _tile_zero(4); /* A and B hold zeros: the multiplier's time does not depend on the values */
+    _tile_zero(5);
+    for (int64_t i = 0; i < iterations; i++) {
+        _tile_dpbsud(0, 4, 5);
+        _tile_dpbsud(1, 4, 5);
+        _tile_dpbsud(2, 4, 5);
+        _tile_dpbsud(3, 4, 5);
+    }
+    _tile_release();
+}
+
 static void peak_part(void *ctx, int part, int parts) {
     (void)part;
     (void)parts;
@@ -1317,6 +1333,7 @@ static void peak_part(void *ctx, int part, int parts) {
     if (t->kind == 0) peak_pair(t->iterations);
     if (t->kind == 1) peak_vnni_ymm(t->iterations);
     if (t->kind == 2) peak_vnni_zmm(t->iterations);
+    if (t->kind == 3) peak_amx(t->iterations);
 }
 #endif
 
@@ -1328,7 +1345,7 @@ static PyObject *py_peak(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iLi", &kind, &iterations, &threads)) return NULL;
     if (!threads_ok(threads)) return NULL;
 #ifdef SP_X86
-    if (kind >= 0 && kind < 3 && path_supported(PEAK_PATH[kind])) {
+    if (kind >= 0 && kind < 4 && path_supported(PEAK_PATH[kind])) {
         peak_t t = {iterations, kind};
         Py_BEGIN_ALLOW_THREADS run_parts_fresh(peak_part, &t, threads);
         Py_END_ALLOW_THREADS
