@@ -39,16 +39,16 @@ def batch_time(times: Sequence[tuple[int, float]], samples: int) -> float:
 
 
 def batch_for(options: ScenarioOptions, waiting: int, idle: int) -> int:
-    """How many of ``waiting`` queued samples a free worker takes, ``idle`` workers free with
-    this one: at most the batch size; with measured batch times, no more than its share of the
-    queue when other workers are idle (they take the rest at once), and of that the batch that
-    serves the most samples per second, if it beats one by one (by ``GAIN``: a batch that
-    gains nothing only delays its first samples)."""
-    most = min(waiting, options.batch_size)
-    if not options.batch_times or most <= 1:
-        return max(most, 1)
-    most = min(most, -(-waiting // max(idle, 1)))
-    return _fastest(options.batch_times, options.batch_size)[most]
+    """How many samples a free worker's batch may take, ``waiting`` queued and ``idle`` workers
+    free with this one: the batch size, unless batch times were measured and the worker does
+    not wait to fill its batch (no timeout); then no more than its share of the queue when
+    other workers are idle (they take the rest at once), and of that the batch that serves the
+    most samples per second, if it beats one by one (by ``GAIN``: a batch that gains nothing
+    only delays its first samples)."""
+    if not options.batch_times or options.server_batch_timeout_ms > 0:
+        return options.batch_size
+    most = min(waiting, options.batch_size, -(-waiting // max(idle, 1)))
+    return _fastest(options.batch_times, options.batch_size)[max(most, 1)]
 
 
 @functools.lru_cache(maxsize=64)

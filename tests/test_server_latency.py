@@ -84,6 +84,8 @@ def test_a_free_worker_takes_its_share_and_batches_only_where_that_gains() -> No
     none = ScenarioOptions(batch_size=16, batch_times=NO_GAIN)
     assert batch_for(none, waiting=12, idle=1) == 1
     assert batch_for(gains, waiting=0, idle=1) == 1
+    waits = ScenarioOptions(batch_size=16, server_batch_timeout_ms=2.0, batch_times=GAINS)
+    assert batch_for(waits, waiting=3, idle=3) == 16  # it waits to fill the batch size
 
 
 def test_simulate_sizes_batches_as_runs_do() -> None:
