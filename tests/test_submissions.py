@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from harness.errors import UserError
+from harness.results import METRICS
 from submissions import compliance
 from submissions.accuracy_log import MARKER, VIEWABLE_CHARS, write_truncated
 from submissions.build import BuildRequest, build
@@ -23,6 +24,7 @@ from submissions.commands import run_command
 from submissions.orchestrate import compliance_conf
 from submissions.system import describe_system, detect
 from tests.conftest import run_cli
+from tests.official import needs_copy, official_file, run_script
 
 VETTED = "tests.fakes:VettedBackend"
 SYSTEM_FIELDS = {
@@ -372,28 +374,103 @@ def test_test01_compares_whole_responses_in_their_dtype(tmp_path):
 
 
 def result(scenario: str, value: float, validity: str = "VALID") -> dict:
-    units = "ms" if scenario in ("SingleStream", "MultiStream") else "samples/s"
-    return {"scenario": scenario, "value": value, "units": units, "validity": validity}
+    units = {"Offline": "samples/s", "Server": "queries/s"}.get(scenario, "ms")
+    body = {"scenario": scenario, "value": value, "units": units, "validity": validity}
+    return {**body, "latency_bound_ms": 15.0} if scenario == "Server" else body
 
 
-@pytest.mark.parametrize(
-    ("test", "scenario", "reference", "audited", "passed"),
-    [
-        ("TEST01", "Offline", 100, 108, True),
-        ("TEST01", "Offline", 100, 89, False),
-        ("TEST04", "Offline", 100, 109, True),
-        ("TEST04", "Offline", 100, 111, False),  # cached results would be faster
-        ("TEST04", "SingleStream", 10.0, 8.0, False),  # 25% lower latency = faster
-        ("TEST04", "SingleStream", 10.0, 12.0, True),
-        ("TEST01", "SingleStream", 0.1, 0.118, True),  # 20% allowed below 0.2 ms
-    ],
-)
+# (test, scenario, reference, audited, passes): each threshold approached from both sides.
+# Stream values are latencies in ms.
+PERFORMANCE_CASES = [
+    ("TEST01", "Offline", 100, 108, True),
+    ("TEST01", "Offline", 100, 89, False),
+    ("TEST01", "Server", 100, 91, True),
+    ("TEST01", "SingleStream", 0.1, 0.118, True),  # TEST01: 20% for runs of at most 0.2 ms
+    ("TEST01", "SingleStream", 0.1, 0.079, False),
+    ("TEST01", "SingleStream", 0.2, 0.235, True),
+    ("TEST01", "SingleStream", 0.2, 0.245, False),
+    ("TEST01", "SingleStream", 0.21, 0.225, True),  # 10% above 0.2 ms
+    ("TEST01", "SingleStream", 0.21, 0.235, False),
+    ("TEST01", "MultiStream", 1.6, 1.9, True),  # 20% for runs of at most 1.6 ms
+    ("TEST01", "MultiStream", 1.7, 1.9, False),
+    ("TEST04", "Offline", 100, 109, True),
+    ("TEST04", "Offline", 100, 111, False),  # cached results would be faster
+    ("TEST04", "Server", 100, 109, True),
+    ("TEST04", "Server", 100, 111, False),
+    ("TEST04", "SingleStream", 10.0, 12.0, True),  # slower is fine
+    ("TEST04", "SingleStream", 10.0, 8.4, True),  # TEST04: 20% for any run of 5 us or more
+    ("TEST04", "SingleStream", 10.0, 8.3, False),
+    ("TEST04", "SingleStream", 10.0, 8.0, False),
+    ("TEST04", "SingleStream", 0.0051, 0.0044, True),
+    ("TEST04", "SingleStream", 0.0049, 0.0044, False),  # 10% below 5 us
+    ("TEST04", "SingleStream", 0.0049, 0.0046, True),
+    ("TEST04", "MultiStream", 2.0, 1.68, True),  # 20% for any run of 0.625 us or more
+    ("TEST04", "MultiStream", 2.0, 1.66, False),
+    ("TEST04", "MultiStream", 0.00063, 0.00054, True),
+    ("TEST04", "MultiStream", 0.00062, 0.00054, False),  # 10% below 0.625 us
+]
+
+
+@pytest.mark.parametrize(("test", "scenario", "reference", "audited", "passed"), PERFORMANCE_CASES)
 def test_compliance_performance_thresholds(test, scenario, reference, audited, passed):
     verdict = compliance.verify_performance(
         test, result(scenario, reference), result(scenario, audited)
     )
     assert verdict.passed is passed
     assert verdict.report.splitlines()[-1].startswith("TEST PASS" if passed else "TEST FAIL")
+
+
+def test_test01_refuses_a_server_run_at_another_latency_bound():
+    audited = {**result("Server", 100), "latency_bound_ms": 20.0}
+    verdict = compliance.verify_performance("TEST01", result("Server", 100), audited)
+    assert not verdict.passed and "latency mismatch" in verdict.report
+
+
+def summary_log(path: Path, scenario: str, value: float) -> Path:
+    """The lines of mlperf_log_summary.txt the official TEST04 script reads."""
+    line = {
+        "Offline": f"Samples per second: {value}",
+        "Server": f"Completed samples per second    : {value}",
+        "SingleStream": f" * Early stopping 90.0th percentile estimate: {round(value * 1e6)}",
+        "MultiStream": f" * Early stopping 99.0th percentile estimate: {round(value * 1e6)}",
+    }[scenario]
+    path.write_text(f"Scenario : {scenario}\nResult is : VALID\n{line}\n")
+    return path
+
+
+def detail_log(path: Path, scenario: str, value: float) -> Path:
+    """The mlperf_log_detail.txt entries the official TEST01 script reads."""
+    key, _, divisor = METRICS[scenario]
+    values = {
+        "effective_scenario": scenario,
+        key: value if divisor == 1 else round(value * divisor),
+        "result_validity": "VALID",
+        "effective_target_latency_ns": 15000000,
+    }
+    metadata = {"is_error": False, "is_warning": False}
+    path.write_text(
+        "".join(
+            ":::MLLOG " + json.dumps({"key": k, "value": v, "metadata": metadata}) + "\n"
+            for k, v in values.items()
+        )
+    )
+    return path
+
+
+@needs_copy
+def test_performance_verdicts_are_those_of_the_official_scripts(tmp_path):
+    scripts = {
+        test: official_file(f"compliance/{test}/verify_performance.py",
+                            f"compliance/nvidia/{test}/verify_performance.py")
+        for test in ("TEST01", "TEST04")
+    }  # fmt: skip
+    for number, (test, scenario, reference, audited, passed) in enumerate(PERFORMANCE_CASES):
+        write = summary_log if test == "TEST04" else detail_log
+        logs = [write(tmp_path / f"{number}-{role}.txt", scenario, value)
+                for role, value in (("ref", reference), ("test", audited))]  # fmt: skip
+        out = run_script(scripts[test], "-r", str(logs[0]), "-t", str(logs[1]))
+        official = "TEST PASS" in out
+        assert official is passed, (test, scenario, reference, audited, out)
 
 
 def test_compliance_performance_fails_on_an_invalid_run():
