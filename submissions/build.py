@@ -17,6 +17,7 @@ from pathlib import Path
 from harness import provenance
 from harness.accuracy import hash_line, read_responses
 from harness.errors import UserError
+from harness.results import read_detail_log
 from harness.spec import RunSpec
 from harness.workloads import get_workload
 from harness.workloads.base import WorkloadData
@@ -245,7 +246,11 @@ def _measurements(run: RunRecord) -> dict[str, str]:
     }
 
 
-def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
+def _readme(
+    roles: dict[str, RunRecord], request: BuildRequest, changes: dict[str, list[str]]
+) -> str:
+    """How the scenario's runs were made; ``changes`` are each compliance run's settings that
+    differ from the performance run's."""
     performance = roles["performance"]
     lines = [
         f"# {performance.model} {performance.scenario} on {request.system}",
@@ -274,7 +279,14 @@ def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
         "`sparseperf submission build` and check it with `sparseperf submission check`.",
         "",
     ]
-    return "\n".join(lines)
+    for test, changed in sorted(changes.items()):
+        audit = "; ".join(compliance.audit_config(test).splitlines()[1:])
+        if changed:
+            ran = f"settings other than this user.conf: {'; '.join(changed)}"
+        else:
+            ran = "this user.conf unchanged"
+        lines.append(f"{test} ran with {ran}, plus its audit.config (`{audit}`).")
+    return "\n".join(lines) + ("\n" if changes else "")
 
 
 def _write_scenario(
@@ -287,15 +299,29 @@ def _write_scenario(
     shutil.copyfile(accuracy.folder / "accuracy.txt", folder / "accuracy" / "accuracy.txt")
     shutil.copyfile(performance.folder / "user.conf", folder / "user.conf")
     _write_json(folder / "measurements.json", _measurements(performance))
-    (folder / "README.md").write_text(_readme(roles, request))
-    for test in ("TEST01", "TEST04"):
-        if test in roles:
-            verdicts = _write_test(folder / test, test, roles)
-            report.problems += [
-                f"{performance.scenario} {test} {name}: {verdict.report.splitlines()[-1]}"
-                for name, verdict in verdicts.items()
-                if not verdict.passed
-            ]
+    tests = [test for test in ("TEST01", "TEST04") if test in roles]
+    changes = {test: _changed_settings(test, performance, roles[test]) for test in tests}
+    (folder / "README.md").write_text(_readme(roles, request, changes))
+    for test in tests:
+        if changes[test]:
+            report.problems.append(
+                f"{performance.scenario} {test} ran with settings other than the performance "
+                f"run's ({'; '.join(changes[test])}); the official procedure runs the "
+                "submission's own settings"
+            )
+        verdicts = _write_test(folder / test, test, roles)
+        report.problems += [
+            f"{performance.scenario} {test} {name}: {verdict.report.splitlines()[-1]}"
+            for name, verdict in verdicts.items()
+            if not verdict.passed
+        ]
+
+
+def _changed_settings(test: str, performance: RunRecord, audited: RunRecord) -> list[str]:
+    reference, compared = (
+        read_detail_log(run.folder / "mlperf_log_detail.txt")[0] for run in (performance, audited)
+    )
+    return compliance.changed_settings(test, reference, compared)
 
 
 def _write_test(

@@ -45,6 +45,20 @@ def audit_config(test: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def changed_settings(test: str, reference: dict, audited: dict) -> list[str]:
+    """The LoadGen settings (detail-log ``effective_*`` values) a compliance run had that differ
+    from the performance run's, beyond those its audit.config sets: the official procedure
+    runs the submission's own settings plus audit.config."""
+    audit = {f"effective_{key}" for key in _AUDIT_SETTINGS[test]}
+    keys = sorted(k for k in reference.keys() | audited.keys() if k.startswith("effective_"))
+    return [
+        f"{key.removeprefix('effective_')} {audited.get(key)} (performance run: "
+        f"{reference.get(key)})"
+        for key in keys
+        if key not in audit and reference.get(key) != audited.get(key)
+    ]
+
+
 def tests_for(loadgen_key: str) -> tuple[str, ...]:
     return MODEL_TESTS.get(loadgen_key, ())
 
