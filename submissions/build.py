@@ -23,6 +23,7 @@ from harness.workloads import get_workload
 from harness.workloads.base import WorkloadData
 from submissions import compliance, rules
 from submissions.accuracy_log import write_truncated
+from submissions.admission import admit
 from submissions.commands import run_command
 from submissions.runs import LOG_FILES, RunRecord, read_run
 from submissions.system import describe_system, read_user_file
@@ -136,15 +137,8 @@ def _check_rules(
                     f"{bench.folder} {scenario} has no {role} run; run: sparseperf run "
                     f"--model {any_run.model} --scenario {scenario} --mode {role} ..."
                 )
-        performance = roles["performance"]
-        if not performance.valid:
-            why = "; ".join(performance.result.get("invalid_reasons", [])) or "INVALID"
-            if closed and not performance.closed_usable:
-                raise UserError(
-                    f"{performance.folder} is INVALID ({why}); the closed division takes "
-                    "valid performance runs only"
-                )
-            report.problems.append(f"{scenario}: the performance run is INVALID ({why})")
+        for record in roles.values():
+            report.problems += admit(record, closed)
         missing = [t for t in tests if t not in roles]
         if closed and missing:
             raise UserError(
@@ -262,6 +256,7 @@ def _readme(
         + (f", {performance.model_note}" if performance.model_note else "")
         + ".",
         f"Data: {performance.run['dataset']}.",
+        *_simulated_note(performance),
         "",
         "Install sparseperf (`pip install .` in its source folder) and run, from this folder:",
         "",
@@ -287,6 +282,16 @@ def _readme(
             ran = "this user.conf unchanged"
         lines.append(f"{test} ran with {ran}, plus its audit.config (`{audit}`).")
     return "\n".join(lines) + ("\n" if changes else "")
+
+
+def _simulated_note(run: RunRecord) -> list[str]:
+    if not run.run["division"]["simulated"]:
+        return []
+    device = run.run["backend"].get("device_model") or run.run["backend"].get("device")
+    return [
+        f"Device: {device}, simulated: every time here is modelled by sparseperf's timing "
+        "model, not measured on the device."
+    ]
 
 
 def _write_scenario(

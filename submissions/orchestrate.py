@@ -17,6 +17,7 @@ from harness.errors import UserError
 from harness.runner import run
 from harness.spec import RunSpec, validate
 from submissions import compliance, rules
+from submissions.admission import admit
 from submissions.build import BuildReport, BuildRequest, build
 from submissions.runs import read_run
 from submissions.system import describe_system, read_user_file
@@ -67,20 +68,24 @@ def run_submission(
         spec = replace(base, scenario=scenario, mode="performance")
         say(f"{scenario}: performance run")
         outcome = run(spec)
+        _admit(outcome.folder, closed)
         folders.append(outcome.folder)
-        if closed and not read_run(outcome.folder).closed_usable:
-            reasons = "; ".join(outcome.result["invalid_reasons"])
-            raise UserError(
-                f"{outcome.folder} is INVALID ({reasons}); the closed division takes valid "
-                "runs only. Nothing was built"
-            )
         say(f"{scenario}: accuracy run")
         folders.append(run(replace(spec, mode="accuracy")).folder)
         for test in tests:
             say(f"{scenario}: compliance run {test} (the performance run's user.conf, unchanged)")
             audited = run(replace(spec, compliance=test, user_conf=outcome.folder / "user.conf"))
+            _admit(audited.folder, closed)
             folders.append(audited.folder)
             warning = shortfall(scenario, test, audited.result)
             if warning:
                 say(warning)
     return build(replace(request, runs=tuple(folders)), say)
+
+
+def _admit(folder: Path, closed: bool) -> None:
+    """Stop at a run the tree would refuse (its problems are reported when it is built)."""
+    try:
+        admit(read_run(folder), closed)
+    except UserError as exc:
+        raise UserError(f"{exc}. Nothing was built") from None

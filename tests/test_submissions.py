@@ -589,6 +589,12 @@ def test_run_command_repeats_the_spec():
     )
 
 
+def simulated_device() -> dict[str, str]:
+    from backends.simaccel.backend import SimAccelBackend
+
+    return SimAccelBackend(device="moffett-s30", functional="off").describe()
+
+
 def test_system_description_for_a_cpu_and_a_simulated_device():
     detected = detect({"framework": "onnxruntime 1"})
     assert detected["accelerators_per_node"] == "0" and detected["host_processor_core_count"]
@@ -596,11 +602,20 @@ def test_system_description_for_a_cpu_and_a_simulated_device():
         division="open",
         submitter="Org",
         system_name="box",
-        backend={"framework": "sim"},
+        backend=simulated_device(),
         user=SYSTEM_FIELDS,
         simulated=True,
     )
     assert system["system_name"] == "box (simulated)" and "simulated" in system["hw_notes"]
+    assert system["accelerators_per_node"] == "1"
+    assert system["accelerator_model_name"].startswith("Moffett S30 (3 Antoum")
+    assert "Moffett S30" in system["hw_notes"]
+    for key in ("accelerator_model_name", "accelerator_frequency", "accelerator_on-chip_memories",
+                "accelerator_memory_configuration", "accelerator_host_interconnect",
+                "accelerator_memory_capacity"):  # fmt: skip
+        assert "simulated" in system[key], key
+    assert system["accelerator_frequency"] == "1 GHz (simulated)"
+    assert "CPU only" not in json.dumps(system)
     with pytest.raises(UserError, match="system type 'datacenter'"):
         describe_system(
             division="open",
@@ -610,6 +625,44 @@ def test_system_description_for_a_cpu_and_a_simulated_device():
             user={**SYSTEM_FIELDS, "system_type": "datacenter"},
             simulated=False,
         )
+
+
+def as_simulated(run: dict) -> None:
+    run["division"].update(simulated=True, open_only="a simulated device")
+    run["backend"].update(simulated_device())
+
+
+def test_a_simulated_tree_names_the_modelled_device(closed_tree, tmp_path, system_file):
+    runs = [
+        copy_run(r, tmp_path / r.name, edit_run=as_simulated)
+        for r in run_folders(closed_tree[1])
+        if "_Offline_" in r.name
+    ]
+    report = build(request(runs, tmp_path / "tree", "open", system_file))
+    system = json.loads((report.root / "systems" / "cpu-2c.json").read_text())
+    assert system["accelerator_model_name"].endswith("(simulated)")
+    assert system["system_name"] == "cpu-2c (simulated)"
+    readme = (report.root / "results" / "cpu-2c" / "resnet50" / "Offline" / "README.md").read_text()
+    assert "Device: Moffett S30" in readme and "simulated" in readme
+
+
+def host_bound(result: dict) -> None:
+    result["backend_report"] = {"host_bound": True, "late_s": 3.5, "busy_s": 2.0,
+                                "simulated_device": "moffett-s30"}  # fmt: skip
+
+
+@pytest.mark.parametrize("role", ["performance", "TEST04"])
+def test_build_refuses_a_host_bound_run(closed_tree, tmp_path, system_file, role):
+    runs = [r for r in run_folders(closed_tree[1]) if "_Offline_" in r.name]
+    bound = next(r for r in runs if read_run(r).role == role)
+    edited = copy_run(bound, tmp_path / "bound", edit_run=as_simulated, edit_result=host_bound)
+    others = [copy_run(r, tmp_path / r.name, edit_run=as_simulated) for r in runs if r != bound]
+    with pytest.raises(UserError) as caught:
+        build(request([*others, edited], tmp_path / "tree", "open", system_file))
+    message = str(caught.value)
+    assert message.startswith(f"{edited} is HOST-BOUND: its responses left 3.5 s")
+    assert "not moffett-s30, set its numbers" in message and "--functional off" in message
+    assert "\n" not in message and not (tmp_path / "tree").exists()
 
 
 @pytest.mark.parametrize(
