@@ -157,6 +157,13 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
         ),
         click.option(
+            "--calibration-list",
+            type=click.Path(path_type=Path),
+            help="Samples backends calibrate on, one name per line: images in the dataset "
+            "folder (ImageNet) or question ids (SQuAD). The closed division needs the official "
+            "list (e.g. cal_image_list_option_1.txt); default: 128 dataset samples.",
+        ),
+        click.option(
             "--user-conf",
             type=click.Path(path_type=Path),
             help="LoadGen user.conf whose values override the preset's (keys are checked).",

@@ -4,6 +4,7 @@ of each run as soon as it ends, so that a run the tree would refuse stops the se
 from __future__ import annotations
 
 from harness.errors import UserError
+from harness.workloads import get_workload
 from submissions.runs import RunRecord
 
 TIMED_ROLES = ("performance", "TEST01", "TEST04")  # runs whose times are results
@@ -30,5 +31,13 @@ def admit(record: RunRecord, closed: bool) -> list[str]:
             f"{device}, set its numbers; a submission takes only runs the device model timed. "
             "Run it again with --functional off (a performance run needs no outputs) or on a "
             "faster host"
+        )
+    calibration = record.calibration
+    if closed and calibration and calibration.list is None and not record.synthetic:
+        official = get_workload(record.model).official_calibration
+        raise UserError(
+            f"{record.folder}: {record.spec['backend']} was calibrated on "
+            f"{calibration.describe()}; the closed division requires the official calibration "
+            f"list: run again with --calibration-list FILE ({official} in mlcommons/inference)"
         )
     return problems

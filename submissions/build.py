@@ -177,6 +177,7 @@ def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) ->
         root = staging / request.division / request.submitter
         (root / "systems").mkdir(parents=True)
         _write_json(root / "systems" / f"{request.system}.json", system)
+        (root / "calibration.md").write_text(_calibration_doc(groups))
         _write_sources(root / "src")
         bench = rules.benchmark(any_run.model)
         for scenario, roles in sorted(groups.items()):
@@ -237,7 +238,31 @@ def _measurements(run: RunRecord) -> dict[str, str]:
         "starting_weights_filename": Path(run.run["model_file"]).name,
         "weight_data_types": backend.get("weight_data_types", ""),
         "weight_transformations": transformations,
+        "calibration_list": _calibration_text(run),
     }
+
+
+def _calibration_text(run: RunRecord) -> str:
+    calibration = run.calibration
+    return f"calibrated on {calibration.describe()}" if calibration else "not calibrated"
+
+
+def _calibration_doc(groups: dict[str, dict[str, RunRecord]]) -> str:
+    """calibration.md, which the rules ask of a submission: what each run calibrated on."""
+    lines = ["# Calibration", ""]
+    for scenario, roles in sorted(groups.items()):
+        performance = roles["performance"]
+        backend = performance.run["backend"]
+        lines += [
+            f"## {performance.model_label} {scenario}",
+            "",
+            f"{backend.get('backend')} {backend.get('precision')}; weights: "
+            f"{backend.get('weight_transformations')}.",
+            "",
+            *(f"- {role}: {_calibration_text(run)}" for role, run in sorted(roles.items())),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def _readme(

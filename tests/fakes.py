@@ -63,6 +63,16 @@ class VettedBackend(InstantBackend):
         }
 
 
+class CalibratingBackend(VettedBackend):
+    """A vetted backend that draws its calibration batches when loaded, as int8 ones do."""
+
+    name = "calibrating"
+
+    def load(self, model: ModelHandle) -> None:
+        super().load(model)
+        self.calibrated_on = sum(len(batch[self._input]) for batch in model.calibration())
+
+
 class FixedTimeBackend(InstantBackend):
     """Takes ``service_ms`` per batch whatever its size (the sleep releases the GIL, as a
     device would): a backend whose Server capacity is known in advance."""

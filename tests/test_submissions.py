@@ -213,6 +213,63 @@ def test_submission_run_reports_a_compliance_run_that_falls_short(
     )
 
 
+def test_the_tree_documents_calibration(closed_tree, tmp_path):
+    tree = closed_tree[0]
+    doc = (tree / "closed" / "Org" / "calibration.md").read_text()
+    assert doc.startswith("# Calibration") and "## resnet50 Offline" in doc
+    assert "- TEST04: not calibrated" in doc
+    measurements = json.loads((scenario_dir(tree, "Offline") / "measurements.json").read_text())
+    assert measurements["calibration_list"] == "not calibrated"
+    copy = shutil.copytree(tree, tmp_path / "tree")
+    (copy / "closed" / "Org" / "calibration.md").unlink()
+    problems, _ = check_tree(copy)
+    assert f"{copy / 'closed' / 'Org' / 'calibration.md'}: missing" in " ".join(problems)
+
+
+def on_real_data(calibration: dict):
+    def edit_run(run: dict) -> None:
+        run["calibration"] = calibration
+
+    def edit_result(result: dict) -> None:
+        result["synthetic_data"] = False
+
+    return edit_run, edit_result
+
+
+def test_closed_refuses_real_data_calibrated_without_the_official_list(
+    closed_tree, tmp_path, system_file
+):
+    drawn = {"samples": 128, "list": None, "sha256": None}
+    runs = [
+        copy_run(r, tmp_path / r.name, *on_real_data(drawn)) for r in run_folders(closed_tree[1])
+    ]
+    with pytest.raises(UserError) as caught:
+        build(request(runs, tmp_path / "tree", system_file=system_file))
+    message = str(caught.value)
+    assert "was calibrated on 128 samples of the evaluation set" in message
+    assert (
+        "run again with --calibration-list FILE (calibration/ImageNet/cal_image_list_option_1.txt"
+        in message
+    )
+    assert not (tmp_path / "tree").exists()
+
+
+def test_closed_takes_real_data_calibrated_on_a_list_and_names_it(
+    closed_tree, tmp_path, system_file
+):
+    listing = {"samples": 500, "list": "/data/cal_image_list_option_1.txt", "sha256": "ab" * 32}
+    runs = [
+        copy_run(r, tmp_path / r.name, *on_real_data(listing)) for r in run_folders(closed_tree[1])
+    ]
+    report = build(request(runs, tmp_path / "tree", system_file=system_file))
+    folder = report.root / "results" / "cpu-2c" / "resnet50" / "Offline"
+    named = f"500 samples named in cal_image_list_option_1.txt (sha256 {'ab' * 32})"
+    assert json.loads((folder / "measurements.json").read_text())["calibration_list"] == (
+        f"calibrated on {named}"
+    )
+    assert f"- performance: calibrated on {named}" in (report.root / "calibration.md").read_text()
+
+
 def test_check_reports_only_the_smoke_preset_shortfalls(closed_tree, capsys):
     tree, _ = closed_tree
     code, out, err = run_cli(["submission", "check", str(tree)], capsys)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -178,6 +179,26 @@ class SquadData(WorkloadData):
         details = {**scores, "questions": len(self.squad.examples), "features": len(logits)}
         return Accuracy(scores["f1"], line, details)
 
+    def _question_numbers(self) -> dict[str, int]:
+        numbers: dict[str, int] = {}
+        for number, example in enumerate(self.squad.examples):
+            numbers.setdefault(example.qas_id, number)
+        return numbers
+
+    def calibration_problem(self, names: Sequence[str]) -> str | None:
+        numbers = self._question_numbers()
+        unknown = next((name for name in names if name not in numbers), None)
+        return f"question id {unknown!r} is not in {self.squad.path}" if unknown else None
+
+    def named_calibration(self, names: Sequence[str]) -> Sequence[Batch]:
+        """The features of the questions named (qas ids, as in the official
+        calibration/SQuAD-v1.1/bert_calibration_qas_ids.txt)."""
+        numbers = self._question_numbers()
+        chosen = [numbers[name] for name in names]
+        rows = np.flatnonzero(np.isin(self.features.example_index, chosen))
+        step = self.calibration_batch
+        return [self.load(rows[i : i + step]) for i in range(0, len(rows), step)]
+
 
 def repeat_to(squad: SquadSet, features: Features, total: int) -> tuple[SquadSet, Features]:
     """The set repeated until it has ``total`` features; copy k's questions get ids ending
@@ -234,6 +255,7 @@ def _workload(config: builder.BertConfig, questions: int) -> Workload:
         builtin_model=lambda progress, recipe: builtin_model(config, progress, recipe),
         open_data=_open_data(questions),
         responses=responses,
+        official_calibration="calibration/SQuAD-v1.1/bert_calibration_qas_ids.txt",
         int8_activations="dynamic",
         uses_vocab=True,
         token_mask=builder.INPUT_MASK,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -110,6 +111,26 @@ class ImageNetData(WorkloadData):
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         return imagenet_top1(responses, self.labels)
 
+    def calibration_problem(self, names: Sequence[str]) -> str | None:
+        root = self.folder.root
+        for name in names:
+            image = PurePosixPath(name)
+            if image.is_absolute() or ".." in image.parts or not (root / name).is_file():
+                return f"image {name!r} is not in the dataset folder {root}"
+        return None
+
+    def named_calibration(self, names: Sequence[str]) -> Sequence[Batch]:
+        # The images need not be in val_map.txt: they are preprocessed (and cached) on their own.
+        listed = imagenet.ImageNetFolder(
+            self.folder.root, tuple(names), np.zeros(len(names), np.int64), self.folder.synthetic
+        )
+        crops = imagenet.open_crops(imagenet.preprocessed_crops(listed), len(names))
+        step = self.calibration_batch
+        return [
+            {builder.INPUT_NAME: to_model_input(np.array(crops[i : i + step]))}
+            for i in range(0, len(names), step)
+        ]
+
 
 def open_data(source: DataSource, model_path: Path, progress: Progress) -> ImageNetData:
     path = source.path or builtin_dataset(model_path, progress)
@@ -135,4 +156,5 @@ RESNET50 = Workload(
     builtin_model=builtin_model,
     open_data=open_data,
     responses=responses,
+    official_calibration="calibration/ImageNet/cal_image_list_option_1.txt or _2.txt",
 )
