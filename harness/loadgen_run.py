@@ -54,6 +54,7 @@ from scenarios.timeline import summary as timeline_summary
 
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
 TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
+OFFICIAL_DATASET = "dataset"  # a repeated set's files for the official accuracy script
 EXIT_USER_ERROR = 2
 EXIT_BACKEND_FAILED = 3
 EXIT_INTERNAL = 4
@@ -407,6 +408,9 @@ def execute(
         if spec.mode == "accuracy":
             accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
             write_accuracy_txt(run_dir, accuracy)
+            written = data.write_official_files(run_dir / OFFICIAL_DATASET)
+            if written:  # the dataset's own files hold fewer samples than the log
+                result["official_dataset"] = [f"{OFFICIAL_DATASET}/{name}" for name in written]
             result["accuracy"] = {
                 "value": accuracy.value,
                 "line": accuracy.line,

@@ -299,6 +299,16 @@ def _readme(
         "`sparseperf submission build` and check it with `sparseperf submission check`.",
         "",
     ]
+    accuracy = roles["accuracy"]
+    if accuracy.result.get("official_dataset"):
+        files = ", ".join(
+            str(accuracy.folder / name) for name in accuracy.result["official_dataset"]
+        )
+        lines += [
+            f"For the official accuracy script: the full log is {accuracy.folder / ACCURACY_LOG}, "
+            f"the dataset files that index it (the synthetic set repeated) are {files}.",
+            "",
+        ]
     for test, changed in sorted(changes.items()):
         audit = "; ".join(compliance.audit_config(test).splitlines()[1:])
         if changed:

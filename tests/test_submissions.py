@@ -703,6 +703,23 @@ def test_a_simulated_tree_names_the_modelled_device(closed_tree, tmp_path, syste
     assert "Device: Moffett S30" in readme and "simulated" in readme
 
 
+def test_the_readme_points_at_a_repeated_set_s_dataset_files(closed_tree, tmp_path, system_file):
+    def repeated(result: dict) -> None:
+        result["official_dataset"] = ["dataset/val_map.txt"]
+
+    runs = [r for r in run_folders(closed_tree[1]) if "_Offline_" in r.name]
+    accuracy = next(r for r in runs if r.name.endswith("_accuracy"))
+    edited = copy_run(accuracy, tmp_path / "accuracy", edit_result=repeated)
+    others = [r for r in runs if r != accuracy]
+    report = build(request([*others, edited], tmp_path / "tree", "open", system_file))
+    readme = (report.root / "results" / "cpu-2c" / "resnet50" / "Offline" / "README.md").read_text()
+    assert (
+        f"For the official accuracy script: the full log is {edited / 'mlperf_log_accuracy.json'}, "
+        f"the dataset files that index it (the synthetic set repeated) are "
+        f"{edited / 'dataset' / 'val_map.txt'}."
+    ) in readme
+
+
 def host_bound(result: dict) -> None:
     result["backend_report"] = {"host_bound": True, "late_s": 3.5, "busy_s": 2.0,
                                 "simulated_device": "moffett-s30"}  # fmt: skip

@@ -73,6 +73,12 @@ class WorkloadData(abc.ABC):
         return [self.load(indices[i : i + step]) for i in range(0, size, step)]
 
     @abc.abstractmethod
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        """If the dataset's own files do not hold every QSL index (a set repeated to the
+        official size), write into ``target`` the files the official accuracy script reads,
+        in QSL order, and return their names."""
+
+    @abc.abstractmethod
     def calibration_problem(self, names: Sequence[str]) -> str | None:
         """Why a calibration list's names are not samples of this dataset (None: they are)."""
 

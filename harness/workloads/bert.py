@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,14 @@ from backends.base import Batch
 from harness.accuracy import Accuracy
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import squad_eval, squad_features, synthetic_squad, wordpiece
-from harness.datasets.squad import Example, SquadSet, read_squad, resolve_dev_file
+from harness.datasets.squad import (
+    DEV_FILE,
+    Example,
+    SquadSet,
+    read_squad,
+    resolve_dev_file,
+    write_copies,
+)
 from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_features
 from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece, read_vocab
 from harness.errors import UserError
@@ -135,8 +143,10 @@ class SquadData(WorkloadData):
         repeated: str | None = None,
     ) -> None:
         self.squad = squad
+        self.vocab = vocab
         self.tokens = tokens
         self.features = features
+        self.repeated = repeated
         self.count = features.count
         self.synthetic = squad.synthetic is not None
         questions = len(squad.examples)
@@ -178,6 +188,15 @@ class SquadData(WorkloadData):
         line = json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]})
         details = {**scores, "questions": len(self.squad.examples), "features": len(logits)}
         return Accuracy(scores["f1"], line, details)
+
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        if self.repeated is None:
+            return ()
+        target.mkdir(exist_ok=True)
+        ids = [example.qas_id for example in self.squad.examples]
+        write_copies(self.squad.path, ids, target / DEV_FILE, self.repeated)
+        shutil.copyfile(self.vocab, target / VOCAB_FILE)
+        return DEV_FILE, VOCAB_FILE
 
     def _question_numbers(self) -> dict[str, int]:
         numbers: dict[str, int] = {}

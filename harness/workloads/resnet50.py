@@ -13,6 +13,7 @@ from harness.accuracy import Accuracy, imagenet_top1
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
+from harness.files import write_text
 from harness.models import pruning
 from harness.models import recipe as recipe_module
 from harness.models import resnet50 as builder
@@ -110,6 +111,15 @@ class ImageNetData(WorkloadData):
 
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         return imagenet_top1(responses, self.labels)
+
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        if self.count == self.folder.count:
+            return ()
+        files = self.folder.files
+        lines = (f"{files[i % len(files)]} {label}\n" for i, label in enumerate(self.labels))
+        target.mkdir(exist_ok=True)
+        write_text(target / imagenet.VAL_MAP, "".join(lines))
+        return (imagenet.VAL_MAP,)
 
     def calibration_problem(self, names: Sequence[str]) -> str | None:
         root = self.folder.root
