@@ -184,6 +184,16 @@ def auto_settings(spec: RunSpec, infer, store: SampleStore) -> dict[str, str]:
     return {"target_latency": rounded(max(0.75 * 1000 * min(times), 1e-3))}
 
 
+def server_batch_times(spec: RunSpec, infer, store: SampleStore) -> tuple[tuple[int, float], ...]:
+    """The backend's median seconds per batch at 1, half and all of the batch size, for the
+    Server policy to size batches by (nothing to measure at batch 1)."""
+    if spec.scenario != "Server" or spec.mode != "performance" or spec.batch_size == 1:
+        return ()
+    seconds = WARMUP_SECONDS[spec.preset] / 3
+    sizes = sorted({1, max(1, spec.batch_size // 2), spec.batch_size})
+    return tuple((b, float(np.median(warmup(infer, store, b, seconds)))) for b in sizes)
+
+
 def run_plan(settings: lg.TestSettings, scenario: str) -> tuple[float, str]:
     """How long a performance run will take and how many queries it needs, from its settings
     (LoadGen runs until both the minimum duration and the minimum query count are met); a
@@ -365,7 +375,18 @@ def execute(
         else (0.0, f"over {data.count} samples")
     )
 
-    options = ScenarioOptions(spec.batch_size, spec.workers, spec.server_batch_timeout_ms)
+    try:
+        batch_times = server_batch_times(spec, infer, store)
+    except Exception as exc:
+        on_fatal(exc)
+    if batch_times:
+        say(
+            "Server batches sized by the measured batch times: "
+            + ", ".join(f"{b}: {t * 1e3:.3g} ms" for b, t in batch_times)
+        )
+    options = ScenarioOptions(
+        spec.batch_size, spec.workers, spec.server_batch_timeout_ms, batch_times
+    )
     sut = make_sut(spec.scenario, infer, options, on_fatal)
     log_output = lg.LogOutputSettings()
     log_output.outdir = str(run_dir)
@@ -435,6 +456,8 @@ def execute(
                 "host": provenance.host(),
                 "git_sha": provenance.git_sha(),
                 "seeds": result["seeds"],
+                # what sized the Server batches (none measured: greedy up to the batch size)
+                "server_batch_times_ms": {str(b): t * 1e3 for b, t in batch_times},
             },
         )
         result["format"] = RUN_FORMAT

@@ -212,7 +212,7 @@ def _write_sources(target: Path) -> None:
     here = Path(__file__).resolve().parent.parent
     for package in SOURCE_PACKAGES:
         for path in sorted((here / package).rglob("*")):
-            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".c", ".h") and "__pycache__" not in path.parts:
                 destination = target / "sparseperf" / path.relative_to(here)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, destination)

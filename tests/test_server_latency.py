@@ -1,5 +1,6 @@
 """Server latency: a run keeps each query's times (server_timeline.csv) and their percentiles in
-result.json, so a user can see where the tail comes from; tune refuses at once a backend whose
+result.json, so a user can see where the tail comes from; batches are sized by the backend's
+measured batch times, in runs and in simulate() alike; tune refuses at once a backend whose
 lone query misses the bound, and ends its search within its time cap."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import pytest
 from harness.errors import UserError
 from harness.spec import RunSpec
 from harness.tune import MAX_PROBES, Budget, Probe, planned_s, tune
+from scenarios import ScenarioOptions
+from scenarios.server import batch_for, batch_time, poisson_arrivals, simulate
 from scenarios.timeline import COLUMNS, Timeline, summary
 from tests.conftest import run_cli
 from tests.test_bad_input import assert_one_line_error
@@ -64,6 +67,64 @@ def test_a_server_run_writes_every_query_s_times(small_dataset, tmp_path, capsys
     assert stages["total"]["p99_ms"] >= stages["backend"]["p99_ms"]
     assert stages["backend_single"]["p50_ms"] >= SERVICE_MS
     assert result["latency_bound_ms"] == 15.0  # ResNet-50's Server bound
+
+
+GAINS = ((1, 0.006), (8, 0.020), (16, 0.036))  # per-sample time falls with the batch
+NO_GAIN = ((1, 0.006), (16, 0.096))  # a batch takes as long as its samples one by one
+
+
+def test_batch_times_are_linear_between_the_measured_sizes() -> None:
+    assert [round(batch_time(GAINS, b) * 1e3, 6) for b in (1, 4, 8, 12, 20)] == [6, 12, 20, 28, 44]
+    assert batch_time(((4, 0.008),), 2) == 0.004  # one size: proportional
+
+
+def test_a_free_worker_takes_its_share_and_batches_only_where_that_gains() -> None:
+    greedy = ScenarioOptions(batch_size=16)
+    assert batch_for(greedy, waiting=40, idle=3) == 16  # no batch times: as many as it may
+    gains = ScenarioOptions(batch_size=16, batch_times=GAINS)
+    assert batch_for(gains, waiting=40, idle=1) == 16
+    assert batch_for(gains, waiting=12, idle=3) == 4  # two idle workers take the other 8
+    none = ScenarioOptions(batch_size=16, batch_times=NO_GAIN)
+    assert batch_for(none, waiting=12, idle=1) == 1
+    assert batch_for(gains, waiting=0, idle=1) == 1
+
+
+def test_simulate_sizes_batches_as_runs_do() -> None:
+    arrivals = poisson_arrivals(300, 5000, seed=3)
+    for times, expect_single in ((NO_GAIN, True), (GAINS, False)):
+        sizes: list[int] = []
+
+        def serve(dispatch: float, samples: int, times=times, sizes=sizes) -> float:
+            sizes.append(samples)
+            return dispatch + batch_time(times, samples)
+
+        latencies = simulate(arrivals, ScenarioOptions(16, 2, batch_times=times), serve)
+        assert len(latencies) == sum(sizes) == len(arrivals) and (latencies > 0).all()
+        assert (max(sizes) == 1) == expect_single
+    # without a gain, samples one by one end sooner than batches that make them wait together
+    batches = simulate(arrivals, ScenarioOptions(16, 1), lambda d, n: d + batch_time(NO_GAIN, n))
+    singles = simulate(
+        arrivals,
+        ScenarioOptions(16, 1, batch_times=NO_GAIN),
+        lambda d, n: d + batch_time(NO_GAIN, n),
+    )
+    assert np.mean(singles) < np.mean(batches)
+
+
+def test_a_server_run_sizes_batches_by_measured_times(small_dataset, tmp_path, capfd) -> None:
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Server.target_qps = 40\n")
+    code, out, err = run_cli(
+        ["run", "--scenario", "Server", "--backend", "tests.fakes:FixedTimeBackend",
+         "-o", f"service_ms={SERVICE_MS}", "--batch-size", "4", "--preset", "smoke",
+         "--user-conf", str(conf), "--dataset-path", str(small_dataset),
+         "--runs-dir", str(tmp_path / "runs")], capfd,
+    )  # fmt: skip
+    assert code == 0, err
+    run = json.loads((only_run(tmp_path / "runs") / "run.json").read_text())
+    times = run["server_batch_times_ms"]
+    assert list(times) == ["1", "2", "4"] and min(times.values()) >= SERVICE_MS
+    assert "Server batches sized by the measured batch times" in out + err
 
 
 def test_tune_says_at_once_when_one_query_alone_misses_the_bound(small_dataset, tmp_path, capfd):

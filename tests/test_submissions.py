@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backends import sparse_int4
 from harness.errors import UserError
 from harness.results import METRICS, read_detail_log
 from submissions import compliance
@@ -97,6 +98,10 @@ def test_closed_tree_has_every_file_the_rules_require(closed_tree):
     assert system["division"] == "closed" and system["submitter"] == "Org"
     assert system["accelerators_per_node"] == "0" and system["cooling"] == "air"
     assert (root / "src" / "sparseperf" / "harness" / "runner.py").is_file()
+    # the kernel's C source and headers: it can be rebuilt from src/
+    sources = {path.name for path in Path(sparse_int4.__file__).parent.glob("*.[ch]")}
+    copied = root / "src" / "sparseperf" / "backends" / "sparse_int4"
+    assert "_kernel.c" in sources and sources <= {path.name for path in copied.iterdir()}
     for scenario in ("SingleStream", "MultiStream", "Offline"):
         folder = scenario_dir(tree, scenario)
         for name in ("measurements.json", "user.conf", "README.md"):
