@@ -55,8 +55,14 @@ def system_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def closed_tree(small_dataset, system_file, tmp_path_factory) -> tuple[Path, Path]:
     """A closed ResNet-50 smoke rehearsal by ``submission run``: (tree, runs folder)."""
     work = tmp_path_factory.mktemp("closed")
+    # Compliance runs repeat the performance run's settings: an Offline query sized from a
+    # noisy half-second warm-up could end before the 2 s minimum in a faster re-run. 16000
+    # samples take the backend (1 ms per batch of 8) at least 2 s however fast the host.
+    conf = work / "user.conf"
+    conf.write_text("*.Offline.min_query_count = 16000\n")
     args = ["submission", "run", "--model", "resnet50", "--backend", VETTED, "--preset", "smoke"]
     args += ["--dataset-path", str(small_dataset), "--runs-dir", str(work / "runs")]
+    args += ["--user-conf", str(conf)]
     args += ["--submitter", "Org", "--system", "cpu-2c", "--division", "closed"]
     args += ["--system-file", str(system_file), "--out", str(work / "tree")]
     from harness.cli import main
