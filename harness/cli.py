@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.files import read_text
 from harness.settings import SCENARIO_NAMES
 from harness.spec import BACKEND_FLAGS, MODES, RunSpec, parse_option
+from harness.tune import MAX_MINUTES
 from harness.watchdog import DEFAULT_STALL_S
 from harness.workloads import WORKLOADS, get_workload
 
@@ -158,6 +159,13 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
         ),
         click.option(
+            "--calibration-list",
+            type=click.Path(path_type=Path),
+            help="Samples backends calibrate on, one name per line: images in the dataset "
+            "folder (ImageNet) or question ids (SQuAD). The closed division needs the official "
+            "list (e.g. cal_image_list_option_1.txt); default: 128 dataset samples.",
+        ),
+        click.option(
             "--user-conf",
             type=click.Path(path_type=Path),
             help="LoadGen user.conf whose values override the preset's (keys are checked).",
@@ -237,21 +245,30 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
 @click.option("--scenario", default="Server", show_default=True, help=", ".join(SCENARIO_NAMES))
 @run_options(preset_default="short")
 @click.option("--retune", is_flag=True, help="Search again even when a value is stored.")
-def tune(extra_options: tuple[str, ...], retune: bool, **fields: Any) -> None:
+@click.option(
+    "--max-time",
+    "max_minutes",
+    type=float,
+    default=MAX_MINUTES,
+    show_default=True,
+    help="Minutes the Server search may take in all; a probe that would end later is not run.",
+)
+def tune(extra_options: tuple[str, ...], retune: bool, max_minutes: float, **fields: Any) -> None:
     """Find the LoadGen target (Server QPS, expected latency or QPS) with short probe runs and
     store it for later runs on this host, backend, model and scenario."""
     from harness.loadgen_run import say
     from harness.spec import validate
-    from harness.tune import loadgen_probe, save, store_key, store_path, stored, tune
+    from harness.tune import Budget, loadgen_probe, save, store_key, store_path, stored, tune
 
     spec = RunSpec(backend_options=backend_options(fields, extra_options), **fields)
+    budget = Budget(max_minutes * 60)
     validate(spec)
     kept = stored(spec)
     if kept is not None and not retune:
         click.echo(f"stored for {store_key(spec)}: {kept.describe()}; --retune searches again")
         return
     start = float(kept.values["target_qps"]) if kept and spec.scenario == "Server" else None
-    tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start)
+    tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start, budget)
     save(spec, tuned)
     click.echo(
         f"TUNED {spec.model_label} {spec.scenario} {spec.backend_label}: {tuned.describe()} "

@@ -23,9 +23,10 @@ import mlperf_loadgen as lg
 import numpy as np
 
 from backends import create_backend
-from backends.base import ModelHandle
+from backends.base import Batch, ModelHandle
 from harness import provenance
 from harness.accuracy import read_responses, write_accuracy_txt
+from harness.calibration_list import Calibration, check_calibration_list
 from harness.errors import UserError
 from harness.files import write_json, write_text
 from harness.loadgen_keys import MAX_DURATION_MS
@@ -53,6 +54,7 @@ from scenarios.timeline import summary as timeline_summary
 
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
 TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
+OFFICIAL_DATASET = "dataset"  # a repeated set's files for the official accuracy script
 EXIT_USER_ERROR = 2
 EXIT_BACKEND_FAILED = 3
 EXIT_INTERNAL = 4
@@ -284,12 +286,21 @@ def execute(
     with backend_call("its constructor"):
         backend = create_backend(spec.backend, spec.backend_options)
     say(f"loading {label} backend")
+    names = check_calibration_list(spec.calibration_list, data) if spec.calibration_list else ()
+    calibrated: list[Calibration] = []  # what the backend drew, if it calibrated
+
+    def calibration() -> Sequence[Batch]:
+        batches = data.calibration(names)
+        samples = sum(len(next(iter(batch.values()))) for batch in batches)
+        calibrated.append(Calibration.of(spec.calibration_list, samples))
+        return batches
+
     handle = ModelHandle(
         path=model.path,
         name=workload.name,
         input_names=tuple(t.name for t in workload.inputs),
         output_names=workload.outputs,
-        calibration=data.calibration,
+        calibration=calibration,
         int8_activations=workload.int8_activations,
         token_mask=workload.token_mask,
     )
@@ -418,6 +429,9 @@ def execute(
         if spec.mode == "accuracy":
             accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
             write_accuracy_txt(run_dir, accuracy)
+            written = data.write_official_files(run_dir / OFFICIAL_DATASET)
+            if written:  # the dataset's own files hold fewer samples than the log
+                result["official_dataset"] = [f"{OFFICIAL_DATASET}/{name}" for name in written]
             result["accuracy"] = {
                 "value": accuracy.value,
                 "line": accuracy.line,
@@ -432,6 +446,7 @@ def execute(
                 "model_file": str(model.path),
                 "model": model.record(spec.model_label),
                 "dataset": data.description,
+                "calibration": calibrated[0].__dict__ if calibrated else None,
                 "backend": description,
                 "division": {
                     "open_only": backend.open_division_only or model.open_only,
