@@ -1,11 +1,13 @@
 """The simulated accelerator: fidelity against published MLPerf results, and its own speed.
 
-1. Fidelity. Each GPU/Moffett profile is calibrated on one published point only, ResNet-50
-   Offline, then predicts the other published results; the table gives each error.
+1. Fidelity. Each built-in profile ships calibrated on one published point only, its own
+   ResNet-50 Offline result (``benchmarks/published_results.toml`` names it); every other
+   published result is predicted with the device's submitted configuration and no flags, and
+   its error shown. Power entries compare modelled samples/J with the published system's.
 2. Speed. ``predict`` for BERT-Large end to end (CLI, work cached), and a timing-only LoadGen
    ResNet-50 Offline run on the calibrated S30 against its modelled rate (or host-bound).
 
-Run: python benchmarks/simaccel.py [--skip-loadgen] [--seconds 10] [--squad DIR]
+Run: python benchmarks/simaccel.py [--skip-loadgen] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -16,157 +18,54 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
+from harness.fidelity import Row, evaluate, load_results, median_error
+from harness.predict import PredictRequest, prepare
 
-from backends.simaccel.profiles import DeviceProfile, write_profile_file
-from harness.calibrate import fit_efficiency
-from harness.predict import Prediction, PredictRequest, prepare
-
-
-@dataclass(frozen=True)
-class Published:
-    model: str
-    scenario: str
-    value: float  # per accelerator: samples/s (Offline) or queries/s (Server)
-    source: str
+RESULTS = Path(__file__).with_name("published_results.toml")
 
 
-@dataclass(frozen=True)
-class Device:
-    name: str
-    calibration: Published  # ResNet-50 Offline
-    held_back: tuple[Published, ...]
-    density: float | None = None  # the published model's weight density, where sparse
-    offline_batch: int = 256  # S30: the largest whose activations stay on chip
-
-
-# Per accelerator, MLPerf Inference v3.0 (github.com/mlcommons/inference_results_v3.0,
-# results/<system>/<benchmark>/<scenario>/performance/run_1/mlperf_log_summary.txt).
-# DGX A100 has no one-GPU Server results; its 8-GPU ones are divided by 8.
-V3 = "v3.0 closed, NVIDIA"
-DGX_A100_X8 = f"{V3} DGX-A100_A100-SXM-80GBx8_TRT / 8"
-DEVICES = (
-    Device(
-        "a100-sxm",
-        Published("resnet50", "Offline", 42_379.3, f"{V3} DGX-A100_A100-SXM-80GBx1_TRT"),
-        (
-            Published("bert-large", "Offline", 3_590.46, f"{V3} DGX-A100_A100-SXM-80GBx1_TRT"),
-            Published("resnet50", "Server", 300_029.49 / 8, DGX_A100_X8),
-            Published("bert-large", "Server", 25_403.74 / 8, DGX_A100_X8),
-        ),
-    ),
-    Device(
-        "h100-sxm",
-        Published("resnet50", "Offline", 91_825.7, f"{V3} DGX-H100_H100-SXM-80GBx1_TRT"),
-        (
-            Published("bert-large", "Offline", 9_369.12, f"{V3} DGX-H100_H100-SXM-80GBx1_TRT"),
-            Published("resnet50", "Server", 76_001.89, f"{V3} DGX-H100_H100-SXM-80GBx1_TRT"),
-            Published("bert-large", "Server", 7_503.01, f"{V3} DGX-H100_H100-SXM-80GBx1_TRT"),
-        ),
-    ),
-    Device(
-        "h100-pcie",
-        Published("resnet50", "Offline", 56_635, f"{V3} H100-PCIe-80GBx1_TRT"),
-        (
-            Published("bert-large", "Offline", 5_878.44, f"{V3} H100-PCIe-80GBx1_TRT"),
-            Published("resnet50", "Server", 47_001.39, f"{V3} H100-PCIe-80GBx1_TRT"),
-            Published("bert-large", "Server", 4_701.69, f"{V3} H100-PCIe-80GBx1_TRT"),
-        ),
-    ),
-    Device(
-        "moffett-s30",
-        Published("resnet50", "Offline", 96_049.2, "v3.0 open, Moffett_S30_Inspur"),
-        (
-            Published("bert-large", "Offline", 3_840.74, "v3.0 open, Moffett_S30_Inspur (99.9%)"),
-            Published("resnet50", "Server", 83_997.67, "v3.0 open, Moffett_S30_Inspur"),
-            Published("bert-large", "Server", 3_008.80, "v3.0 open, Moffett_S30_Inspur (99.9%)"),
-        ),
-        density=1 / 32,
-        offline_batch=128,
-    ),
-)
-BATCHES = (16, 32, 64, 128, 256)  # a submitter tunes the batch size: the best one is shown
-WORKERS = 2  # accelerator harnesses overlap the next transfer with compute
-
-
-def request(
-    device: Device,
-    item: Published,
-    batch: int,
-    tokens: str | None = None,
-    squad: Path | None = None,  # the official dev set's folder, for its real token counts
-) -> PredictRequest:
-    return PredictRequest(
-        dataset_path=squad if tokens == "real" else None,
-        model=item.model,
-        device=device.name,
-        scenario=item.scenario,
-        batch=batch,
-        workers=WORKERS,
-        density=device.density,
-        tokens=tokens,
-    )
-
-
-def best(
-    device: Device, item: Published, tokens: str | None, squad: Path | None, profile: DeviceProfile
-) -> tuple[float, Prediction]:
-    """The best figure over the batch sizes, and its prediction."""
-    predictions = [
-        prepare(request(device, item, batch, tokens, squad)).with_profile(profile)
-        for batch in BATCHES
-    ]
-    return max(((p.figure()[0], p) for p in predictions), key=lambda pair: pair[0])
-
-
-def implied_tokens(prediction: Prediction, published: float) -> str:
-    """The mean real token count at which the prediction meets the published figure."""
-    length = prediction.work.tokens
-
-    def figure(tokens: float) -> float:
-        return replace(prediction, ratios=np.array([tokens / length])).figure()[0]
-
-    low, high = 1.0, float(length)
-    if figure(high) > published or figure(low) < published:
-        return "-"
-    for _ in range(30):
-        middle = (low + high) / 2
-        low, high = (middle, high) if figure(middle) > published else (low, middle)
-    return f"{low:.0f}"
-
-
-def fidelity(squad: Path | None) -> list[str]:
-    """Calibrate on ResNet-50 Offline, predict the rest; BERT with padded and with real tokens
-    (and, for Offline, the mean token count that would meet the published figure)."""
+def fidelity_table(rows: list[Row]) -> list[str]:
     lines = [
-        "| device | efficiency | result | tokens | batch | published | predicted | error |"
-        " tokens implied |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+        "| device | efficiency | result | role | published | predicted | error | source |",
+        "|---|---:|---|---|---:|---:|---:|---|",
     ]
-    for device in DEVICES:
-        calibration = request(device, device.calibration, device.offline_batch)
-        profile = fit_efficiency(prepare(calibration), device.calibration.value)
-        for item in (device.calibration, *device.held_back):
-            role = " (calibration)" if item is device.calibration else ""
-            for tokens in ("padded", "real") if item.model == "bert-large" else (None,):
-                if role:
-                    prediction = prepare(calibration).with_profile(profile)
-                    predicted = prediction.figure()[0]
-                else:
-                    predicted, prediction = best(device, item, tokens, squad, profile)
-                implied = (
-                    implied_tokens(prediction, item.value)
-                    if tokens == "real" and item.scenario == "Offline"
-                    else ""
-                )
-                lines.append(
-                    f"| {device.name} | {profile.efficiency:.3g} | {item.model} {item.scenario}"
-                    f"{role} | {tokens or '-'} | {prediction.batch_size} | {item.value:,.0f} | "
-                    f"{predicted:,.0f} | {100 * (predicted / item.value - 1):+.0f}% | {implied} |"
-                )
+    for row in rows:
+        item = row.published
+        unit = "samples/J, system" if item.role == "power" else "/s"
+        per = f" (/{item.accelerators})" if item.accelerators > 1 and item.role != "power" else ""
+        lines.append(
+            f"| {item.device} | {prepare_efficiency(item.device):g} | {item.model} "
+            f"{item.scenario} | {item.role} | {row.measured:,.1f}{per} {unit} | "
+            f"{row.predicted:,.1f} | {100 * row.error:+.1f}% | `{item.source}` |"
+        )
+    return lines
+
+
+def prepare_efficiency(device: str) -> float:
+    return prepare(PredictRequest(model="resnet50", device=device)).profile.efficiency
+
+
+def server_ratios(rows: list[Row]) -> list[str]:
+    """Predicted and published Server/Offline ratios where a system has both."""
+    lines = ["| device | model | published Server/Offline | predicted Server/Offline |",
+             "|---|---|---:|---:|"]  # fmt: skip
+    offline = {
+        (r.published.device, r.published.model, r.published.source.split("/")[0]): r
+        for r in rows
+        if r.published.scenario == "Offline" and r.published.role != "power"
+    }
+    for row in rows:
+        item = row.published
+        key = (item.device, item.model, item.source.split("/")[0])
+        if item.scenario != "Server" or key not in offline:
+            continue
+        base = offline[key]
+        lines.append(
+            f"| {item.device} | {item.model} ({key[2]}) | {row.measured / base.measured:.3f} | "
+            f"{row.predicted / base.predicted:.3f} |"
+        )
     return lines
 
 
@@ -181,26 +80,21 @@ def predict_seconds() -> float:
 
 def loadgen_offline(seconds: int) -> list[str]:
     """LoadGen samples/s of the calibrated S30 (timing only) against its modelled rate."""
-    (device,) = [d for d in DEVICES if d.name == "moffett-s30"]
-    base = request(device, device.calibration, device.offline_batch)
-    profile = fit_efficiency(prepare(base), device.calibration.value)
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
-        profile_file = Path(tmp) / "s30.toml"
-        write_profile_file(replace(profile, name="s30-calibrated"), profile_file)
         conf = Path(tmp) / "user.conf"
-        conf.write_text(f"*.Offline.min_duration = {seconds * 1000}\n")
         for batch, workers in ((128, 2), (256, 2), (128, 3)):
-            modelled = prepare(
-                replace(base, device=None, device_file=profile_file, batch=batch, workers=workers)
-            ).figure()[0]
-            conf_values = f"*.Offline.target_qps = {modelled:.0f}\n"
-            conf.write_text(f"*.Offline.min_duration = {seconds * 1000}\n{conf_values}")
+            request = PredictRequest(device="moffett-s30", batch=batch, workers=workers)
+            modelled = prepare(request).figure()[0]
+            conf.write_text(
+                f"*.Offline.min_duration = {seconds * 1000}\n"
+                f"*.Offline.target_qps = {modelled:.0f}\n"
+            )
             subprocess.run(
-                ["sparseperf", "run", "--backend", "simaccel", "--device-file",
-                 str(profile_file), "--density", str(device.density), "--functional", "off",
-                 "--batch-size", str(batch), "--workers", str(workers), "--user-conf",
-                 str(conf), "--preset", "short", "--runs-dir", tmp],
+                ["sparseperf", "run", "--backend", "simaccel", "--device", "moffett-s30",
+                 "--density", "0.03125", "--functional", "off", "--batch-size", str(batch),
+                 "--workers", str(workers), "--user-conf", str(conf), "--preset", "short",
+                 "--runs-dir", tmp],
                 check=True, capture_output=True,
             )  # fmt: skip
             (folder,) = [p for p in Path(tmp).glob("*_performance") if p.is_dir()]
@@ -223,11 +117,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-loadgen", action="store_true")
     parser.add_argument("--seconds", type=int, default=10, help="LoadGen run length")
-    parser.add_argument(
-        "--squad", type=Path, help="folder with dev-v1.1.json and vocab.txt (default: synthetic)"
-    )
     args = parser.parse_args()
-    print("\n".join(fidelity(args.squad)))
+    rows = evaluate(load_results(RESULTS))
+    print("\n".join(fidelity_table(rows)))
+    held = [r for r in rows if r.published.role == "held-out"]
+    inside = sum(abs(r.error) <= 0.2 for r in held)
+    print(
+        f"\nheld-out throughputs: {len(held)}, within +/-20%: {inside}, "
+        f"median |error| {100 * median_error(rows):.1f}%"
+    )
+    print("\n" + "\n".join(server_ratios(rows)))
     print(f"\npredict, BERT-Large, CLI end to end: {predict_seconds():.2f} s")
     if not args.skip_loadgen:
         print("\nS30 (calibrated), ResNet-50 Offline, timing only, under LoadGen:")

@@ -1,11 +1,11 @@
 """sparse-int4 kernel and backend against ONNX Runtime int8, side by side in one run.
 
     python benchmarks/sparse_int4.py [--parts peak,gemm,resnet50,bert] [--repeats 5]
-                                     [--path avx512vnni|avxvnni|avx2|portable] [--threads N]
+                                     [--path amx|avx512vnni|avxvnni|avx2|portable] [--threads N]
 
 - peak: the register-only multiply-accumulate rate of each kernel path's instruction on all
-  threads: vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16 vpmaddwd + vpaddd pair
-  (AVX2, whose u8 x s8 products are exact only as int16 pairs).
+  threads: tdpbsud on AMX tiles, vpdpbusd on zmm (AVX-512 VNNI) and ymm (AVX-VNNI), the int16
+  vpmaddwd + vpaddd pair (AVX2, whose u8 x s8 products are exact only as int16 pairs).
 - gemm: dense-equivalent TOPS (2·M·K·N / time) of ORT's MatMulInteger and of the kernel at
   density 1, and 1/8 in the 4x4 (fastest), 1x4, unstructured and 1:8 patterns, on BERT-Large's
   FFN shape and ResNet-50 convolution shapes (batch 8; stride-1 convolutions read the planes'
@@ -51,13 +51,17 @@ GEMM_SHAPES = {  # name: (NCHW input of a "same" convolution, kernel side, strid
 }
 CASES = (  # label, density, pattern
     ("kernel d=1", 1.0, "unstructured"),
+    ("kernel d=1/8 16x4", 0.125, "16x4"),
     ("kernel d=1/8 4x4", 0.125, "4x4"),
     ("kernel d=1/8 1x4", 0.125, "1x4"),
     ("kernel d=1/8 unstructured", 0.125, "unstructured"),
     ("kernel d=1/8 1:8", 0.125, "1:8"),
 )
-PATTERNS = ("4x4", "1x4")  # end to end at density 1/8
+FAST = "kernel d=1/8 16x4"  # the fast pattern (AMX tiles where the CPU has them, else as 4x4)
+GEMM_ONLY = "GEMM only d=1/8 16x4"  # handed quantized activations, as MatMulInteger is uint8
+PATTERNS = ("16x4", "4x4", "1x4")  # end to end at density 1/8
 PEAKS = {  # kernel path: (_kernel.peak kind, its instruction)
+    "amx": (3, "tdpbsud"),
     "avx512vnni": (2, "vpdpbusd zmm"),
     "avxvnni": (1, "vpdpbusd ymm"),
     "avx2": (0, "vpmaddwd + vpaddd ymm"),
@@ -170,8 +174,7 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
 
             cases[label] = run
         a = quantize()
-        fast = packed["kernel d=1/8 4x4"]
-        cases["GEMM only d=1/8 4x4"] = lambda a=a, p=fast, g=geometry, out=out: kernel.conv(
+        cases[GEMM_ONLY] = lambda a=a, p=packed[FAST], g=geometry, out=out: kernel.conv(
             a, p, g, out=out, path=path, threads=threads
         )
         times: dict[str, list[float]] = {label: [] for label in cases}
@@ -183,14 +186,13 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
         share = (
             f", d=1 at {tops['kernel d=1'] / path_peak:.0%} of the {path} peak" if path_peak else ""
         )
-        fast_tops = tops["kernel d=1/8 4x4"]
+        versus = ", ".join(
+            f"{label.removeprefix('kernel ')} {tops[label] / tops['ort int8']:.2f}x"
+            for label in (*(case[0] for case in CASES[1:]), GEMM_ONLY)
+        )
         print(
-            f"  d=1/8 4x4 vs ort int8 {fast_tops / tops['ort int8']:.2f}x, vs own d=1 "
-            f"{fast_tops / tops['kernel d=1']:.2f}x; 1x4 vs ort "
-            f"{tops['kernel d=1/8 1x4'] / tops['ort int8']:.2f}x; unstructured vs ort "
-            f"{tops['kernel d=1/8 unstructured'] / tops['ort int8']:.2f}x; 1:8 vs ort "
-            f"{tops['kernel d=1/8 1:8'] / tops['ort int8']:.2f}x; GEMM only 4x4 vs ort "
-            f"{tops['GEMM only d=1/8 4x4'] / tops['ort int8']:.2f}x{share}"
+            f"  vs ort int8: {versus}; {FAST.removeprefix('kernel ')} vs own d=1 "
+            f"{tops[FAST] / tops['kernel d=1']:.2f}x{share}"
         )
 
 

@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.files import read_text
 from harness.settings import SCENARIO_NAMES
 from harness.spec import BACKEND_FLAGS, MODES, RunSpec, parse_option
+from harness.tune import MAX_MINUTES
 from harness.watchdog import DEFAULT_STALL_S
 from harness.workloads import WORKLOADS, get_workload
 
@@ -44,8 +45,8 @@ sparse_flags = options(
         "--sparsity-pattern",
         default=None,
         help="sparse-int4: 1x4 (default; whole blocks of 4 input channels), 4x4 (the same "
-        "blocks kept by quads of output channels: the fastest), unstructured, or N:M such as "
-        "2:4 or 1:8.",
+        "blocks kept by quads of output channels: faster), 16x4 (by groups of 16: AMX tiles, "
+        "the fastest where the CPU has AMX), unstructured, or N:M such as 2:4 or 1:8.",
     ),
     click.option(
         "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
@@ -66,7 +67,8 @@ model_reference_flags = options(
     click.option(
         "--model-pattern",
         default=None,
-        help="The built-in reference's pruning pattern: 1x4 (default), 4x4, unstructured or N:M.",
+        help="The built-in reference's pruning pattern: 1x4 (default), 4x4, 16x4, unstructured "
+        "or N:M.",
     ),
 )
 
@@ -175,6 +177,13 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             help="BERT: the model's vocab.txt; default: vocab.txt beside the SQuAD file.",
         ),
         click.option(
+            "--calibration-list",
+            type=click.Path(path_type=Path),
+            help="Samples backends calibrate on, one name per line: images in the dataset "
+            "folder (ImageNet) or question ids (SQuAD). The closed division needs the official "
+            "list (e.g. cal_image_list_option_1.txt); default: 128 dataset samples.",
+        ),
+        click.option(
             "--user-conf",
             type=click.Path(path_type=Path),
             help="LoadGen user.conf whose values override the preset's (keys are checked).",
@@ -233,8 +242,18 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
 )
 def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     """Run one LoadGen test and write a run folder."""
+    from harness.loadgen_run import say
+    from harness.spec import validate
+    from harness.submitted_run import with_submitted
+
     options = backend_options(fields, extra_options)
+    own_model = fields["model_path"] is not None or fields["model_density"] is not None
+    options, submitted = with_submitted(fields["backend"], fields["model"], own_model, options)
     spec = RunSpec(backend_options=options, **fields)
+    if submitted:
+        validate(spec)  # a bad option fails in one line, before the lines below
+        for line in submitted:
+            say(line)
     from harness.runner import run as execute  # heavy imports only when a run starts
 
     outcome = execute(spec)
@@ -245,21 +264,30 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
 @click.option("--scenario", default="Server", show_default=True, help=", ".join(SCENARIO_NAMES))
 @run_options(preset_default="short")
 @click.option("--retune", is_flag=True, help="Search again even when a value is stored.")
-def tune(extra_options: tuple[str, ...], retune: bool, **fields: Any) -> None:
+@click.option(
+    "--max-time",
+    "max_minutes",
+    type=float,
+    default=MAX_MINUTES,
+    show_default=True,
+    help="Minutes the Server search may take in all; a probe that would end later is not run.",
+)
+def tune(extra_options: tuple[str, ...], retune: bool, max_minutes: float, **fields: Any) -> None:
     """Find the LoadGen target (Server QPS, expected latency or QPS) with short probe runs and
     store it for later runs on this host, backend, model and scenario."""
     from harness.loadgen_run import say
     from harness.spec import validate
-    from harness.tune import loadgen_probe, save, store_key, store_path, stored, tune
+    from harness.tune import Budget, loadgen_probe, save, store_key, store_path, stored, tune
 
     spec = RunSpec(backend_options=backend_options(fields, extra_options), **fields)
+    budget = Budget(max_minutes * 60)
     validate(spec)
     kept = stored(spec)
     if kept is not None and not retune:
         click.echo(f"stored for {store_key(spec)}: {kept.describe()}; --retune searches again")
         return
     start = float(kept.values["target_qps"]) if kept and spec.scenario == "Server" else None
-    tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start)
+    tuned = tune(spec, loadgen_probe(spec.runs_dir / "tune"), say, start, budget)
     save(spec, tuned)
     click.echo(
         f"TUNED {spec.model_label} {spec.scenario} {spec.backend_label}: {tuned.describe()} "
@@ -408,8 +436,8 @@ def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None
     default="1x4",
     show_default=True,
     help="1x4 (whole blocks of 4 input channels, sparse-int4's fast pattern), 4x4 (those "
-    "blocks kept by 4 output channels together: faster, less accurate), unstructured, "
-    "or N:M such as 2:4.",
+    "blocks kept by 4 output channels together: faster, less accurate), 16x4 (by 16: AMX "
+    "tiles), unstructured, or N:M such as 2:4.",
 )
 @click.option(
     "--keep-dense",
@@ -475,7 +503,9 @@ def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
     click.echo(f"wrote {markdown} and {table}")
 
 
-# What a prediction is of: shared by predict and calibrate.
+# What a prediction is of: shared by predict and calibrate. What no flag gives comes from the
+# device's submitted configuration for the model (see the predict output), else the defaults:
+# the model's own zeros, the narrowest type, batch 64, 1 worker, padded tokens.
 prediction_flags = options(
     click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)),
     click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model."),
@@ -486,16 +516,18 @@ prediction_flags = options(
     click.option(
         "--batch", type=int, default=None, help="Samples per batch (Server: the largest batch)."
     ),
-    click.option("--workers", type=int, default=1, show_default=True, help="As in sparseperf run."),
-    click.option("--precision", default=None, help="Device compute type (default: narrowest)."),
     click.option(
-        "--density", type=float, default=None, help="Weight density (default: the model's zeros)."
+        "--workers", type=int, default=None, help="Batches in flight, as in sparseperf run."
     ),
     click.option(
-        "--sparsity-pattern",
+        "--server-batch-timeout-ms",
+        type=float,
         default=None,
-        help="unstructured, 2:4 (default: a pruned model file's own pattern, else unstructured).",
+        help="Server: how long a batch waits to fill.",
     ),
+    click.option("--precision", default=None, help="Device compute type."),
+    click.option("--density", type=float, default=None, help="Weight density."),
+    click.option("--sparsity-pattern", default=None, help="unstructured or N:M such as 2:4."),
     click.option(
         "--dataset-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
     ),
@@ -514,12 +546,25 @@ prediction_flags = options(
     show_default=True,
     help="Slowest layers shown.",
 )
-def predict(**fields: Any) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="json or csv: every layer and the totals, for scripts (--layers applies to text).",
+)
+def predict(fmt: str, **fields: Any) -> None:
     """Predict a modelled device's throughput, latency and energy, layer by layer (no LoadGen)."""
     from harness.predict import PredictRequest, predict_lines, prepare
+    from harness.predict_output import as_csv, as_json
 
-    for line in predict_lines(prepare(PredictRequest(**fields))):
-        click.echo(line)
+    prediction = prepare(PredictRequest(**fields))
+    if fmt == "text":
+        for line in predict_lines(prediction):
+            click.echo(line)
+    else:
+        click.echo((as_json if fmt == "json" else as_csv)(prediction), nl=False)
 
 
 @cli.command()

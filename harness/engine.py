@@ -35,6 +35,9 @@ class LoadGenSUT(Protocol):
 class Engine(Protocol):
     def warm_up(self, spec: RunSpec) -> list[WarmUp]: ...
 
+    def server_batch_times(self, spec: RunSpec) -> tuple[tuple[int, float], ...]:
+        """What sizes Server batches (see scenarios.server; none: greedy)."""
+
     def load_samples(self, indices: Sequence[int]) -> None: ...
 
     def unload_samples(self, indices: Sequence[int]) -> None: ...
@@ -67,6 +70,9 @@ class LocalEngine:
 
     def warm_up(self, spec: RunSpec) -> list[WarmUp]:
         return [self.inference.warm_up(spec)]
+
+    def server_batch_times(self, spec: RunSpec) -> tuple[tuple[int, float], ...]:
+        return self.inference.server_batch_times(spec)
 
     def load_samples(self, indices: Sequence[int]) -> None:
         self.inference.store.load_samples(indices)

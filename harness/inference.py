@@ -11,13 +11,14 @@ from typing import Any, NoReturn
 import numpy as np
 
 from backends import create_backend
-from backends.base import ModelHandle
+from backends.base import Batch, ModelHandle
+from harness.calibration_list import Calibration, check_calibration_list
 from harness.errors import UserError
 from harness.models.check import ModelFile
 from harness.outputs import check_outputs
 from harness.qsl import SampleStore
 from harness.spec import RunSpec
-from harness.warmup import WarmUp, measure
+from harness.warmup import WarmUp, measure, server_batch_times
 from harness.workloads import get_workload
 from harness.workloads.base import WorkloadData
 
@@ -32,6 +33,7 @@ class Description:
     backend: dict[str, str]  # Backend.describe()
     open_division_only: str
     simulated: bool
+    calibration: dict[str, Any] | None  # what the backend calibrated on, if it did
 
 
 class LocalInference:
@@ -53,12 +55,22 @@ class LocalInference:
         self._watch = watch
         with self._call("its constructor"):
             self.backend = create_backend(spec.backend, spec.backend_options)
+        listed = spec.calibration_list
+        names = check_calibration_list(listed, data) if listed else ()
+        self._calibrated: list[Calibration] = []  # what the backend drew, if it calibrated
+
+        def calibration() -> Sequence[Batch]:
+            batches = data.calibration(names)
+            samples = sum(len(next(iter(batch.values()))) for batch in batches)
+            self._calibrated.append(Calibration.of(listed, samples))
+            return batches
+
         handle = ModelHandle(
             path=model.path,
             name=self.workload.name,
             input_names=tuple(t.name for t in self.workload.inputs),
             output_names=self.workload.outputs,
-            calibration=data.calibration,
+            calibration=calibration,
             int8_activations=self.workload.int8_activations,
             token_mask=self.workload.token_mask,
         )
@@ -85,6 +97,9 @@ class LocalInference:
     def warm_up(self, spec: RunSpec) -> WarmUp:
         return measure(spec, self.infer, self.store)
 
+    def server_batch_times(self, spec: RunSpec) -> tuple[tuple[int, float], ...]:
+        return server_batch_times(spec, self.infer, self.store)
+
     def start_measuring(self) -> None:
         self.phase = "the LoadGen test"
         with self._call("start_measuring()"):
@@ -97,4 +112,7 @@ class LocalInference:
     def describe(self) -> Description:
         with self._call("describe()"):
             description = self.backend.describe()
-        return Description(description, self.backend.open_division_only, self.backend.simulated)
+        calibrated = self._calibrated[0].__dict__ if self._calibrated else None
+        return Description(
+            description, self.backend.open_division_only, self.backend.simulated, calibrated
+        )

@@ -53,6 +53,7 @@ from scenarios.timeline import summary as timeline_summary
 
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
 TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
+OFFICIAL_DATASET = "dataset"  # a repeated set's files for the official accuracy script
 EXIT_USER_ERROR = 2
 EXIT_BACKEND_FAILED = 3
 EXIT_INTERNAL = 4
@@ -299,7 +300,18 @@ def _run_loadgen(
         else (0.0, f"over {data.count} samples")
     )
 
-    options = ScenarioOptions(spec.batch_size, spec.workers, spec.server_batch_timeout_ms)
+    try:
+        batch_times = engine.server_batch_times(spec)
+    except Exception as exc:
+        on_fatal(exc)
+    if batch_times:
+        say(
+            "Server batches sized by the measured batch times: "
+            + ", ".join(f"{b}: {t * 1e3:.3g} ms" for b, t in batch_times)
+        )
+    options = ScenarioOptions(
+        spec.batch_size, spec.workers, spec.server_batch_timeout_ms, batch_times
+    )
     sut = engine.sut(spec.scenario, options, on_fatal)
     log_output = lg.LogOutputSettings()
     log_output.outdir = str(run_dir)
@@ -339,6 +351,9 @@ def _run_loadgen(
         if spec.mode == "accuracy":
             accuracy = data.score(read_responses(run_dir / "mlperf_log_accuracy.json"))
             write_accuracy_txt(run_dir, accuracy)
+            written = data.write_official_files(run_dir / OFFICIAL_DATASET)
+            if written:  # the dataset's own files hold fewer samples than the log
+                result["official_dataset"] = [f"{OFFICIAL_DATASET}/{name}" for name in written]
             result["accuracy"] = {
                 "value": accuracy.value,
                 "line": accuracy.line,
@@ -351,6 +366,7 @@ def _run_loadgen(
             "model_file": str(model.path),
             "model": model.record(spec.model_label),
             "dataset": data.description,
+            "calibration": description.calibration,
             "backend": description.backend,
             "division": {
                 "open_only": description.open_division_only or model.open_only,
@@ -360,6 +376,8 @@ def _run_loadgen(
             "host": provenance.host(),
             "git_sha": provenance.git_sha(),
             "seeds": result["seeds"],
+            # what sized the Server batches (none measured: greedy up to the batch size)
+            "server_batch_times_ms": {str(b): t * 1e3 for b, t in batch_times},
         }
         if cluster is not None:
             record["cluster"] = result["cluster"] = cluster

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from harness import interrupts
 from harness.cache import CACHE_ENV, cache_root
+from harness.calibration_list import check_calibration_list
 from harness.cluster import Connection
 from harness.cluster.local import cluster_for_run
 from harness.errors import UserError
@@ -78,6 +79,8 @@ def run(spec: RunSpec) -> RunOutcome:
     workload = get_workload(spec.model)
     # Build and check the dataset caches here, so that errors surface before any process starts.
     data = workload.open_data(spec.data_source, model.path, say)
+    if spec.calibration_list is not None:
+        check_calibration_list(spec.calibration_list, data)
     check_sample_counts(user_values, data.count, f"user.conf {spec.user_conf}")
     os.environ[CACHE_ENV] = str(cache_root())  # the same cache for the run process
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from backends import create_backend, path_options
 from backends.sparse_int4.sparsity import BLOCKS
+from harness.calibration_list import read_calibration_list
 from harness.cluster import check_cluster
 from harness.errors import UserError
 from harness.models.recipe import Recipe, builtin_recipe
@@ -25,7 +26,14 @@ from harness.workloads.base import DataSource
 from submissions.compliance import check_compliance_run
 
 MODES = ("performance", "accuracy")
-PATH_FIELDS = ("model_path", "dataset_path", "vocab_path", "user_conf", "runs_dir")
+PATH_FIELDS = (
+    "model_path",
+    "dataset_path",
+    "vocab_path",
+    "calibration_list",
+    "user_conf",
+    "runs_dir",
+)
 # Backend options with a flag of their own on the command line; others are -o KEY=VALUE.
 BACKEND_FLAGS = (
     "precision",
@@ -56,6 +64,8 @@ class RunSpec:
     dataset_path: Path | None = None
     dataset_count: int | None = None
     vocab_path: Path | None = None
+    # Names of the samples backends calibrate on (MLPerf's official list in the closed division).
+    calibration_list: Path | None = None
     user_conf: Path | None = None
     batch_size: int = 8
     workers: int = 1
@@ -189,6 +199,8 @@ def validate(spec: RunSpec) -> dict[str, str]:
         raise UserError(f"dataset path {spec.dataset_path} does not exist")
     if spec.vocab_path is not None and not workload.uses_vocab:
         raise UserError(f"{spec.model} takes no vocabulary; drop --vocab-path")
+    if spec.calibration_list is not None:
+        read_calibration_list(spec.calibration_list)
     if spec.compliance is not None:
         check_compliance_run(spec.compliance, workload.loadgen_key, spec.mode)
     backend = create_backend(spec.backend, spec.backend_options)  # checks names and options

@@ -91,6 +91,18 @@ def measure(spec: RunSpec, infer: InferFn, store: SampleStore) -> WarmUp:
     return WarmUp(fastest_s=min(warmup(infer, store, batch, seconds)))
 
 
+def server_batch_times(
+    spec: RunSpec, infer: InferFn, store: SampleStore
+) -> tuple[tuple[int, float], ...]:
+    """The backend's median seconds per batch at 1, half and all of the batch size, for the
+    Server policy to size batches by (nothing to measure at batch 1)."""
+    if spec.scenario != "Server" or spec.mode != "performance" or spec.batch_size == 1:
+        return ()
+    seconds = WARMUP_SECONDS[spec.preset] / 3
+    sizes = sorted({1, max(1, spec.batch_size // 2), spec.batch_size})
+    return tuple((b, float(np.median(warmup(infer, store, b, seconds)))) for b in sizes)
+
+
 def auto_settings(scenario: str, measured: Sequence[WarmUp]) -> dict[str, str]:
     """Expected QPS / latency for a run on the processes measured, so that valid runs neither
     end short of the minimum duration nor run out of pre-generated queries. Throughput adds

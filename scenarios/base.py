@@ -60,6 +60,9 @@ class ScenarioOptions:
     batch_size: int = 1  # Offline batch size; the largest dynamic batch in Server
     workers: int = 1  # threads pulling batches in Offline and Server
     server_batch_timeout_ms: float = 0.0  # how long Server waits to fill a batch; 0 = greedy
+    # Server: the backend's measured seconds per batch, (samples, seconds) by size, which
+    # batches are sized by (see server.batch_for); none: greedy up to the batch size
+    batch_times: tuple[tuple[int, float], ...] = ()
 
 
 class ScenarioSUT:

@@ -17,11 +17,13 @@ from pathlib import Path
 from harness import provenance
 from harness.accuracy import hash_line, read_responses
 from harness.errors import UserError
+from harness.results import read_detail_log
 from harness.spec import RunSpec
 from harness.workloads import get_workload
 from harness.workloads.base import WorkloadData
 from submissions import compliance, rules
 from submissions.accuracy_log import write_truncated
+from submissions.admission import admit
 from submissions.commands import run_command
 from submissions.runs import LOG_FILES, RunRecord, read_run
 from submissions.system import describe_system, read_user_file
@@ -135,15 +137,8 @@ def _check_rules(
                     f"{bench.folder} {scenario} has no {role} run; run: sparseperf run "
                     f"--model {any_run.model} --scenario {scenario} --mode {role} ..."
                 )
-        performance = roles["performance"]
-        if not performance.valid:
-            why = "; ".join(performance.result.get("invalid_reasons", [])) or "INVALID"
-            if closed and not performance.closed_usable:
-                raise UserError(
-                    f"{performance.folder} is INVALID ({why}); the closed division takes "
-                    "valid performance runs only"
-                )
-            report.problems.append(f"{scenario}: the performance run is INVALID ({why})")
+        for record in roles.values():
+            report.problems += admit(record, closed)
         missing = [t for t in tests if t not in roles]
         if closed and missing:
             raise UserError(
@@ -187,6 +182,7 @@ def build(request: BuildRequest, say: Callable[[str], None] = lambda _: None) ->
         root = staging / request.division / request.submitter
         (root / "systems").mkdir(parents=True)
         _write_json(root / "systems" / f"{request.system}.json", system)
+        (root / "calibration.md").write_text(_calibration_doc(groups))
         _write_sources(root / "src")
         bench = rules.benchmark(any_run.model)
         for scenario, roles in sorted(groups.items()):
@@ -221,7 +217,7 @@ def _write_sources(target: Path) -> None:
     here = Path(__file__).resolve().parent.parent
     for package in SOURCE_PACKAGES:
         for path in sorted((here / package).rglob("*")):
-            if path.suffix in (".py", ".c") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".c", ".h") and "__pycache__" not in path.parts:
                 destination = target / "sparseperf" / path.relative_to(here)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, destination)
@@ -247,10 +243,38 @@ def _measurements(run: RunRecord) -> dict[str, str]:
         "starting_weights_filename": Path(run.run["model_file"]).name,
         "weight_data_types": backend.get("weight_data_types", ""),
         "weight_transformations": transformations,
+        "calibration_list": _calibration_text(run),
     }
 
 
-def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
+def _calibration_text(run: RunRecord) -> str:
+    calibration = run.calibration
+    return f"calibrated on {calibration.describe()}" if calibration else "not calibrated"
+
+
+def _calibration_doc(groups: dict[str, dict[str, RunRecord]]) -> str:
+    """calibration.md, which the rules ask of a submission: what each run calibrated on."""
+    lines = ["# Calibration", ""]
+    for scenario, roles in sorted(groups.items()):
+        performance = roles["performance"]
+        backend = performance.run["backend"]
+        lines += [
+            f"## {performance.model_label} {scenario}",
+            "",
+            f"{backend.get('backend')} {backend.get('precision')}; weights: "
+            f"{backend.get('weight_transformations')}.",
+            "",
+            *(f"- {role}: {_calibration_text(run)}" for role, run in sorted(roles.items())),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _readme(
+    roles: dict[str, RunRecord], request: BuildRequest, changes: dict[str, list[str]]
+) -> str:
+    """How the scenario's runs were made; ``changes`` are each compliance run's settings that
+    differ from the performance run's."""
     performance = roles["performance"]
     lines = [
         f"# {performance.model} {performance.scenario} on {request.system}",
@@ -262,6 +286,7 @@ def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
         + (f", {performance.model_note}" if performance.model_note else "")
         + ".",
         f"Data: {performance.run['dataset']}.",
+        *_simulated_note(performance),
         "",
         "Install sparseperf (`pip install .` in its source folder) and run, from this folder:",
         "",
@@ -279,7 +304,34 @@ def _readme(roles: dict[str, RunRecord], request: BuildRequest) -> str:
         "`sparseperf submission build` and check it with `sparseperf submission check`.",
         "",
     ]
-    return "\n".join(lines)
+    accuracy = roles["accuracy"]
+    if accuracy.result.get("official_dataset"):
+        files = ", ".join(
+            str(accuracy.folder / name) for name in accuracy.result["official_dataset"]
+        )
+        lines += [
+            f"For the official accuracy script: the full log is {accuracy.folder / ACCURACY_LOG}, "
+            f"the dataset files that index it (the synthetic set repeated) are {files}.",
+            "",
+        ]
+    for test, changed in sorted(changes.items()):
+        audit = "; ".join(compliance.audit_config(test).splitlines()[1:])
+        if changed:
+            ran = f"settings other than this user.conf: {'; '.join(changed)}"
+        else:
+            ran = "this user.conf unchanged"
+        lines.append(f"{test} ran with {ran}, plus its audit.config (`{audit}`).")
+    return "\n".join(lines) + ("\n" if changes else "")
+
+
+def _simulated_note(run: RunRecord) -> list[str]:
+    if not run.run["division"]["simulated"]:
+        return []
+    device = run.run["backend"].get("device_model") or run.run["backend"].get("device")
+    return [
+        f"Device: {device}, simulated: every time here is modelled by sparseperf's timing "
+        "model, not measured on the device."
+    ]
 
 
 def _write_scenario(
@@ -292,15 +344,29 @@ def _write_scenario(
     shutil.copyfile(accuracy.folder / "accuracy.txt", folder / "accuracy" / "accuracy.txt")
     shutil.copyfile(performance.folder / "user.conf", folder / "user.conf")
     _write_json(folder / "measurements.json", _measurements(performance))
-    (folder / "README.md").write_text(_readme(roles, request))
-    for test in ("TEST01", "TEST04"):
-        if test in roles:
-            verdicts = _write_test(folder / test, test, roles)
-            report.problems += [
-                f"{performance.scenario} {test} {name}: {verdict.report.splitlines()[-1]}"
-                for name, verdict in verdicts.items()
-                if not verdict.passed
-            ]
+    tests = [test for test in ("TEST01", "TEST04") if test in roles]
+    changes = {test: _changed_settings(test, performance, roles[test]) for test in tests}
+    (folder / "README.md").write_text(_readme(roles, request, changes))
+    for test in tests:
+        if changes[test]:
+            report.problems.append(
+                f"{performance.scenario} {test} ran with settings other than the performance "
+                f"run's ({'; '.join(changes[test])}); the official procedure runs the "
+                "submission's own settings"
+            )
+        verdicts = _write_test(folder / test, test, roles)
+        report.problems += [
+            f"{performance.scenario} {test} {name}: {verdict.report.splitlines()[-1]}"
+            for name, verdict in verdicts.items()
+            if not verdict.passed
+        ]
+
+
+def _changed_settings(test: str, performance: RunRecord, audited: RunRecord) -> list[str]:
+    reference, compared = (
+        read_detail_log(run.folder / "mlperf_log_detail.txt")[0] for run in (performance, audited)
+    )
+    return compliance.changed_settings(test, reference, compared)
 
 
 def _write_test(

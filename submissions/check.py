@@ -274,6 +274,11 @@ class TreeCheck:
         systems = root / "systems"
         if not (root / "src").is_dir():
             self.problem(root / "src", "missing (the source code folder must exist)")
+        documented = (root / "calibration.md", root / "documentation" / "calibration.md")
+        if closed and not any(path.is_file() for path in documented):
+            self.problem(
+                root / "calibration.md", "missing (the closed division documents calibration)"
+            )
         results = root / "results"
         if not results.is_dir():
             self.problem(results, "missing")

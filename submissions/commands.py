@@ -17,6 +17,7 @@ OPTIONAL = (
     "dataset_path",
     "dataset_count",
     "vocab_path",
+    "calibration_list",
     "batch_size",
     "workers",
     "server_batch_timeout_ms",

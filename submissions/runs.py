@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import runfolder
+from harness.calibration_list import Calibration
 from harness.errors import UserError
 from harness.files import read_json_object
 from harness.results import read_detail_log
@@ -75,6 +76,16 @@ class RunRecord:
     def closed_usable(self) -> bool:
         """A performance run the closed division may take (a rehearsal's shortfalls aside)."""
         return self.valid or self.preset_shortfall
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """What the backend calibrated on (None: it did not calibrate)."""
+        body = self.run.get("calibration")
+        return Calibration(**body) if body else None
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.result.get("synthetic_data"))
 
     @property
     def system(self) -> dict:

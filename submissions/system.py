@@ -101,6 +101,7 @@ STATUSES = ("available", "preview", "rdi")
 SYSTEM_TYPES = ("edge", "datacenter,edge", "edge,datacenter")
 SINGLE_NODE = "N/A (single node)"
 NO_ACCELERATOR = "N/A (CPU only)"
+ONE_SIMULATED = "N/A (one simulated device)"
 
 
 def _cpuinfo() -> list[dict[str, str]]:
@@ -158,7 +159,40 @@ def _network_cards() -> int:
     return sum(1 for path in Path("/sys/class/net").glob("*") if (path / "device").exists())
 
 
-def detect(backend: dict[str, str]) -> dict[str, str]:
+def _accelerator(backend: dict[str, str], simulated: bool) -> dict[str, str]:
+    """The accelerator fields: none for a CPU-only system; for a simulated one, the modelled
+    device as its profile describes it, each field saying that it is simulated."""
+    if not simulated:
+        return {
+            "accelerators_per_node": "0",
+            "accelerator_model_name": NO_ACCELERATOR,
+            "accelerator_memory_capacity": "0",
+            "accelerator_frequency": "",
+            "accelerator_host_interconnect": NO_ACCELERATOR,
+            "accelerator_interconnect": NO_ACCELERATOR,
+            "accelerator_interconnect_topology": "",
+            "accelerator_memory_configuration": NO_ACCELERATOR,
+            "accelerator_on-chip_memories": "",
+        }
+
+    def modelled(key: str, text: str = "{}") -> str:
+        value = backend.get(key)
+        return f"{text.format(value)} (simulated)" if value else ""
+
+    return {
+        "accelerators_per_node": "1",
+        "accelerator_model_name": modelled("device_model"),
+        "accelerator_memory_capacity": "N/A (simulated: the device model has no memory size)",
+        "accelerator_frequency": modelled("device_clock"),
+        "accelerator_host_interconnect": modelled("device_host_link", "{} host link"),
+        "accelerator_interconnect": ONE_SIMULATED,
+        "accelerator_interconnect_topology": ONE_SIMULATED,
+        "accelerator_memory_configuration": modelled("device_memory_bandwidth", "{} bandwidth"),
+        "accelerator_on-chip_memories": modelled("device_on_chip_memory"),
+    }
+
+
+def detect(backend: dict[str, str], simulated: bool = False) -> dict[str, str]:
     """What this machine and the backend's description tell about the system."""
     cpus = _cpuinfo()
     host = provenance.host()
@@ -183,15 +217,7 @@ def detect(backend: dict[str, str]) -> dict[str, str]:
         "host_networking": SINGLE_NODE,
         "host_networking_topology": SINGLE_NODE,
         "host_network_card_count": str(_network_cards()),
-        "accelerators_per_node": "0",
-        "accelerator_model_name": NO_ACCELERATOR,
-        "accelerator_memory_capacity": "0",
-        "accelerator_frequency": "",
-        "accelerator_host_interconnect": NO_ACCELERATOR,
-        "accelerator_interconnect": NO_ACCELERATOR,
-        "accelerator_interconnect_topology": "",
-        "accelerator_memory_configuration": NO_ACCELERATOR,
-        "accelerator_on-chip_memories": "",
+        **_accelerator(backend, simulated),
         "framework": backend.get("framework", ""),
         "operating_system": _operating_system(),
         "other_software_stack": software,
@@ -254,7 +280,7 @@ def describe_system(
 ) -> dict[str, str]:
     """The complete system description, checked: detected values, then the user's. The
     network division's has the network fields too (``cluster``: a cluster run's record)."""
-    system = detect(backend)
+    system = detect(backend, simulated)
     fields = REQUIRED_FIELDS
     if division == "network":
         fields += NETWORK_FIELDS
@@ -264,7 +290,10 @@ def describe_system(
     system.update(user)
     system.update(division=division, submitter=submitter, system_name=system_name)
     if simulated:
-        note = "simulated accelerator: results are modelled, not measured on hardware"
+        note = (
+            f"simulated accelerator ({backend.get('device_model') or 'a modelled device'}): "
+            "results are modelled by sparseperf's timing model, not measured on hardware"
+        )
         system["system_name"] += " (simulated)"
         system["hw_notes"] = "; ".join(filter(None, (note, system["hw_notes"])))
     meaningful = MEANINGFUL_FIELDS | (set(NETWORK_FIELDS) if division == "network" else set())

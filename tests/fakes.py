@@ -63,6 +63,16 @@ class VettedBackend(InstantBackend):
         }
 
 
+class CalibratingBackend(VettedBackend):
+    """A vetted backend that draws its calibration batches when loaded, as int8 ones do."""
+
+    name = "calibrating"
+
+    def load(self, model: ModelHandle) -> None:
+        super().load(model)
+        self.calibrated_on = sum(len(batch[self._input]) for batch in model.calibration())
+
+
 class FixedTimeBackend(InstantBackend):
     """Takes ``service_ms`` per batch whatever its size (the sleep releases the GIL, as a
     device would): a backend whose Server capacity is known in advance."""
@@ -153,3 +163,13 @@ class ExitingBackend(InstantBackend):
         if self._leave == "empty":
             Path("result.json").write_text("")  # the process works in its run folder
         os._exit(0)
+
+
+class LabelOnlyBackend(InstantBackend):
+    """Reads no inputs (answers class 1 whatever they hold): an accuracy run over the official
+    dataset size costs the host no image data."""
+
+    name = "label-only"
+
+    def inputs_read(self) -> frozenset[str]:
+        return frozenset()

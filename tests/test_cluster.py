@@ -23,6 +23,7 @@ from submissions.check import check_tree
 from submissions.rules import division_problem
 from submissions.system import NETWORK_FIELDS, describe_system
 from tests.conftest import run_cli
+from tests.official import ENV
 from tests.test_bad_input import assert_one_line_error, no_complete_run
 from tests.test_submissions import (
     SHORTFALLS,
@@ -359,8 +360,8 @@ def test_cluster_runs_go_to_the_network_division_and_only_they(network_tree, sma
 
 @pytest.mark.heavy
 @pytest.mark.skipif(
-    not os.environ.get("SPARSEPERF_OFFICIAL_CHECKER"),
-    reason="set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission",
+    not (os.environ.get("SPARSEPERF_OFFICIAL_CHECKER") or os.environ.get(ENV)),
+    reason=f"set SPARSEPERF_OFFICIAL_CHECKER to a copy of inference/tools/submission, or {ENV}",
 )
 def test_official_checker_takes_the_network_tree_but_for_smoke_shortfalls(network_tree):
     assert official_checker_errors(network_tree[0]) == []

@@ -122,7 +122,7 @@ def test_sparse_int4_uses_the_files_zeros_as_its_own_pruning_would(
         backend.load(handle(path, [images]))
         logits[density] = backend.executor.run(images)[builder.SOFTMAX_OUTPUT]
         assert "weight density 0.1" in backend.describe()["sparsity"]
-        assert all(layer.weight.quads for layer in backend.executor.plan.layers[1:])
+        assert all(layer.weight.owners == 4 for layer in backend.executor.plan.layers[1:])
     np.testing.assert_array_equal(logits[None], logits[DENSITY])
 
 

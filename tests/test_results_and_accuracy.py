@@ -70,6 +70,22 @@ def test_singlestream_metric_in_ms_and_invalid_reasons(tmp_path):
     assert result["invalid_reasons"] == ["min duration not met", "Reduce target latency."]
 
 
+def test_a_stream_run_without_an_early_stopping_estimate_reports_its_measured_percentile(
+    tmp_path,
+):
+    entries = {
+        **BASE,
+        "result_validity": "INVALID",
+        "early_stopping_met": False,
+        "early_stopping_latency_ms": 0,  # what LoadGen logs when it has no estimate
+        "result_99.00_percentile_per_query_latency_ns": 6_250_000,
+    }
+    result = summarize(detail_log(tmp_path / "d.txt", entries), "MultiStream", "performance")
+    assert result["value"] == pytest.approx(6.25) and result["units"] == "ms"
+    assert result["metric"] == "result_99.00_percentile_per_query_latency_ns"
+    assert result["invalid_reasons"] == ["early stopping not met"]
+
+
 def test_logged_errors_make_a_valid_run_invalid(tmp_path):
     entries = {**BASE, "result_completed_samples_per_sec": 99.0, "error_invalid_config": "x"}
     log = detail_log(tmp_path / "d.txt", entries, errors={"error_invalid_config"})

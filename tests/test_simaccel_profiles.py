@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.simaccel.profiles import BUILTIN, get_profile, load_profile_file
+from backends.simaccel.profiles import BUILTIN, get_profile, load_profile_file, write_profile_file
 from harness.errors import UserError
 
 GOOD = """
@@ -84,3 +84,53 @@ def test_bad_profile_files_say_what_is_wrong(tmp_path, change, message):
     with pytest.raises(UserError, match=message) as info:
         load_profile_file(path)
     assert str(path) in str(info.value)
+
+
+SUBMITTED = """
+[submitted.resnet50]
+precision = { value = "int8", source = "published: a test submission" }
+density = 0.5
+pattern = "2:4"
+offline_batch = 256
+"""
+
+
+def test_a_profile_file_carries_its_submitted_configuration(tmp_path):
+    profile = load_profile_file(write(tmp_path, GOOD + SUBMITTED))
+    submission = profile.submission("resnet50")
+    assert submission.precision.value == "int8" and submission.precision.kind == "published"
+    assert submission.density.value == 0.5 and submission.density.kind == "assumed"
+    assert profile.submission("bert").facts() == {}
+    again = tmp_path / "s30.toml"
+    write_profile_file(BUILTIN["moffett-s30"], again)
+    assert load_profile_file(again) == BUILTIN["moffett-s30"]  # sources and all
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('value = "int8"', 'value = "fp16"'), r"submitted\.resnet50\.precision: .*no fp16"),
+        (("density = 0.5", "density = 0.25"), r"submitted\.resnet50\.density 0\.25 is below"),
+        (('pattern = "2:4"', 'pattern = "unstructured"'), r"submitted\.resnet50\.pattern"),
+        (("density = 0.5", "density = -1"), r"submitted\.resnet50\.density must be in"),
+        (("offline_batch = 256", "offline_batch = 0"), r"submitted\.resnet50\.offline_batch"),
+        (("offline_batch = 256", "batch = 256"), r"submitted\.resnet50: unknown key\(s\) batch"),
+    ],
+)
+def test_a_submitted_configuration_the_device_cannot_run_is_refused(tmp_path, change, message):
+    path = write(tmp_path, GOOD + SUBMITTED.replace(*change))
+    with pytest.raises(UserError, match=message) as info:
+        load_profile_file(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_builtin_submission_is_one_its_device_can_run():
+    for profile in BUILTIN.values():
+        profile.check_submitted(f"{profile.name} ")
+        for submission in profile.submitted.values():
+            for fact in submission.facts().values():
+                assert fact.source.startswith(("published: ", "assumed"))
+    assert BUILTIN["moffett-s40"].peak_macs_per_s("int8") == pytest.approx(
+        4 / 3 * BUILTIN["moffett-s30"].peak_macs_per_s("int8")
+    )
+    assert BUILTIN["h200-sxm"].memory_bandwidth_gbs == 4800

@@ -40,7 +40,8 @@ PATHS = [
     for path in kernel.ALL_PATHS
 ]
 PATTERNS = [(1.0, "unstructured"), (0.5, "1x4"), (0.125, "1x4"), (0.125, "unstructured"),
-            (0.125, "1:8"), (0.03, "1x4"), (0.125, "4x4"), (0.5, "4x4")]  # fmt: skip
+            (0.125, "1:8"), (0.03, "1x4"), (0.125, "4x4"), (0.5, "4x4"), (0.125, "16x4"),
+            (0.5, "16x4")]  # fmt: skip
 
 
 def channel_major(rows: np.ndarray) -> np.ndarray:
@@ -62,6 +63,7 @@ def planes_of(a: kernel.Activations) -> np.ndarray:
 
 def random_case(rng: np.random.Generator, density: float, pattern: str):
     m, n = (int(v) for v in rng.integers(1, (300, 90)))
+    n = n if rng.integers(0, 2) else 16 * -(-n // 16)  # whole groups of 16: the AMX tiles
     k = 4 * int(rng.integers(1, 80)) if pattern == "1:8" else int(rng.integers(1, 300))
     k = k - k % 8 + 8 if pattern == "1:8" else k
     vector = int(rng.choice([16, 32, 64]))
@@ -99,6 +101,7 @@ GEOMETRIES = [  # NCHW input, kernel, strides, pads, dilations, vector size
     ((2, 20, 11, 9), (3, 2), (2, 1), (0, 1, 2, 0), (2, 1), 64),  # asymmetric, dilated
     ((2, 24, 7, 7), (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 16),  # implicit and dilated
     ((3, 64, 10, 10), (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 16),
+    ((1, 64, 9, 9), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 16),  # a tap's planes are one AMX run
 ]
 
 
@@ -113,7 +116,7 @@ def test_conv_is_bit_identical_to_the_reference(
     oh, ow = geometry.output_side((h, w))
     x = rng.standard_normal(shape).astype(np.float32)
     x[0, :, :2] = 0.0  # windows that hold only zeros and padding
-    n = int(rng.integers(3, 40))
+    n = int(rng.integers(3, 40)) if c % 2 else 32  # odd channels: ragged outputs too
     weight = rng.standard_normal((size[0] * size[1] * c, n)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     residual = rng.standard_normal((b * oh * ow, n)).astype(np.float32)
@@ -126,7 +129,12 @@ def test_conv_is_bit_identical_to_the_reference(
             reach=kernel.conv_reach(geometry, (h, w)), path=path, threads=2,
         )  # fmt: skip
         assert a.gamma.tobytes() == qa.gamma.tobytes()
-        for density, pattern in ((1.0, "unstructured"), (0.25, "1x4"), (0.25, "4x4")):
+        for density, pattern in (
+            (1.0, "unstructured"),
+            (0.25, "1x4"),
+            (0.25, "4x4"),
+            (0.25, "16x4"),
+        ):
             qw = quantize_weight(weight * prune(weight, density, pattern, c), vector, channels=c)
             expected = reference_conv(
                 qa, qw, (h, w), size, strides, pads, dilations, bias, residual, relu=True
@@ -253,12 +261,33 @@ def test_quad_pruned_weights_share_each_blocks_activations() -> None:
     weight = rng.standard_normal((9 * c, n)).astype(np.float32)
     mask = prune(weight, 0.125, "4x4", c)
     packed = kernel.pack(quantize_weight(weight * mask, 16, channels=c))
-    assert packed.sparse and packed.quads
+    assert packed.sparse and packed.owners == 4
     assert len(packed.ptr) == -(-n // 4) + 1 and len(packed.wv) == 4 * packed.ptr[-1]
     planes = 9 * 18
     assert packed.kept_blocks == 4 * packed.ptr[-1] <= 4 * -(-n // 4) * round(planes / 8)
     own = quantize_weight(weight * prune(weight, 0.125, "1x4", c), 16, channels=c)
-    assert not kernel.pack(own).quads  # channels that keep their own blocks stay one per channel
+    assert kernel.pack(own).owners == 1  # channels that keep their own blocks stay one per channel
+
+
+def test_groups_of_16_keep_blocks_together_in_runs_of_tile_rows() -> None:
+    rng = np.random.default_rng(8)
+    c, n = 70, 48
+    weight = rng.standard_normal((9 * c, n)).astype(np.float32)
+    qw = quantize_weight(weight * prune(weight, 0.125, "16x4", c), 16, channels=c)
+    packed = kernel.pack(qw)
+    assert packed.owners == 16 and len(packed.ptr) == n // 16 + 1
+    blocks = round(9 * 18 / 8)  # 20: a run of 16 and a short run of 4 per group
+    assert np.array_equal(np.diff(packed.ptr), [blocks] * 3)
+    planes = np.zeros((n, 9 * 18, 4), np.int8)  # the folded weights by channel and plane
+    planes.reshape(n, 9, 72)[:, :, :c] = qw.folded().T.reshape(n, 9, c)
+    first = packed.wv[: 16 * blocks].view(np.int8)
+    run = first[: 16 * 16 * 4].reshape(16, 16, 4)  # [channel][block][4]
+    assert np.array_equal(run, planes[:16, packed.idx[:16]])
+    short = first[16 * 16 * 4 :].reshape(16, 4, 4)
+    assert np.array_equal(short, planes[:16, packed.idx[16:20]])
+    part = weight[:, :40]
+    ragged = quantize_weight(part * prune(part, 0.125, "16x4", c), 16, channels=c)
+    assert kernel.pack(ragged).owners == 4  # not whole groups: quads (16x4 keeps quads too)
 
 
 def test_max_pool_equals_onnx_runtime() -> None:

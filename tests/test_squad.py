@@ -231,7 +231,7 @@ def test_features_windows_and_maps(small_wordpiece: WordPiece) -> None:
 
 
 def test_features_of_synthetic_questions_are_consistent(synthetic_wordpiece: WordPiece) -> None:
-    questions = synth_questions(300, seed=3, vocab=synthetic_vocab())
+    questions = synth_questions(1200, seed=3, vocab=synthetic_vocab())  # a few need 2 windows
     features = create_features(questions, synthetic_wordpiece)
     assert features.count > len(questions)  # some contexts need more than one window
     assert np.array_equal(np.unique(features.example_index), np.arange(len(questions)))
@@ -302,3 +302,13 @@ def test_best_answer_skips_invalid_spans(small_wordpiece: WordPiece) -> None:
 def test_align_falls_back_to_the_original_text(small_wordpiece: WordPiece) -> None:
     assert align("smith", "Smith's", small_wordpiece) == (0, 5)
     assert align("jones", "Smith's", small_wordpiece) == (0, 7)
+
+
+def test_synthetic_question_and_context_lengths_follow_the_squad_dev_set():
+    from harness.datasets.synthetic_squad import synth_questions, synthetic_vocab
+
+    examples = synth_questions(600, 0, synthetic_vocab())
+    question_words = np.mean([len(e.question.split()) for e in examples])
+    context_words = np.mean([len(e.doc_tokens) for e in examples])
+    assert 9.5 < question_words < 11.5  # the dev set: 10.55
+    assert 90 < context_words < 160

@@ -186,6 +186,12 @@ class SimAccelBackend(Backend):
             "framework": "sparseperf simaccel timing model"
             + (f", outputs from {functional['backend']}" if functional else ", timing only"),
             "device": f"{self.profile.name} (simulated: {self.profile.description})",
+            # The modelled device, for system descriptions.
+            "device_model": self.profile.description,
+            "device_clock": f"{self.profile.clock_ghz:g} GHz",
+            "device_memory_bandwidth": f"{self.profile.memory_bandwidth_gbs:g} GB/s",
+            "device_on_chip_memory": f"{self.profile.on_chip_memory_mb:g} MB",
+            "device_host_link": f"{self.profile.host_link_gbs:g} GB/s",
             "bert_tokens": self.tokens,
             "functional_model": functional["precision"] if functional else "off",
             "weight_data_types": self.options.dtype,

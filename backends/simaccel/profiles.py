@@ -15,6 +15,14 @@ from pathlib import Path
 
 import tomli_w
 
+from backends.simaccel.published import SUBMITTED
+from backends.simaccel.submitted import (
+    Submission,
+    check_submission,
+    parse_submitted,
+    sparse_floor,
+    submitted_table,
+)
 from harness.errors import UserError
 from harness.files import read_text
 
@@ -49,7 +57,10 @@ class DeviceProfile:
     energy_pj_per_mac: float | None = None  # else energy comes from TDP x busy time
     energy_pj_per_byte: float | None = None
     efficiency: float = 1.0  # the one factor calibration may fit (share of peak reached)
+    calibrated_on: str = ""  # the published result the efficiency was fitted to
     references: tuple[str, ...] = field(default=())
+    # How the device's published results were run, per model (LoadGen model key).
+    submitted: dict[str, Submission] = field(default_factory=dict)
 
     def peak_macs_per_s(self, dtype: str) -> float:
         return self.macs_per_cycle[dtype] * self.clock_ghz * 1e9
@@ -67,10 +78,29 @@ class DeviceProfile:
                 f"{self.name} has no {dtype} MACs; it computes in {', '.join(self.macs_per_cycle)}"
             )
 
+    def submission(self, model_key: str) -> Submission:
+        """The configuration this device's results for a model were submitted with (empty
+        when none is known)."""
+        return self.submitted.get(model_key, Submission())
+
+    def check_submitted(self, where: str) -> None:
+        """Refuse a submitted configuration the device cannot run, naming the field."""
+        floor = sparse_floor(self.sparsity, self.max_sparse_speedup)
+        for model, submission in self.submitted.items():
+            check_submission(
+                f"{where}submitted.{model}", submission, self.macs_per_cycle, self.sparsity, floor
+            )
+
 
 def _from_tops(tops: float, clock_ghz: float) -> float:
     """Dense MACs per cycle from a datasheet's TOPS (2 ops per MAC) at the given clock."""
     return tops * 1e12 / 2 / (clock_ghz * 1e9)
+
+
+def _calibrated(efficiency: float, result: str) -> dict[str, object]:
+    """The one fitted number of a built-in profile, with the result it was fitted to
+    (``benchmarks/published_results.toml`` holds the same point; a test refits it)."""
+    return {"efficiency": efficiency, "calibrated_on": f"ResNet-50 Offline, {result}"}
 
 
 def _gpu(
@@ -81,6 +111,7 @@ def _gpu(
     bandwidth: float,
     tdp: float,
     text: str,
+    calibration: dict[str, object],
 ) -> DeviceProfile:
     return DeviceProfile(
         name=name,
@@ -104,11 +135,20 @@ def _gpu(
             "NVIDIA data-sheet TOPS/TFLOPS, memory bandwidth and TDP; L2 size as on-chip memory",
             ASSUMED,
         ),
+        submitted=SUBMITTED[name],
+        **calibration,  # type: ignore[arg-type]
     )
 
 
-def _moffett(name: str, chips: int) -> DeviceProfile:
+def _moffett(name: str, chips: int, calibration: dict[str, object] | None = None) -> DeviceProfile:
     clock = 1.0  # not published: MACs/cycle is chosen so that clock x MACs = datasheet TOPS
+    references = ["Moffett Antoum/S4/S30 datasheets: TOPS, bandwidth (read), TDP", ASSUMED]
+    if chips == 4:  # the S40: no datasheet figures here, only its submission's system file
+        references[0] = (
+            "S40 as 4 Antoum chips (derived: inference_results_v3.0/open/Moffett/systems/ lists "
+            "20 GB of LPDDR4X per chip, S10 40 GB, S30 60 GB, S40 80 GB); per-chip TOPS and "
+            "bandwidth as the S30's; TDP assumed, the S30's per chip"
+        )
     return DeviceProfile(
         name=name,
         description=f"Moffett {name[-3:].upper()} ({chips} Antoum chip(s), 12 nm), sparse to 32x",
@@ -121,12 +161,14 @@ def _moffett(name: str, chips: int) -> DeviceProfile:
         on_chip_memory_mb=60.0 * chips,
         vector_gflops=1000.0 * chips,
         host_link_gbs=25.0,
-        tdp_w={1: 70.0, 3: 250.0}[chips],
+        tdp_w={1: 70.0, 3: 250.0, 4: 250.0 * 4 / 3}[chips],
         sparsity="unstructured",
         max_sparse_speedup=32.0,
         layer_overhead_us=2.0,
         launch_overhead_us=50.0,
-        references=("Moffett Antoum/S4/S30 datasheets: TOPS, bandwidth (read), TDP", ASSUMED),
+        references=tuple(references),
+        submitted=SUBMITTED.get(name, {}),
+        **(calibration or {}),  # type: ignore[arg-type]
     )
 
 
@@ -147,14 +189,84 @@ def _vsq() -> DeviceProfile:
     )
 
 
+V30 = "inference_results_v3.0/closed/NVIDIA/results"
+RUN = "performance/run_1/mlperf_log_summary.txt"
 BUILTIN: dict[str, DeviceProfile] = {
     p.name: p
     for p in (
         _moffett("moffett-s4", 1),
-        _moffett("moffett-s30", 3),
-        _gpu("a100-sxm", 1.41, 624, 312, 2039, 400, "NVIDIA A100 SXM 80GB"),
-        _gpu("h100-sxm", 1.98, 1979, 989, 3350, 700, "NVIDIA H100 SXM 80GB"),
-        _gpu("h100-pcie", 1.755, 1513, 756, 2000, 350, "NVIDIA H100 PCIe 80GB"),
+        _moffett(
+            "moffett-s30",
+            3,
+            _calibrated(
+                0.7102,
+                "96,049.2 samples/s, inference_results_v3.0/open/Moffett/results/"
+                f"Moffett_S30_Inspur/resnet50/Offline/{RUN}",
+            ),
+        ),
+        _moffett(
+            "moffett-s40",
+            4,
+            _calibrated(
+                0.7781,
+                "127,375 samples/s, inference_results_v3.0/open/Moffett/results/"
+                f"Moffett_S40_Inspur/resnet50/Offline/{RUN}",
+            ),
+        ),
+        _gpu(
+            "a100-sxm",
+            1.41,
+            624,
+            312,
+            2039,
+            400,
+            "NVIDIA A100 SXM 80GB",
+            _calibrated(
+                0.6209,
+                f"42,379.3 samples/s, {V30}/DGX-A100_A100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
+            ),
+        ),
+        _gpu(
+            "h100-sxm",
+            1.98,
+            1979,
+            989,
+            3350,
+            700,
+            "NVIDIA H100 SXM 80GB",
+            _calibrated(
+                0.4735,
+                f"91,825.7 samples/s, {V30}/DGX-H100_H100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
+            ),
+        ),
+        _gpu(
+            "h100-pcie",
+            1.755,
+            1513,
+            756,
+            2000,
+            350,
+            "NVIDIA H100 PCIe 80GB",
+            _calibrated(
+                0.3849, f"56,635 samples/s, {V30}/H100-PCIe-80GBx1_TRT/resnet50/Offline/{RUN}"
+            ),
+        ),
+        # H200: the H100's GH100 compute with HBM3e (NVIDIA H200 data sheet: 3,958 INT8 TOPS
+        # and 1,979 FP16 TFLOPS with 2:4 sparsity, 4.8 TB/s, up to 700 W).
+        _gpu(
+            "h200-sxm",
+            1.98,
+            1979,
+            989,
+            4800,
+            700,
+            "NVIDIA H200 SXM 141GB",
+            _calibrated(
+                0.429,
+                "756,960 samples/s over 8 GPUs, inference_results_v4.1/closed/NVIDIA/results/"
+                f"H200-SXM-141GBx8_TRT/resnet50/Offline/{RUN}",
+            ),
+        ),
         _vsq(),
     )
 }
@@ -230,7 +342,9 @@ def load_profile_file(path: Path) -> DeviceProfile:
     if missing:
         raise UserError(f"device file {path}: missing field(s) {', '.join(missing)}")
     values = {key: _value(path, key, raw) for key, raw in data.items()}
-    return DeviceProfile(**values)
+    profile = DeviceProfile(**values)
+    profile.check_submitted(f"device file {path}: ")
+    return profile
 
 
 def _value(path: Path, key: str, raw: object) -> object:
@@ -239,6 +353,12 @@ def _value(path: Path, key: str, raw: object) -> object:
         if not isinstance(raw, str) or not raw:
             raise UserError(f"{where} must be non-empty text")
         return raw
+    if key == "calibrated_on":
+        if not isinstance(raw, str):
+            raise UserError(f"{where} must be text")
+        return raw
+    if key == "submitted":
+        return parse_submitted(where, raw)
     if key == "references":
         if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
             raise UserError(f"{where} must be a list of text")
@@ -291,6 +411,7 @@ def write_profile_file(profile: DeviceProfile, path: Path) -> None:
     """Save a profile as TOML that ``load_profile_file`` reads back to the same profile."""
     body = {key: value for key, value in asdict(profile).items() if value is not None}
     body["references"] = list(profile.references)
+    body["submitted"] = submitted_table(profile.submitted)
     partial = path.with_name(path.name + ".partial")
     try:
         partial.write_text(tomli_w.dumps(body))

@@ -26,8 +26,15 @@ INLINE VF SIMD(min)(VF a, VF b) {
 #endif
 }
 
+/* rint, half to even: one instruction where the flavour names it in ROUND_PS, else the same for
+ * |q| < 2^22 by adding and taking away 1.5 * 2^23; every caller clamps what lies beyond to a
+ * bound far below that (a 4-bit level, a scale, 127, or exp's domain), so both give its bits. */
 INLINE VF SIMD(round_even)(VF q) {
-    return (q + ROUNDER) - ROUNDER; /* rint, half to even, for |q| < 2^22; clamps cover the rest */
+#ifdef ROUND_PS
+    return (VF)ROUND_PS(q);
+#else
+    return (q + ROUNDER) - ROUNDER;
+#endif
 }
 
 /* A vector's integer scale: clamp(rint(s / gamma), 1, sq_max), 1 where gamma is 0 (not live). */

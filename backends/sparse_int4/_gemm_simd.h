@@ -138,7 +138,7 @@ FN void SIMD(epilogue)(const gemm_t *g, const int32_t *acc, int64_t n0, int chan
                 }
                 v = v + add;
             }
-            if (relu) v = (SIMD(fv))((SIMD(iv))v & (v > 0.0f)); /* +0 unless positive */
+            if (relu) v = FOLD(max)(v, (SIMD(fv)){0}); /* +0 unless positive (NaN too) */
             memcpy(dst + i, &v, sizeof v);
         }
     }
@@ -341,35 +341,43 @@ FN void SIMD(sparse_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, i
     if (g->q && g->q->row_gamma) SIMD(row_fold)(g, f, r0); /* parts own whole rows then */
 }
 
-/* Pruned weights whose channels keep their blocks by quads (4 channels on the same planes): each
- * kept block's row vectors are loaded once for the quad's 4 broadcast weights, so a row vector
- * feeds 4 multiply-adds where a channel's own blocks feed 1, and the quad's 4 x QUAD_ROWS
- * accumulators stay in registers over all of K. Parts split channels at groups (multiples of 4). */
+/* Pruned weights whose channels keep their blocks by quads or by groups of 16 (g->owners channels
+ * on the same planes): each kept block's row vectors are loaded once for a quad's 4 broadcast
+ * weights, so a row vector feeds 4 multiply-adds where a channel's own blocks feed 1, and the
+ * quad's 4 x QUAD_ROWS accumulators stay in registers over all of K. Quads hold each block's
+ * weights as [4 channels]; groups of 16 hold runs of 16 blocks as [16 channels][run] (the AMX
+ * tiles' rows), so a quad's channels are a run apart. Parts split channels at groups. */
 FN void SIMD(quad_tile)(const gemm_t *g, int64_t n0, int64_t n1, int64_t r0, int32_t *acc,
                         float *f) {
     const uint8_t *a = g->a + 4 * r0;
     const int64_t *table = g->table;
     const uint16_t *idx = g->idx;
     const int32_t *wv = g->wv;
-    const int64_t live = SIMD(live_rows)(g, r0);
+    const int64_t owners = g->owners, live = SIMD(live_rows)(g, r0);
     const int passes = (int)((live + QUAD_ROWS - 1) / QUAD_ROWS);
     for (int64_t n = n0; n < n1; n += 4) {
         const int channels = n1 - n < 4 ? (int)(n1 - n) : 4;
+        const int32_t begin = g->ptr[n / owners], end = g->ptr[n / owners + 1];
+        const int64_t quad = n % owners / 4; /* of the group */
         for (int h = 0; h < passes; h++) {
             const uint8_t *rows = a + 4 * QUAD_ROWS * h;
             ACC s[4][QUAD_ROWS / LANES];
             for (int c = 0; c < 4; c++)
                 for (int i = 0; i < QUAD_ROWS / LANES; i++) s[c][i] = ACC_ZERO();
-            const int32_t end = g->ptr[n / 4 + 1];
-            for (int32_t p = g->ptr[n / 4]; p < end; p++) {
-                const uint8_t *x = rows + table[idx[p]];
-                const int32_t *w = wv + 4 * (int64_t)p;
-                const WV w0 = W_SET1(w[0]), w1 = W_SET1(w[1]), w2 = W_SET1(w[2]), w3 = W_SET1(w[3]);
-                for (int i = 0; i < QUAD_ROWS / LANES; i++) { /* one load, four products */
-                    ACC_DP(s[0][i], x + 4 * LANES * i, w0);
-                    ACC_DP(s[1][i], x + 4 * LANES * i, w1);
-                    ACC_DP(s[2][i], x + 4 * LANES * i, w2);
-                    ACC_DP(s[3][i], x + 4 * LANES * i, w3);
+            for (int32_t r = begin, r1; r < end; r = r1) { /* runs: all of a quad's blocks, or 16 */
+                r1 = owners == 4 || end - r < 16 ? end : r + 16;
+                const int64_t apart = owners == 4 ? 1 : r1 - r, step = owners == 4 ? 4 : 1;
+                const int32_t *w = owners == 4 ? wv + 4 * (int64_t)r : wv + 16 * (int64_t)r + 4 * quad * apart;
+                for (int32_t p = r; p < r1; p++, w += step) {
+                    const uint8_t *x = rows + table[idx[p]];
+                    const WV w0 = W_SET1(w[0]), w1 = W_SET1(w[apart]), w2 = W_SET1(w[2 * apart]),
+                             w3 = W_SET1(w[3 * apart]);
+                    for (int i = 0; i < QUAD_ROWS / LANES; i++) { /* one load, four products */
+                        ACC_DP(s[0][i], x + 4 * LANES * i, w0);
+                        ACC_DP(s[1][i], x + 4 * LANES * i, w1);
+                        ACC_DP(s[2][i], x + 4 * LANES * i, w2);
+                        ACC_DP(s[3][i], x + 4 * LANES * i, w3);
+                    }
                 }
             }
             for (int c = 0; c < 4; c++)

@@ -22,8 +22,9 @@
  * float32, each operation rounded, built with -ffp-contract=off so no compiler fuses a multiply
  * and an add. Output is channel-major ([n][m]), the layout the next quantization reads.
  *
- * Paths: "portable" (plain C), "avx2", "avxvnni" and "avx512vnni", compiled with target
- * attributes and chosen at run time by what the CPU reports; every path produces the same bits.
+ * Paths: "portable" (plain C), "avx2", "avxvnni", "avx512vnni" and "amx" (avx512vnni with its
+ * GEMM tiles on AMX's tile multiplier), compiled with target attributes and chosen at run time by
+ * what the CPU and the operating system allow; every path produces the same bits.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -32,9 +33,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h> /* sysconf: the L2 size */
+#ifdef __linux__
+#include <sys/syscall.h> /* arch_prctl: the AMX tile state is granted per process */
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SP_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #define CPU_RELAX() _mm_pause()
 /* Plain loops the compiler vectorizes, built for each SIMD width and picked at load. */
@@ -50,8 +55,25 @@
 #define ROUNDER 12582912.0f /* 1.5 * 2^23: (q + R) - R rounds q to an integer, half to even */
 #define LANES_MAX 16 /* the widest row vector: parts split rows at multiples of it */
 
-enum { PATH_PORTABLE, PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI, PATH_COUNT };
-static const char *const PATH_NAMES[PATH_COUNT] = {"portable", "avx2", "avxvnni", "avx512vnni"};
+enum { PATH_PORTABLE, PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI, PATH_AMX, PATH_COUNT };
+static const char *const PATH_NAMES[PATH_COUNT] = {"portable", "avx2", "avxvnni", "avx512vnni", "amx"};
+
+#if defined(SP_X86) && defined(__linux__)
+/* AMX-INT8 in CPUID, and Linux's grant of the tile data state to this process (asked once; the
+ * kernel refuses it where the CPU, the hypervisor or the signal stack cannot hold it). */
+static int amx_granted(void) {
+    static int granted = -1;
+    if (granted < 0) {
+        unsigned int a, b, c, d;
+        const int cpu = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 24 & 1) && (d >> 25 & 1);
+        enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+        granted = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+    return granted;
+}
+#else
+static int amx_granted(void) { return 0; }
+#endif
 
 static int path_supported(int path) {
     if (path == PATH_PORTABLE) return 1;
@@ -63,6 +85,7 @@ static int path_supported(int path) {
     if (path == PATH_AVX512VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
+    if (path == PATH_AMX) return path_supported(PATH_AVX512VNNI) && amx_granted();
 #endif
     return 0;
 }
@@ -244,6 +267,7 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 8
 #define MAX_PS(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
 #define MIN_PS(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
+#define ROUND_PS(q) _mm256_round_ps((__m256)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #define SIMD(name) name##_avx512
 #define FN __attribute__((target("avx512f,avx512bw"))) static
@@ -251,12 +275,13 @@ static inline int64_t row_of(const quant_t *t, int64_t m) {
 #define LANES 16
 #define MAX_PS(a, b) _mm512_max_ps((__m512)(a), (__m512)(b))
 #define MIN_PS(a, b) _mm512_min_ps((__m512)(a), (__m512)(b))
+#define ROUND_PS(q) _mm512_roundscale_ps((__m512)(q), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #include "_quantize_simd.h"
 #endif
 
 static void vector_steps(const quant_t *t, int64_t lo, int64_t hi) {
 #ifdef SP_X86
-    if (t->path == PATH_AVX512VNNI) return vector_steps_avx512(t, lo, hi);
+    if (t->path >= PATH_AVX512VNNI) return vector_steps_avx512(t, lo, hi);
     if (t->path != PATH_PORTABLE) return vector_steps_avx2(t, lo, hi);
 #endif
     vector_steps_portable(t, lo, hi);
@@ -264,7 +289,7 @@ static void vector_steps(const quant_t *t, int64_t lo, int64_t hi) {
 
 static void fold(const quant_t *t, int64_t lo, int64_t hi) {
 #ifdef SP_X86
-    if (t->path == PATH_AVX512VNNI) return fold_avx512(t, lo, hi);
+    if (t->path >= PATH_AVX512VNNI) return fold_avx512(t, lo, hi);
     if (t->path != PATH_PORTABLE) return fold_avx2(t, lo, hi);
 #endif
     fold_portable(t, lo, hi);
@@ -468,11 +493,11 @@ typedef struct {
     int64_t rows, m, n, k4;  /* virtual rows computed, output rows, channels, planes */
     int64_t ldo;             /* the output's row stride (channel n's rows start at n * ldo) */
     const int32_t *wd;       /* dense: [n][k4] 4 s8 per plane, or NULL */
-    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) (quads:
-                              * of channels 4q..4q+3, [ptr[q], ptr[q + 1])) */
+    const int32_t *ptr;      /* sparse: kept blocks of channel n: [ptr[n], ptr[n + 1]) (owners 4
+                              * or 16: of channels u * owners.., [ptr[u], ptr[u + 1])) */
     const uint16_t *idx;     /* sparse: each kept block's plane */
-    const int32_t *wv;       /* sparse: each kept block's 4 s8 (quads: 4 such, one per channel) */
-    int quads;               /* sparse: blocks are kept by quads of channels, on the same planes */
+    const int32_t *wv;       /* sparse: each kept block's 4 s8 per owner (see quad_tile) */
+    int64_t owners;          /* sparse: channels that keep the same blocks (1, 4 or 16) */
     const int32_t *corr;     /* [n] 128 * the folded weights' sum (signed activations), or NULL */
     const float *gw, *bias;  /* [n]; bias may be NULL */
     const void *residual;    /* [n][m] float32 or float16 (residual_half), added before the ReLU,
@@ -488,10 +513,11 @@ typedef struct {
                               * its vector steps [n / group + 1][TILE_ROWS] */
     size_t fbuf_floats;
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
+    int amx;                 /* the AMX tiles run it (see amx_fits) */
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
 } gemm_t;
 
-#define MAX_CHANNELS 8 /* channels of a dense tile, at most */
+#define MAX_CHANNELS 16 /* channels a tile accumulates at once, at most (an AMX tile's) */
 /* Outputs larger than a core's L2 cannot stay in it for the layer that reads them next: they are
  * stored past the caches (non-temporal), which keeps the weights and the tile's activations in
  * L2 (measured on a 2 MB-L2 Xeon: BERT-Large 1.3x, its projections 1.25x, against 8 MB). */
@@ -674,17 +700,29 @@ typedef struct {
 #define FLOAT_TO_HALF(v) ((SIMD(hv))_mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT))
 #define HALF_TO_FLOAT(h) ((SIMD(fv))_mm512_cvtph_ps((__m256i)(h)))
 #include "_gemm_simd.h"
+#include "_gemm_amx.h"
 #endif
 
 typedef void (*tile_fn)(const gemm_t *, int64_t, int64_t, int64_t, int32_t *, float *);
 
+/* The AMX tiles take 16 channels at a time: dense weights, or blocks kept by groups of 16 with
+ * at least a run of 16 each on average (a short run's tile multiply costs a whole one, and its
+ * weights a copy: slower than the avx512vnni path's quad loop, measured on 1x1 convolutions of
+ * 128 channels at 1/8). Other layouts, and small vectors, run the avx512vnni path's tiles. */
+static int amx_fits(const gemm_t *g) {
+    const int64_t groups = g->n / 16;
+    return g->path == PATH_AMX && g->n % 16 == 0 && g->group % 16 == 0 &&
+           (g->wd || (g->owners == 16 && g->ptr[groups] >= 16 * groups));
+}
+
 static tile_fn tile_kernel(const gemm_t *g) {
-    const int kind = g->wd ? 0 : g->quads ? 2 : 1;
+    const int kind = g->wd ? 0 : g->owners == 1 ? 1 : 2;
 #define PICK(suffix) return kind == 0 ? dense_tile_##suffix : kind == 1 ? sparse_tile_##suffix : quad_tile_##suffix
 #ifdef SP_X86
+    if (g->amx) return amx_tile;
     if (g->path == PATH_AVX2) PICK(avx2);
     if (g->path == PATH_AVXVNNI) PICK(avxvnni);
-    if (g->path == PATH_AVX512VNNI) PICK(vnni);
+    if (g->path >= PATH_AVX512VNNI) PICK(vnni);
 #endif
     PICK(portable);
 #undef PICK
@@ -708,12 +746,13 @@ static void gemm_part(void *ctx, int part, int parts) {
 /* A channel's work: its kept blocks when sparse (and a little for its epilogue), else 1. */
 static int64_t work_of(const gemm_t *g, int64_t n) {
     if (g->wd) return 1;
-    const int64_t u = g->quads ? n / 4 : n;
+    const int64_t u = n / g->owners;
     return g->ptr[u + 1] - g->ptr[u] + 1;
 }
 
 /* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
- * of equal work (kept blocks when sparse). */
+ * of equal work (kept blocks when sparse), at groups (of the output's vectors and of the channels
+ * that keep the same blocks). */
 static int balance(gemm_t *g, int parts) {
     const int64_t tiles = (g->rows + TILE_ROWS - 1) / TILE_ROWS;
     if (g->q && g->q->row_gamma && parts > tiles) parts = (int)tiles; /* whole rows each */
@@ -726,7 +765,8 @@ static int balance(gemm_t *g, int parts) {
         }
         return parts;
     }
-    const int64_t groups = (g->n + g->group - 1) / g->group;
+    const int64_t step = g->group > g->owners ? g->group : g->owners; /* both powers of two */
+    const int64_t groups = (g->n + step - 1) / step;
     if (parts > groups) parts = (int)groups;
     int64_t total = 0, n = 0, done = 0;
     for (int64_t c = 0; c < g->n; c++) total += work_of(g, c);
@@ -735,7 +775,7 @@ static int balance(gemm_t *g, int parts) {
         g->r_hi[i] = tiles * TILE_ROWS;
         g->n_lo[i] = n;
         const int64_t target = total * (i + 1) / parts;
-        while (n < g->n && (done < target || n % g->group)) done += work_of(g, n++);
+        while (n < g->n && (done < target || n % step)) done += work_of(g, n++);
         g->n_hi[i] = i + 1 == parts ? g->n : n;
         n = g->n_hi[i];
     }
@@ -751,7 +791,7 @@ static pair_fn attention_kernel(int path) {
 #ifdef SP_X86
     if (path == PATH_AVX2) return attention_pair_avx2;
     if (path == PATH_AVXVNNI) return attention_pair_avxvnni;
-    if (path == PATH_AVX512VNNI) return attention_pair_vnni;
+    if (path >= PATH_AVX512VNNI) return attention_pair_vnni;
 #endif
     return attention_pair_portable;
 }
@@ -1097,13 +1137,15 @@ static PyObject *py_max_pool(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, corr_or_None,
+/* gemm(a, table, ga, dense_of_or_None, (rows, m, n, k4), dense_or_None, ptr, idx, wv, owners,
+ *      corr_or_None,
  *      gw, bias_or_None, residual_or_None, (relu, gelu), out_or_None, planes_or_None, row_of_or_None,
  *      (gamma, level, lowest, sq_max, offset, plane_rows), row_gamma_or_None, group,
  *      (residual_half, out_half), path, threads)
  *   a uint8 planes (every plane a tile reads in bounds); table int64 [k4]; ga float32 [rows
  *   rounded up to TILE_ROWS]; dense_of int64 [same] (-1: no output row); dense int32 [n][k4];
- *   sparse: ptr int32 [blocks of K * n + 1], idx uint16, wv int32; corr int32 [n]; gw, bias
+ *   sparse: ptr int32 [n / owners + 1], idx uint16, wv int32 [blocks][owners] (owners: the
+ *   channels that keep the same blocks, 1, 4 or 16; see quad_tile); corr int32 [n]; gw, bias
  *   float32 [n]; residual, out float32 [n][m]; planes uint8 [ceil(n/4)][plane_rows][4] with
  *   row_of int64 [rows rounded up] (-1: none); row_gamma float32 [m]: a gamma per row (the
  *   planes' rows are the GEMM's rows) instead of the static gamma; group: channels per
@@ -1117,9 +1159,9 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     quant_out_t q = {0};
     const char *path_name;
     int relu, threads;
-    int residual_half, out_half, gelu, quads;
-    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*pOy*OO(pp)OOO(fiiiiL)OL(pp)si", &a, &table, &ga,
-                          &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &quads, &obj[2], &gw, &obj[3],
+    int residual_half, out_half, gelu, owners;
+    if (!PyArg_ParseTuple(args, "y*y*y*O(LLLL)Oy*y*y*iOy*OO(pp)OOO(fiiiiL)OL(pp)si", &a, &table, &ga,
+                          &obj[0], &rows, &m, &n, &k4, &obj[1], &ptr, &idx, &wv, &owners, &obj[2], &gw, &obj[3],
                           &obj[4], &relu, &gelu, &obj[5], &obj[6], &obj[7], &q.gamma, &q.level,
                           &q.lowest, &q.sq_max, &q.offset, &plane_rows, &obj[8], &group,
                           &residual_half, &out_half, &path_name, &threads))
@@ -1134,15 +1176,18 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
                                     i == OUT || i == PLANES || i == ROW_GAMMA ? PyBUF_WRITABLE : PyBUF_SIMPLE) == 0;
     const int path = ok ? parse_path(path_name) : -1;
     ok = ok && path >= 0 && threads_ok(threads);
+    if (opt[WD].obj) owners = 1;
     if (ok && (rows < 1 || m < 1 || n < 1 || k4 < 1 || k4 > 65536 || group < 4 || group > 64 ||
                (group & (group - 1)) || (!opt[OUT].obj && !opt[PLANES].obj) ||
-               !opt[PLANES].obj != !opt[ROW_OF].obj)) {
+               !opt[PLANES].obj != !opt[ROW_OF].obj || (owners != 1 && owners != 4 && owners != 16) ||
+               (owners == 16 && n % 16))) {
         PyErr_SetString(PyExc_ValueError, "gemm: sizes must be positive, at most 65536 planes, "
-                                          "groups of 4 to 64 channels (a power of two), an output");
+                                          "groups of 4 to 64 channels (a power of two), an output, "
+                                          "blocks owned by 1, 4 or 16 channels (16: whole groups)");
         ok = 0;
     }
     const int64_t tiled = (rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS;
-    const int64_t units = quads ? (n + 3) / 4 : n; /* what ptr counts kept blocks of */
+    const int64_t units = (n + owners - 1) / owners; /* what ptr counts kept blocks of */
     ok = ok && check_len(&table, k4, 8, "table") && check_len(&ga, tiled, 4, "ga") &&
          check_len(&gw, n, 4, "gw") &&
          (!opt[OUT].obj || check_len(&opt[OUT], n * m, out_half ? 2 : 4, "out")) &&
@@ -1163,7 +1208,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
     }
     if (ok && !opt[WD].obj) {
         const int32_t *p = ptr.buf;
-        ok = check_len(&idx, p[units], 2, "idx") && check_len(&wv, p[units], quads ? 16 : 4, "wv");
+        ok = check_len(&idx, p[units], 2, "idx") && check_len(&wv, p[units], 4 * (size_t)owners, "wv");
     }
     if (ok) {
         g->group = group;
@@ -1185,7 +1230,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->ptr = ptr.buf;
         g->idx = idx.buf;
         g->wv = wv.buf;
-        g->quads = quads && !opt[WD].obj;
+        g->owners = owners;
         g->corr = opt[CORR].buf;
         g->gw = gw.buf;
         g->bias = opt[BIAS].buf;
@@ -1197,6 +1242,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->relu = relu;
         g->gelu = gelu;
         g->path = path;
+        g->amx = amx_fits(g);
         if (opt[PLANES].obj) {
             q.planes = opt[PLANES].buf;
             q.row_of = opt[ROW_OF].buf;
@@ -1227,9 +1273,10 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
  * assembly so no compiler can hoist or spill anything), 12 independent accumulators:
  *   kind 0: vpmaddwd + vpaddd on ymm, the AVX2 path's instructions, 16 MACs;
  *   kind 1: vpdpbusd on ymm (AVX-VNNI, VEX), 32 MACs;
- *   kind 2: vpdpbusd on zmm (AVX-512 VNNI), 64 MACs. */
-static const int PEAK_MACS[3] = {12 * 16, 12 * 32, 12 * 64};
-static const int PEAK_PATH[3] = {PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI};
+ *   kind 2: vpdpbusd on zmm (AVX-512 VNNI), 64 MACs;
+ *   kind 3: tdpbsud (AMX-INT8) on four independent 16 x 16 tiles, 16 x 16 x 64 MACs each. */
+static const int PEAK_MACS[4] = {12 * 16, 12 * 32, 12 * 64, 4 * 16 * 16 * 64};
+static const int PEAK_PATH[4] = {PATH_AVX2, PATH_AVXVNNI, PATH_AVX512VNNI, PATH_AMX};
 
 #define PAIR(t, s) "vpmaddwd %%ymm0, %%ymm1, %%ymm" #t "\n\tvpaddd %%ymm" #t ", %%ymm" #s ", %%ymm" #s "\n\t"
 #define DP_Y(s) "%{vex%} vpdpbusd %%ymm0, %%ymm1, %%ymm" #s "\n\t"
@@ -1266,6 +1313,19 @@ __attribute__((target("avx512f,avx512vnni"))) static void peak_vnni_zmm(int64_t 
     __asm__ volatile("vzeroupper" ::: CLOBBER_Y);
 }
 
+__attribute__((target("amx-tile,amx-int8"))) static void peak_amx(int64_t iterations) {
+    _tile_loadconfig(AMX_CONFIG);
+    _tile_zero(4); /* A and B hold zeros: the multiplier's time does not depend on the values */
+    _tile_zero(5);
+    for (int64_t i = 0; i < iterations; i++) {
+        _tile_dpbsud(0, 4, 5);
+        _tile_dpbsud(1, 4, 5);
+        _tile_dpbsud(2, 4, 5);
+        _tile_dpbsud(3, 4, 5);
+    }
+    _tile_release();
+}
+
 static void peak_part(void *ctx, int part, int parts) {
     (void)part;
     (void)parts;
@@ -1273,6 +1333,7 @@ static void peak_part(void *ctx, int part, int parts) {
     if (t->kind == 0) peak_pair(t->iterations);
     if (t->kind == 1) peak_vnni_ymm(t->iterations);
     if (t->kind == 2) peak_vnni_zmm(t->iterations);
+    if (t->kind == 3) peak_amx(t->iterations);
 }
 #endif
 
@@ -1284,7 +1345,7 @@ static PyObject *py_peak(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "iLi", &kind, &iterations, &threads)) return NULL;
     if (!threads_ok(threads)) return NULL;
 #ifdef SP_X86
-    if (kind >= 0 && kind < 3 && path_supported(PEAK_PATH[kind])) {
+    if (kind >= 0 && kind < 4 && path_supported(PEAK_PATH[kind])) {
         peak_t t = {iterations, kind};
         Py_BEGIN_ALLOW_THREADS run_parts_fresh(peak_part, &t, threads);
         Py_END_ALLOW_THREADS

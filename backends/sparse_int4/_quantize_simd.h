@@ -99,3 +99,4 @@ FN void SIMD(fold)(const quant_t *t, int64_t lo, int64_t hi) {
 #undef LANES
 #undef MAX_PS
 #undef MIN_PS
+#undef ROUND_PS

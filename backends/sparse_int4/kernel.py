@@ -7,7 +7,8 @@ kernel writes its outputs in, so layer follows layer without a transpose. Quanti
 planes of 4 channels (uint8 [ceil(C / 4), rows, 4]) holding each value folded with its vector
 scale (q · sq, + 128 when signed), laid out with the zero padding of the convolution that reads
 them around each image. A packed weight holds its folded values 4 input channels to an int32:
-dense [N, planes], or only the kept blocks of 4 when pruned below ``SPARSE_BELOW``.
+dense [N, planes], or only the kept blocks of 4 when pruned below ``SPARSE_BELOW``: a channel's
+own, or those that 4 or 16 consecutive channels keep together (the "4x4" and "16x4" patterns).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from backends.sparse_int4.vsquant import (
 from harness.errors import UserError
 
 PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best first
-ALL_PATHS = ("avx512vnni", "avxvnni", "avx2", "portable")
+ALL_PATHS = ("amx", "avx512vnni", "avxvnni", "avx2", "portable")
 TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
 MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
 SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
@@ -39,8 +41,9 @@ INT8_MAX = 127  # folded weights are s8
 LONGEST_PLANES = min(MAX_PLANES, (2**31 - 1) // (4 * INT8_MAX * 255))
 HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
 SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
-QUAD = 4  # channels that share a kept block's activation loads in the quad layout
-QUADS_BELOW = 1.5  # the quad layout's blocks (4 per plane a quad keeps) per kept block it takes
+OWNERS = (16, 4)  # channels that may keep blocks together: a run of AMX tile rows, or a quad
+SHARED_BELOW = 1.5  # a shared layout's blocks (all its channels' on every plane it keeps) per
+# kept block it takes: the zeros it multiplies to share activation loads
 PLANE_PERIOD, PLANE_PHASE = 256, 128  # plane rows are PLANE_PHASE past a multiple of PERIOD
 SCRATCH_SHAPES = 16  # temporaries kept per thread: strided convolutions x a few batch sizes
 
@@ -76,8 +79,9 @@ POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel
 class PackedWeight:
     """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
     (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or the kept
-    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1], or, with
-    ``quads``, of channels 4q..4q+3 at ptr[q]:ptr[q + 1] (each its plane and 4 x 4 weights);
+    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1], or, with ``owners``
+    4 or 16, of channels u · owners.. at ptr[u]:ptr[u + 1] (each its plane and owners x 4
+    weights: [4] per block for quads, [16][run] per run of 16 blocks for groups of 16);
     corr[n] = 128 · the channel's folded sum (what signed activations' +128 adds); gamma, bias
     float32 [N]."""
 
@@ -92,7 +96,7 @@ class PackedWeight:
     ptr: np.ndarray
     idx: np.ndarray
     wv: np.ndarray
-    quads: bool = False
+    owners: int = 1
 
     @property
     def planes(self) -> int:
@@ -180,26 +184,46 @@ def pack(
         return PackedWeight(
             *common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty
         )
-    quads = -(-w.n // QUAD)
-    by_quad = np.zeros((quads * QUAD, taps * c4), np.int32)
-    by_quad[: w.n] = planes
-    by_quad = by_quad.reshape(quads, QUAD, -1)
-    quad_kept = (by_quad != 0).any(axis=1)  # [quads, planes]: what a quad's channels keep
-    if QUAD * quad_kept.sum() <= QUADS_BELOW * kept.sum():  # pruned by quads (e.g. "4x4")
-        quad, plane = np.nonzero(quad_kept)
-        ptr = _block_ranges(quad, quads)
-        wv = by_quad[quad, :, plane]  # [blocks, 4]: the quad's weights on each kept plane
-    else:
-        quad = None
-        channel, plane = np.nonzero(kept)  # channel-major, planes ascending
-        ptr = _block_ranges(channel, w.n)
-        wv = planes[channel, plane]
-    idx = plane.astype(np.uint16)
+    owners, ptr, idx, wv = next(
+        (layout for size in OWNERS if (layout := _shared(planes, kept, size)) is not None),
+        (1, *_own(planes, kept)),
+    )
     _kernel.check_blocks(ptr, idx, taps * c4, len(ptr) - 1)
     return PackedWeight(
         taps, channels, w.n, w.vector_size, gamma, bias, corr, None, _frozen(ptr), _frozen(idx),
-        _frozen(np.ascontiguousarray(wv).reshape(-1)), quad is not None,
+        _frozen(wv), owners,
     )  # fmt: skip
+
+
+def _own(planes: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ptr, idx, wv) of each channel's own kept blocks."""
+    channel, plane = np.nonzero(kept)  # channel-major, planes ascending
+    return _block_ranges(channel, len(planes)), plane.astype(np.uint16), planes[channel, plane]
+
+
+def _shared(
+    planes: np.ndarray, kept: np.ndarray, owners: int
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(owners, ptr, idx, wv) of the blocks that groups of ``owners`` channels keep together,
+    when the zeros this multiplies are few (pruned so, e.g. "4x4"), else None. Groups of 16 hold
+    whole groups only (AMX tiles) and lay out each run of 16 blocks as [16 channels][run]."""
+    n = len(planes)
+    if owners == 16 and n % 16:
+        return None
+    units = -(-n // owners)
+    by_unit = np.zeros((units * owners, planes.shape[1]), np.int32)
+    by_unit[:n] = planes
+    by_unit = by_unit.reshape(units, owners, -1)
+    unit_kept = (by_unit != 0).any(axis=1)  # [units, planes]: what a group's channels keep
+    if owners * unit_kept.sum() > SHARED_BELOW * kept.sum():
+        return None
+    unit, plane = np.nonzero(unit_kept)
+    ptr = _block_ranges(unit, units)
+    wv = by_unit[unit, :, plane]  # [blocks, owners]: the group's weights on each kept plane
+    if owners == 16:
+        runs = [wv[r : min(r + 16, end)].T for s, end in pairwise(ptr) for r in range(s, end, 16)]
+        wv = np.concatenate([run.reshape(-1) for run in runs]) if runs else wv
+    return owners, ptr, plane.astype(np.uint16), np.ascontiguousarray(wv).reshape(-1)
 
 
 def _block_ranges(owner: np.ndarray, owners: int) -> np.ndarray:
@@ -390,7 +414,7 @@ def conv(
         group = target.vector_size
     _kernel.gemm(
         planes, table, ga, dense_of, (rows, m, w.n, w.planes), w.dense, w.ptr, w.idx, w.wv,
-        w.quads, w.corr if a.signed else None, w.gamma, w.bias, residual, (relu, gelu), out,
+        w.owners, w.corr if a.signed else None, w.gamma, w.bias, residual, (relu, gelu), out,
         *quantized, group, (_is_half(residual), _is_half(out)), path or PATHS[0], threads,
     )  # fmt: skip
     return out

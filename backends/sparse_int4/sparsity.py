@@ -19,6 +19,9 @@ Decisions:
   blocks, by the quad's sum of squares): the kernel loads a kept block's activations once for
   the quad's 4 channels, where 1x4 loads them once per channel. Coarser, so it costs more
   accuracy than 1x4 at the same density.
+- "16x4" keeps them by groups of 16 output channels: a kept block is then a column of AMX
+  tile rows, so 16 channels x 16 blocks are one tile multiply (``TDPBSUD``); elsewhere it runs
+  as 4x4. Coarser again.
 - Ties in |w| keep the weight with the lower K index, so a mask never depends on sort internals.
 - A model that is already pruned brings its own zeros: ``existing_mask`` uses them as the mask.
 - ``compress`` stores positions in the smallest of three forms: a bitmask (1 bit per dense
@@ -45,9 +48,10 @@ from harness.errors import UserError
 UNSTRUCTURED = "unstructured"
 BLOCKS = "1x4"  # blocks of 4 consecutive input channels in one output channel
 QUAD_BLOCKS = "4x4"  # the same blocks, kept by quads of 4 consecutive output channels
+TILE_BLOCKS = "16x4"  # the same blocks, kept by groups of 16 consecutive output channels
 BLOCK = 4
-QUAD = 4
-FREE_DENSITY = (UNSTRUCTURED, BLOCKS, QUAD_BLOCKS)  # the patterns that take any density
+OWNERS = {BLOCKS: 1, QUAD_BLOCKS: 4, TILE_BLOCKS: 16}  # output channels that keep a block together
+FREE_DENSITY = (UNSTRUCTURED, *OWNERS)  # the patterns that take any density
 NM_PATTERN = re.compile(r"(\d+):(\d+)")
 DENSITY_TOLERANCE = 1e-9  # how close density must be to N / M
 INDEX_GROUPS = (2, 4, 8, 16, 32, 64)  # group lengths along K that position indices may count in
@@ -69,14 +73,14 @@ def prune(
     k, n = data.shape
     if pattern == UNSTRUCTURED:
         return _keep_largest(magnitude, _kept(density, k), axis=0)
-    if pattern in (BLOCKS, QUAD_BLOCKS):
+    if pattern in OWNERS:
         block_of = vector_index(k, channels or k, BLOCK)
-        owners = 1 if pattern == BLOCKS else QUAD  # output channels that keep a block together
-        quads = -(-n // owners)
-        square = np.zeros((k, quads * owners))
+        owners = OWNERS[pattern]
+        units = -(-n // owners)
+        square = np.zeros((k, units * owners))
         square[:, :n] = np.square(data)
-        energy = np.zeros((block_of[-1] + 1, quads))
-        np.add.at(energy, block_of, square.reshape(k, quads, owners).sum(axis=2))
+        energy = np.zeros((block_of[-1] + 1, units))
+        np.add.at(energy, block_of, square.reshape(k, units, owners).sum(axis=2))
         kept = _keep_largest(energy, _kept(density, len(energy)), axis=0)
         return np.repeat(kept, owners, axis=1)[block_of, :n]
     kept, group = parse_pattern(pattern)
@@ -100,7 +104,7 @@ def _kept(density: float, count: int) -> int:
 
 
 def check_pattern(pattern: str) -> None:
-    """Refuse a pattern name that is not unstructured, 1x4, 4x4 or N:M."""
+    """Refuse a pattern name that is not unstructured, 1x4, 4x4, 16x4 or N:M."""
     if pattern not in FREE_DENSITY:
         parse_pattern(pattern)
 
@@ -111,7 +115,8 @@ def parse_pattern(pattern: str) -> tuple[int, int]:
     if not match or not 1 <= int(match[1]) <= int(match[2]):
         raise UserError(
             f"sparsity pattern {pattern!r} is not understood; use {UNSTRUCTURED!r}, "
-            f"{BLOCKS!r}, {QUAD_BLOCKS!r} or N:M with 1 <= N <= M, such as 2:4 or 1:8"
+            f"{BLOCKS!r}, {QUAD_BLOCKS!r}, {TILE_BLOCKS!r} or N:M with 1 <= N <= M, such as 2:4 "
+            "or 1:8"
         )
     return int(match[1]), int(match[2])
 

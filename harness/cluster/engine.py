@@ -189,6 +189,13 @@ class ClusterEngine:
         done = self._on_all("the warm-up", "backend", lambda r: r.actor.warm_up.remote(spec))
         return [measured for _, measured in done]
 
+    def server_batch_times(self, spec: RunSpec) -> tuple[tuple[int, float], ...]:
+        """The first replica's: every replica's SUT sizes its batches by them."""
+        done = self._on_all(
+            "the Server batch timing", "backend", lambda r: r.actor.server_batch_times.remote(spec)
+        )
+        return done[0][1]
+
     def load_samples(self, indices: Sequence[int]) -> None:
         shared = ray.put(np.asarray(indices, np.int64))
         self._on_all("load_samples()", "harness", lambda r: r.actor.load_samples.remote(shared))

@@ -113,6 +113,9 @@ class Replica:
     def warm_up(self, spec: RunSpec) -> WarmUp:
         return self._inference.warm_up(spec)
 
+    def server_batch_times(self, spec: RunSpec) -> tuple[tuple[int, float], ...]:
+        return self._inference.server_batch_times(spec)
+
     def start(self, scenario: str, options: ScenarioOptions) -> None:
         self._sut = make_sut(scenario, self._inference.infer, options, self._fatal, self._respond)
         self._sut.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,3 +129,30 @@ def write_squad(path: Path, articles: list[dict], synthetic: dict) -> None:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     partial.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     os.replace(partial, path)
+
+
+def write_copies(source: Path, qas_ids: Sequence[str], target: Path, note: str) -> None:
+    """A dev-v1.1 file of ``source``'s questions under ``qas_ids`` ("<id>#<copy>"), in that
+    order, in their paragraphs as in the source: a repeated set in the file the official
+    accuracy script reads."""
+    document = read_json(source, "SQuAD file")
+    places = {}
+    for a, article in enumerate(document["data"]):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            for qa in paragraph["qas"]:
+                places.setdefault(qa["id"], (a, p, qa))
+    articles: list[dict] = []
+    last = None
+    for qas_id in qas_ids:
+        copy = qas_id.rpartition("#")[2]
+        a, p, qa = places[qas_id.rpartition("#")[0]]
+        if last is None or last[:2] != (copy, a):
+            title = document["data"][a].get("title", "")
+            articles.append({"title": f"{title} #{copy}", "paragraphs": []})
+        if last != (copy, a, p):
+            context = document["data"][a]["paragraphs"][p]["context"]
+            articles[-1]["paragraphs"].append({"context": context, "qas": []})
+        articles[-1]["paragraphs"][-1]["qas"].append({**qa, "id": qas_id})
+        last = (copy, a, p)
+    synthetic = document.get("synthetic") if isinstance(document.get("synthetic"), dict) else {}
+    write_squad(target, articles, {**synthetic, "repeated": note})

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,8 +14,11 @@ import numpy as np
 import onnx
 from onnx.helper import tensor_dtype_to_np_dtype
 
+from harness.cache import cache_dir
 from harness.errors import UserError
 from harness.models.pruning import PruningRecord, checked_record
+
+INTERFACE_VERSION = "1"  # bump when Interface or the checks change
 
 
 @dataclass(frozen=True)
@@ -47,12 +53,23 @@ def _describe(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def read_interface(path: Path) -> Interface:
-    """The interface of an ONNX file (read once per file version); unreadable files, and
-    pruning records that disagree with the file's zeros, are a UserError."""
+    """The interface of an ONNX file (read once per file version, and remembered on disk:
+    parsing BERT-Large takes seconds); unreadable files, and pruning records that disagree
+    with the file's zeros, are a UserError."""
     if not path.is_file():
         raise UserError(f"model file {path} not found; give an ONNX file or omit --model-path")
     stat = path.stat()
-    return _interface(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{INTERFACE_VERSION}"
+    memo = cache_dir("interfaces") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pkl"
+    try:
+        return pickle.loads(memo.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+        pass  # not remembered yet, or written by an older version: read the file
+    interface = _interface(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    partial = memo.with_name(f"{memo.name}.partial-{os.getpid()}")
+    partial.write_bytes(pickle.dumps(interface))
+    partial.replace(memo)
+    return interface
 
 
 @functools.lru_cache(maxsize=8)

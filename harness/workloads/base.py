@@ -61,13 +61,30 @@ class WorkloadData(abc.ABC):
         """Model inputs for these samples, stacked along the batch dimension."""
         return self.to_inputs(self.fetch(indices))
 
-    def calibration(self) -> Sequence[Batch]:
-        """A fixed, representative set of input batches for backends that calibrate."""
+    def calibration(self, names: Sequence[str] = ()) -> Sequence[Batch]:
+        """The input batches backends calibrate on: the samples a calibration list names, else
+        a fixed set of ``calibration_count`` samples drawn once with a fixed seed."""
+        if names:
+            return self.named_calibration(names)
         rng = np.random.default_rng(CALIBRATION_SEED)
         size = min(self.calibration_count, self.count)
         indices = np.sort(rng.choice(self.count, size=size, replace=False))
         step = self.calibration_batch
         return [self.load(indices[i : i + step]) for i in range(0, size, step)]
+
+    @abc.abstractmethod
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        """If the dataset's own files do not hold every QSL index (a set repeated to the
+        official size), write into ``target`` the files the official accuracy script reads,
+        in QSL order, and return their names."""
+
+    @abc.abstractmethod
+    def calibration_problem(self, names: Sequence[str]) -> str | None:
+        """Why a calibration list's names are not samples of this dataset (None: they are)."""
+
+    @abc.abstractmethod
+    def named_calibration(self, names: Sequence[str]) -> Sequence[Batch]:
+        """Input batches of the samples a calibration list names."""
 
     @abc.abstractmethod
     def score(self, responses: dict[int, bytes]) -> Accuracy:
@@ -88,6 +105,8 @@ class Workload:
     builtin_model: Callable[[Progress, Recipe | None], Path]
     open_data: Callable[[DataSource, Path, Progress], WorkloadData]
     responses: Callable[[Batch], np.ndarray]  # backend outputs -> official response rows
+    # The official calibration list(s) in mlcommons/inference, for messages.
+    official_calibration: str
     # How int8 backends best quantize activations: "static" (calibrated ranges) suits CNNs,
     # "dynamic" (ranges per batch) suits transformers.
     int8_activations: str = "static"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +20,14 @@ from backends.base import Batch
 from harness.accuracy import Accuracy
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import squad_eval, squad_features, synthetic_squad, wordpiece
-from harness.datasets.squad import Example, SquadSet, read_squad, resolve_dev_file
+from harness.datasets.squad import (
+    DEV_FILE,
+    Example,
+    SquadSet,
+    read_squad,
+    resolve_dev_file,
+    write_copies,
+)
 from harness.datasets.squad_features import MAX_SEQ_LENGTH, Features, cached_features
 from harness.datasets.wordpiece import VOCAB_FILE, WordPiece, load_wordpiece, read_vocab
 from harness.errors import UserError
@@ -134,8 +143,10 @@ class SquadData(WorkloadData):
         repeated: str | None = None,
     ) -> None:
         self.squad = squad
+        self.vocab = vocab
         self.tokens = tokens
         self.features = features
+        self.repeated = repeated
         self.count = features.count
         self.synthetic = squad.synthetic is not None
         questions = len(squad.examples)
@@ -177,6 +188,35 @@ class SquadData(WorkloadData):
         line = json.dumps({"exact_match": scores["exact_match"], "f1": scores["f1"]})
         details = {**scores, "questions": len(self.squad.examples), "features": len(logits)}
         return Accuracy(scores["f1"], line, details)
+
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        if self.repeated is None:
+            return ()
+        target.mkdir(exist_ok=True)
+        ids = [example.qas_id for example in self.squad.examples]
+        write_copies(self.squad.path, ids, target / DEV_FILE, self.repeated)
+        shutil.copyfile(self.vocab, target / VOCAB_FILE)
+        return DEV_FILE, VOCAB_FILE
+
+    def _question_numbers(self) -> dict[str, int]:
+        numbers: dict[str, int] = {}
+        for number, example in enumerate(self.squad.examples):
+            numbers.setdefault(example.qas_id, number)
+        return numbers
+
+    def calibration_problem(self, names: Sequence[str]) -> str | None:
+        numbers = self._question_numbers()
+        unknown = next((name for name in names if name not in numbers), None)
+        return f"question id {unknown!r} is not in {self.squad.path}" if unknown else None
+
+    def named_calibration(self, names: Sequence[str]) -> Sequence[Batch]:
+        """The features of the questions named (qas ids, as in the official
+        calibration/SQuAD-v1.1/bert_calibration_qas_ids.txt)."""
+        numbers = self._question_numbers()
+        chosen = [numbers[name] for name in names]
+        rows = np.flatnonzero(np.isin(self.features.example_index, chosen))
+        step = self.calibration_batch
+        return [self.load(rows[i : i + step]) for i in range(0, len(rows), step)]
 
 
 def repeat_to(squad: SquadSet, features: Features, total: int) -> tuple[SquadSet, Features]:
@@ -234,6 +274,7 @@ def _workload(config: builder.BertConfig, questions: int) -> Workload:
         builtin_model=lambda progress, recipe: builtin_model(config, progress, recipe),
         open_data=_open_data(questions),
         responses=responses,
+        official_calibration="calibration/SQuAD-v1.1/bert_calibration_qas_ids.txt",
         int8_activations="dynamic",
         uses_vocab=True,
         token_mask=builder.INPUT_MASK,

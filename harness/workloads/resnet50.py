@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from harness.accuracy import Accuracy, imagenet_top1
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
+from harness.files import write_text
 from harness.models import pruning
 from harness.models import recipe as recipe_module
 from harness.models import resnet50 as builder
@@ -110,6 +112,35 @@ class ImageNetData(WorkloadData):
     def score(self, responses: dict[int, bytes]) -> Accuracy:
         return imagenet_top1(responses, self.labels)
 
+    def write_official_files(self, target: Path) -> tuple[str, ...]:
+        if self.count == self.folder.count:
+            return ()
+        files = self.folder.files
+        lines = (f"{files[i % len(files)]} {label}\n" for i, label in enumerate(self.labels))
+        target.mkdir(exist_ok=True)
+        write_text(target / imagenet.VAL_MAP, "".join(lines))
+        return (imagenet.VAL_MAP,)
+
+    def calibration_problem(self, names: Sequence[str]) -> str | None:
+        root = self.folder.root
+        for name in names:
+            image = PurePosixPath(name)
+            if image.is_absolute() or ".." in image.parts or not (root / name).is_file():
+                return f"image {name!r} is not in the dataset folder {root}"
+        return None
+
+    def named_calibration(self, names: Sequence[str]) -> Sequence[Batch]:
+        # The images need not be in val_map.txt: they are preprocessed (and cached) on their own.
+        listed = imagenet.ImageNetFolder(
+            self.folder.root, tuple(names), np.zeros(len(names), np.int64), self.folder.synthetic
+        )
+        crops = imagenet.open_crops(imagenet.preprocessed_crops(listed), len(names))
+        step = self.calibration_batch
+        return [
+            {builder.INPUT_NAME: to_model_input(np.array(crops[i : i + step]))}
+            for i in range(0, len(names), step)
+        ]
+
 
 def open_data(source: DataSource, model_path: Path, progress: Progress) -> ImageNetData:
     path = source.path or builtin_dataset(model_path, progress)
@@ -135,4 +166,5 @@ RESNET50 = Workload(
     builtin_model=builtin_model,
     open_data=open_data,
     responses=responses,
+    official_calibration="calibration/ImageNet/cal_image_list_option_1.txt or _2.txt",
 )
