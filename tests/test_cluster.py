@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -257,14 +258,14 @@ def test_a_cluster_started_for_a_run_is_stopped_after_it(
     backend, code, small_dataset, tmp_path, capfd
 ):
     before = ray_processes()
-    folders = set(Path(local.tempfile.gettempdir()).glob("sparseperf-ray-*"))
+    folders = set(Path(tempfile.gettempdir()).glob("sparseperf-ray-*"))
     got, output, _ = cluster_run(
         tmp_path, small_dataset, capfd, "--backend", backend, "--cluster", "local:2"
     )
     assert got == code, output
     assert "local Ray cluster stopped" in output
     assert ray_processes() <= before  # nothing of it is left running
-    assert set(Path(local.tempfile.gettempdir()).glob("sparseperf-ray-*")) <= folders
+    assert set(Path(tempfile.gettempdir()).glob("sparseperf-ray-*")) <= folders
 
 
 # --- the network division ---------------------------------------------------------------

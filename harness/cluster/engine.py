@@ -174,6 +174,9 @@ class ClusterEngine:
                     results.append((replica, ray.get(ref)))
                 except RayActorError:
                     replica.died = "its process ended"
+                    if not self.live:
+                        line = f"{replica.name} died in {what} and no live replica is left"
+                        self._on_fatal(ReplicaFailed(line))
                     self._say(f"warning: {replica.name} died in {what}")
                 except RayTaskError as error:
                     cause = _cause(error)
@@ -181,8 +184,6 @@ class ClusterEngine:
                         raise UserError(f"{replica.name}: {cause}") from None
                     line = f"backend {self.label} failed on {replica.name}: "
                     self._on_fatal(ReplicaFailed(f"{line}{type(cause).__name__}: {cause}"))
-        if not self.live:
-            self._on_fatal(ReplicaFailed(f"every replica died (last in {what})"))
         return results
 
     def warm_up(self, spec: RunSpec) -> list[WarmUp]:

@@ -182,7 +182,7 @@ def connect_to(address: str) -> Connection:
             f"the Ray cluster at {address} does not answer ({exc.strerror or exc}); start it "
             "with `ray start --head` there, or use --cluster local:N"
         ) from None
-    return Connection(f"{host}:{port}")
+    return Connection(f"{host}:{port}", {"RAY_USAGE_STATS_ENABLED": "0"})
 
 
 @contextmanager
