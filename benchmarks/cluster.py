@@ -103,7 +103,8 @@ def resnet_side_by_side(address: str, args: argparse.Namespace, workdir: Path) -
                                  replicas=2)  # fmt: skip
                 cluster.append(round(result["value"], 2))
             why = f": {'; '.join(result['invalid_reasons'])}" if result["invalid_reasons"] else ""
-            print(f"  {which}: {result['value']:.2f} samples/s ({result['validity']}{why}) [{load()}]")
+            rate = f"{result['value']:.2f} samples/s"
+            print(f"  {which}: {rate} ({result['validity']}{why}) [{load()}]")
     s, c = statistics.median(single), statistics.median(cluster)
     print(
         f"ResNet-50 int8 Offline: one process x 2 threads {s:.2f} samples/s, 2 replicas x 1 "
