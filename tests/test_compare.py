@@ -188,6 +188,7 @@ def test_bad_matrix_and_outputs_fail_before_any_run(compared, tmp_path, capsys):
         assert not (tmp_path / "o" / "runs").exists()
 
 
+@pytest.mark.heavy  # ten LoadGen probes; the search itself runs by default on a fake prober
 def test_tune_finds_the_server_capacity_of_a_fixed_time_backend(session_cache, tmp_path, capfd):
     """10 ms per query, one at a time: at most 100 queries/s. With a 1 s latency bound the
     highest VALID rate is close to that capacity, and the search takes at most 10 runs."""
