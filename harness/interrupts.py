@@ -4,10 +4,11 @@ marking its folder failed."""
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
 
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
@@ -19,6 +20,16 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(signum: int) -> None:
+    """Have the kernel send ``signum`` to this process when its parent dies (Linux; elsewhere
+    nothing happens)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 def _raise(signum: int, _frame: FrameType | None) -> None:

@@ -7,7 +7,6 @@ dies with the parent, and ignores Ctrl-C (the parent ends it).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -21,7 +20,7 @@ from typing import NoReturn
 import mlperf_loadgen as lg
 import numpy as np
 
-from harness import provenance
+from harness import interrupts, provenance
 from harness.accuracy import read_responses, write_accuracy_txt
 from harness.cluster import Connection, ReplicaFailed
 from harness.engine import Engine, LocalEngine
@@ -60,7 +59,6 @@ EXIT_INTERNAL = 4
 PROGRESS_EVERY_S = 10.0
 # The most samples a performance run may plan (LoadGen pre-generates them all in memory).
 MAX_PLANNED_SAMPLES = 100_000_000
-PR_SET_PDEATHSIG = 1
 
 
 def say(message: str) -> None:
@@ -86,11 +84,8 @@ def fail(
 def _die_with_parent(parent_pid: int) -> None:
     """End this process when the parent dies (Linux), so that killing the parent never leaves
     a run going on its own."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: the parent's lock on the run folder still marks it abandoned
+    # Not Linux: the parent's lock on the run folder still marks the run abandoned.
+    interrupts.parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(EXIT_INTERNAL)
 

@@ -12,7 +12,6 @@ lives on until ``sparseperf cluster stop``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -33,6 +32,7 @@ from harness.cluster import Connection, local_size, split_address
 from harness.cluster.placement import SLOTS_RESOURCE
 from harness.cluster.processes import alive, command_line, end_tree
 from harness.errors import UserError
+from harness.interrupts import parent_death_signal
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 120.0  # a busy 2-core machine needs about 5-10 s
@@ -40,7 +40,6 @@ STOP_GRACE_S = 15.0
 ANSWER_TIMEOUT_S = 3.0
 OBJECT_STORE_BYTES = 200_000_000  # requests and responses only: replicas load their own samples
 STATE_FILE = "cluster.json"
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def cluster_env(folder: Path) -> dict[str, str]:
 def _die_with_parent() -> None:
     """In the `ray start` child: SIGTERM when the command that started it dies (it then stops
     what it started)."""
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    parent_death_signal(signal.SIGTERM)
 
 
 def start(slots: int, detach: bool = False) -> LocalCluster:
