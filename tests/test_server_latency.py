@@ -40,16 +40,22 @@ def test_timeline_summary_splits_each_query_into_its_stages() -> None:
     assert summary(Timeline().table()) == {"samples": 0}
 
 
-def test_a_server_run_writes_every_query_s_times(small_dataset, tmp_path, capsys) -> None:
+def server_run(dataset, tmp_path, capture, batch_size: int) -> tuple[str, str]:
+    """(stdout, stderr) of a smoke Server run at 40 queries/s of SERVICE_MS per batch."""
     conf = tmp_path / "user.conf"
     conf.write_text("*.Server.target_qps = 40\n")
-    code, _, err = run_cli(
+    code, out, err = run_cli(
         ["run", "--scenario", "Server", "--backend", "tests.fakes:FixedTimeBackend",
-         "-o", f"service_ms={SERVICE_MS}", "--batch-size", "1", "--preset", "smoke",
-         "--user-conf", str(conf), "--dataset-path", str(small_dataset),
-         "--runs-dir", str(tmp_path / "runs")], capsys,
+         "-o", f"service_ms={SERVICE_MS}", "--batch-size", str(batch_size), "--preset", "smoke",
+         "--user-conf", str(conf), "--dataset-path", str(dataset),
+         "--runs-dir", str(tmp_path / "runs")], capture,
     )  # fmt: skip
     assert code == 0, err
+    return out, err
+
+
+def test_a_server_run_writes_every_query_s_times(small_dataset, tmp_path, capsys) -> None:
+    server_run(small_dataset, tmp_path, capsys, batch_size=1)
     folder = only_run(tmp_path / "runs")
     with (folder / "server_timeline.csv").open() as file:
         reader = csv.reader(file)
@@ -114,15 +120,7 @@ def test_simulate_sizes_batches_as_runs_do() -> None:
 
 
 def test_a_server_run_sizes_batches_by_measured_times(small_dataset, tmp_path, capfd) -> None:
-    conf = tmp_path / "user.conf"
-    conf.write_text("*.Server.target_qps = 40\n")
-    code, out, err = run_cli(
-        ["run", "--scenario", "Server", "--backend", "tests.fakes:FixedTimeBackend",
-         "-o", f"service_ms={SERVICE_MS}", "--batch-size", "4", "--preset", "smoke",
-         "--user-conf", str(conf), "--dataset-path", str(small_dataset),
-         "--runs-dir", str(tmp_path / "runs")], capfd,
-    )  # fmt: skip
-    assert code == 0, err
+    out, err = server_run(small_dataset, tmp_path, capfd, batch_size=4)
     run = json.loads((only_run(tmp_path / "runs") / "run.json").read_text())
     times = run["server_batch_times_ms"]
     assert list(times) == ["1", "2", "4"] and min(times.values()) >= SERVICE_MS
