@@ -40,21 +40,30 @@ def child_pids(pid: int) -> set[int]:
 
 
 def gone(pids: set[int], within_s: float = 30.0) -> bool:
-    """Whether every process in ``pids`` has ended (zombies count as ended)."""
+    """Whether every process in ``pids`` has ended: all its threads, since a killed process's
+    main thread turns zombie while the others may still be exiting with its files (and locks)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        alive = set()
-        for pid in pids:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                alive.add(pid)
-        if not alive:
+        if not [pid for pid in pids if _running_threads(pid)]:
             return True
         time.sleep(0.2)
     return False
+
+
+def _running_threads(pid: int) -> list[str]:
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []
+    running = []
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            running.append(task.name)
+    return running
 
 
 def test_the_stall_limit_follows_the_slowest_batch():
