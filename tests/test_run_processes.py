@@ -111,8 +111,14 @@ def start_run(tmp_path: Path, dataset: Path, **popen) -> subprocess.Popen:
     args = ["run", "--preset", "smoke", "--dataset-path", str(dataset), "--backend",
             "tests.fakes:FixedTimeBackend", "-o", "service_ms=20", "--user-conf", str(conf),
             "--runs-dir", str(tmp_path / "runs")]  # fmt: skip
+    # Ctrl-C's default, as from a terminal: a command started in the background by a
+    # non-interactive shell (a CI script's `&`) inherits SIGINT ignored
+    command = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from harness.cli import main; main()"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-c", "from harness.cli import main; main()", *args],
+        [sys.executable, "-c", command, *args],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.DEVNULL,
