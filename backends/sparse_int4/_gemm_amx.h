@@ -10,7 +10,7 @@
  * layout the epilogue reads. A short run's weights are zero past its end, so whatever the
  * gather buffer holds there adds nothing. */
 
-#define AMX_FN __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,amx-tile,amx-int8"))) static
+#define AMX_FN __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,popcnt,amx-tile,amx-int8"))) static
 #define AMX_ROWS 64 /* rows of a pass: four C tiles */
 #define AMX_RUN 16  /* planes of a run: a tile's 64 bytes of K */
 

@@ -84,7 +84,7 @@ static int path_supported(int path) {
         return path_supported(PATH_AVX2) && __builtin_cpu_supports("avxvnni");
     if (path == PATH_AVX512VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vnni");
+               __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("popcnt");
     if (path == PATH_AMX) return path_supported(PATH_AVX512VNNI) && amx_granted();
 #endif
     return 0;
@@ -679,8 +679,8 @@ typedef struct {
 
 /* AVX-512 VNNI: vpdpbusd on 16 rows. */
 #define SIMD(name) name##_vnni
-#define FN __attribute__((target("avx512f,avx512bw,avx512vnni,f16c"))) static
-#define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni,f16c"), always_inline)) static inline
+#define FN __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,popcnt"))) static
+#define INLINE __attribute__((target("avx512f,avx512bw,avx512vnni,f16c,popcnt"), always_inline)) static inline
 #define LANES 16
 #define ROWS TILE_ROWS
 #define DENSE_ROWS 32
@@ -699,7 +699,19 @@ typedef struct {
 #define STREAM_H(p, h) _mm256_stream_si256((__m256i *)(void *)(p), (__m256i)(h))
 #define FLOAT_TO_HALF(v) ((SIMD(hv))_mm512_cvtps_ph((__m512)(v), _MM_FROUND_TO_NEAREST_INT))
 #define HALF_TO_FLOAT(h) ((SIMD(fv))_mm512_cvtph_ps((__m256i)(h)))
+/* The lanes in mask, in order, stored side by side from p (compressed in a register: the
+ * compressing store to memory is microcoded on some cores). */
+#define COMPRESS_KEPT(mask) ((1u << _mm_popcnt_u32(mask)) - 1)
+#define COMPRESS_STORE(p, mask, v)                                                                \
+    _mm512_mask_storeu_epi32((void *)(p), (__mmask16)COMPRESS_KEPT(mask),                         \
+                             _mm512_maskz_compress_epi32((__mmask16)(mask), (__m512i)(v)))
+#define COMPRESS_STORE_HALF(p, mask, v)                                                           \
+    _mm512_mask_storeu_epi16((void *)(p), (__mmask32)COMPRESS_KEPT(mask),                         \
+                             _mm512_castsi256_si512(_mm512_cvtps_ph(                              \
+                                 _mm512_maskz_compress_ps((__mmask16)(mask), (__m512)(v)),        \
+                                 _MM_FROUND_TO_NEAREST_INT)))
 #include "_gemm_simd.h"
+#undef COMPRESS_KEPT
 #include "_gemm_amx.h"
 #endif
 
