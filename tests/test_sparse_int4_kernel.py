@@ -205,13 +205,19 @@ def test_quantize_rounds_ties_to_even_and_clamps_like_numpy(path: str) -> None:
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("relu", [True, False])
-def test_epilogue_writes_the_next_layers_planes_and_half_floats(path: str, relu: bool) -> None:
+@pytest.mark.parametrize(
+    ("c", "density", "pattern"),
+    [(20, 0.25, "1x4"), (64, 0.125, "16x4")],  # 16x4: whole groups of 16, on AMX tiles there
+)
+def test_epilogue_writes_the_next_layers_planes_and_half_floats(
+    path: str, relu: bool, c: int, density: float, pattern: str
+) -> None:
     rng = np.random.default_rng(5)
-    b, c, h, w, n = 2, 20, 7, 9, 48
+    b, h, w, n = 2, 7, 9, 48
     geometry = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))  # output rows with gaps
     x = np.abs(rng.standard_normal((c, b * h * w)).astype(np.float32))
     weight = rng.standard_normal((9 * c, n)).astype(np.float32)
-    qw = quantize_weight(weight * prune(weight, 0.25, "1x4", c), 16, channels=c)
+    qw = quantize_weight(weight * prune(weight, density, pattern, c), 16, channels=c)
     a = kernel.quantize(x, 16, False, images=b, side=(h, w), pads=geometry.pads,
                         reach=kernel.conv_reach(geometry, (h, w)))  # fmt: skip
     reader = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))

@@ -151,7 +151,6 @@ INLINE int64_t SIMD(live_rows)(const gemm_t *g, int64_t r0) {
     return g->rows - r0 < TILE_ROWS ? g->rows - r0 : TILE_ROWS;
 }
 
-
 /* The settings every output value of a call needs, as locals: stores through the outputs cannot
  * change them (no reloads). */
 typedef struct {
