@@ -290,7 +290,7 @@ FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t 
 }
 
 /* A whole group of at most MAX_CHANNELS channels from its sums acc [channel of the group][ROWS],
- * row vector by row vector: the values go from the sums to the planes in registers (the float
+ * row vector by row vector: the values go from the sums to the planes in one pass (the float
  * output, if any, through f). */
 INLINE void SIMD(finish_group)(const gemm_t *g, const int32_t *acc, int64_t g0, int channels,
                                int64_t r0, int64_t live, float *f) {
