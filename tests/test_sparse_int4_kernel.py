@@ -296,20 +296,29 @@ def test_groups_of_16_keep_blocks_together_in_runs_of_tile_rows() -> None:
     assert kernel.pack(ragged).owners == 4  # not whole groups: quads (16x4 keeps quads too)
 
 
-def test_max_pool_equals_onnx_runtime() -> None:
-    x = np.random.default_rng(7).standard_normal((2, 5, 11, 9)).astype(np.float32)
-    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
-                            pads=[1, 1, 1, 1])  # fmt: skip
+@pytest.mark.parametrize(
+    ("side", "window"),
+    [
+        ((11, 9), kernel.ConvGeometry((3, 3), (2, 2), (1, 1, 1, 1))),  # ResNet's
+        ((7, 8), kernel.ConvGeometry((2, 3), (1, 1), (0, 1, 1, 0))),
+        ((12, 13), kernel.ConvGeometry((3, 2), (3, 3), (1, 0, 1, 1), (2, 2))),
+    ],
+)
+def test_max_pool_equals_onnx_runtime(side: tuple[int, int], window: kernel.ConvGeometry) -> None:
+    x = np.random.default_rng(7).standard_normal((2, 5, *side)).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=list(window.kernel),
+                            strides=list(window.strides), pads=list(window.pads),
+                            dilations=list(window.dilations))  # fmt: skip
     graph = helper.make_graph(
         [node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
-    window = kernel.ConvGeometry((3, 3), (2, 2), (1, 1, 1, 1))
     got = kernel.max_pool(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(5, -1)), 2,
-                          (11, 9), window, threads=2)  # fmt: skip
-    assert np.array_equal(got.reshape(5, 2, 6, 5).transpose(1, 0, 2, 3), expected)
+                          side, window, threads=2)  # fmt: skip
+    oh, ow = window.output_side(side)
+    assert np.array_equal(got.reshape(5, 2, oh, ow).transpose(1, 0, 2, 3), expected)
 
 
 def test_mismatched_or_malformed_inputs_are_refused() -> None:

@@ -386,37 +386,50 @@ typedef struct {
     int64_t planes, h, w, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow;
 } pool_t;
 
-/* Separable: the window rows' max into a line (vectorized by the compiler), then along it. */
+/* Columns ox in [lo, hi) of a window's tap at column offset `at`: the output columns whose tap
+ * falls inside a line of w pixels (at + ox * sw in [0, w)). */
+static void tap_columns(int64_t at, int64_t sw, int64_t w, int64_t ow, int64_t *lo, int64_t *hi) {
+    *lo = at >= 0 ? 0 : (-at + sw - 1) / sw;
+    *hi = at >= w ? 0 : (w - 1 - at) / sw + 1;
+    if (*hi > ow) *hi = ow;
+}
+
+/* Separable: the window rows' max into a line, then each tap of a window row over the output
+ * line, tap by tap in the window's order (both loops vectorized by the compiler; stride 2, as
+ * ResNet's, with its stride known). */
 CLONED static void pool_part(void *ctx, int part, int parts) {
     const pool_t *t = ctx;
-    float *line = t->lines + part * t->w;
+    /* locals: stores through the lines cannot change them, so the loops vectorize */
+    const int64_t h = t->h, w = t->w, oh = t->oh, ow = t->ow, sw = t->sw;
+    float *restrict const line = t->lines + part * w;
     int64_t lo, hi;
     split(t->planes, part, parts, &lo, &hi);
     for (int64_t p = lo; p < hi; p++) {
-        const float *x = t->x + p * t->h * t->w;
-        float *out = t->out + p * t->oh * t->ow;
-        for (int64_t oy = 0; oy < t->oh; oy++) {
-            for (int64_t ix = 0; ix < t->w; ix++) line[ix] = -__builtin_inff();
+        const float *const x = t->x + p * h * w;
+        float *restrict out = t->out + p * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++, out += ow) {
+            for (int64_t ix = 0; ix < w; ix++) line[ix] = -__builtin_inff();
             for (int64_t ky = 0; ky < t->kh; ky++) {
                 const int64_t iy = oy * t->sh - t->pt + ky * t->dh;
-                if (iy < 0 || iy >= t->h) continue;
-                const float *row = x + iy * t->w;
-                for (int64_t ix = 0; ix < t->w; ix++) line[ix] = row[ix] > line[ix] ? row[ix] : line[ix];
+                if (iy < 0 || iy >= h) continue;
+                const float *restrict const row = x + iy * w;
+                for (int64_t ix = 0; ix < w; ix++) line[ix] = row[ix] > line[ix] ? row[ix] : line[ix];
             }
-            for (int64_t ox = 0; ox < t->ow; ox++) {
-                const int64_t first = ox * t->sw - t->pl, last = first + (t->kw - 1) * t->dw;
-                float top = -__builtin_inff();
-                if (first >= 0 && last < t->w) /* inside: no bounds to check */
-                    for (int64_t kx = 0; kx < t->kw; kx++) {
-                        const float v = line[first + kx * t->dw];
-                        top = v > top ? v : top;
+            for (int64_t ox = 0; ox < ow; ox++) out[ox] = -__builtin_inff();
+            for (int64_t kx = 0; kx < t->kw; kx++) {
+                const int64_t at = kx * t->dw - t->pl;
+                int64_t c0, c1;
+                tap_columns(at, sw, w, ow, &c0, &c1);
+                if (sw == 2)
+                    for (int64_t ox = c0; ox < c1; ox++) {
+                        const float v = line[at + 2 * ox];
+                        out[ox] = v > out[ox] ? v : out[ox];
                     }
                 else
-                    for (int64_t kx = 0; kx < t->kw; kx++) {
-                        const int64_t ix = first + kx * t->dw;
-                        if (ix >= 0 && ix < t->w && line[ix] > top) top = line[ix];
+                    for (int64_t ox = c0; ox < c1; ox++) {
+                        const float v = line[at + ox * sw];
+                        out[ox] = v > out[ox] ? v : out[ox];
                     }
-                *out++ = top;
             }
         }
     }
