@@ -209,27 +209,37 @@ def test_quantize_rounds_ties_to_even_and_clamps_like_numpy(path: str) -> None:
     ("c", "density", "pattern"),
     [(20, 0.25, "1x4"), (64, 0.125, "16x4")],  # 16x4: whole groups of 16, on AMX tiles there
 )
+@pytest.mark.parametrize("side", [3, 1])  # 1: a bottleneck's last 1x1, with a float16 shortcut
 def test_epilogue_writes_the_next_layers_planes_and_half_floats(
-    path: str, relu: bool, c: int, density: float, pattern: str
+    path: str, relu: bool, c: int, density: float, pattern: str, side: int
 ) -> None:
     rng = np.random.default_rng(5)
     b, h, w, n = 2, 7, 9, 48
-    geometry = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))  # output rows with gaps
+    geometry = kernel.ConvGeometry((side, side), pads=(side // 2,) * 4)  # 3x3: rows with gaps
     x = np.abs(rng.standard_normal((c, b * h * w)).astype(np.float32))
-    weight = rng.standard_normal((9 * c, n)).astype(np.float32)
+    residual = None if side == 3 else rng.standard_normal((n, b * h * w)).astype(np.float16)
+    weight = rng.standard_normal((side * side * c, n)).astype(np.float32)
     qw = quantize_weight(weight * prune(weight, density, pattern, c), 16, channels=c)
     a = kernel.quantize(x, 16, False, images=b, side=(h, w), pads=geometry.pads,
                         reach=kernel.conv_reach(geometry, (h, w)))  # fmt: skip
     reader = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))
     for sparse in (False, True):
         packed = kernel.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
-        out = kernel.conv(a, packed, geometry, relu=relu, path=path, threads=2)
+        out = kernel.conv(a, packed, geometry, residual=residual, relu=relu, path=path, threads=2)
+        if residual is not None:
+            qa = quantize_activations(channel_major(x), 16, signed=False, group_rows=h * w)
+            expected_out = reference_conv(
+                qa, qw, (h, w), (1, 1), bias=packed.bias,
+                residual=channel_major(residual.astype(np.float32)), relu=relu,
+            )  # fmt: skip
+            assert out.T.tobytes() == expected_out.tobytes()
         gamma = float(np.abs(out).max()) / 15 / 15 * 0.7  # some vectors clip
         target = kernel.planes_for(
             b, (h, w), n, 16, not relu, reader.pads, kernel.conv_reach(reader, (h, w)), gamma
         )
         half = np.empty(out.shape, np.float16)
-        kernel.conv(a, packed, geometry, relu=relu, out=half, target=target, path=path, threads=3)
+        kernel.conv(a, packed, geometry, residual=residual, relu=relu, out=half, target=target,
+                    path=path, threads=3)  # fmt: skip
         assert half.tobytes() == out.astype(np.float16).tobytes()
         expected = quantize_activations(
             channel_major(out), 16, signed=not relu, group_rows=h * w, gamma=gamma
@@ -240,7 +250,9 @@ def test_epilogue_writes_the_next_layers_planes_and_half_floats(
             reach=kernel.conv_reach(reader, (h, w)), gamma=gamma, path=path,
         )  # fmt: skip
         assert np.array_equal(again.planes, target.planes)
-        assert kernel.conv(a, packed, geometry, floats=False, target=target, path=path) is None
+        only = kernel.conv(a, packed, geometry, residual=residual, relu=relu, floats=False,
+                           target=target, path=path)  # fmt: skip
+        assert only is None and np.array_equal(again.planes, target.planes)
 
 
 def test_pruned_weights_keep_only_their_blocks() -> None:

@@ -293,10 +293,9 @@ FN void SIMD(emit)(const gemm_t *g, float *f, int64_t g0, int channels, int64_t 
 
 /* A whole group of at most MAX_CHANNELS channels from its sums acc [channel of the group][ROWS]
  * to the next layer's planes (whole_groups), row vector by row vector in one pass (the float
- * output, if any, through f). */
-INLINE void SIMD(finish_group)(const gemm_t *g, const int32_t *acc, int64_t g0, int channels,
-                               int64_t r0, int64_t live, float *f) {
-    const SIMD(values_t) e = SIMD(values_of)(g);
+ * output, if any, through f), with the settings e. */
+INLINE void SIMD(finish_rows)(const gemm_t *g, const SIMD(values_t) e, const int32_t *acc, int64_t g0,
+                              int channels, int64_t r0, int64_t live, float *f) {
     const int floats = g->out != NULL;
     for (int i = 0; i < live; i += LANES) {
         SIMD(fv) v[MAX_CHANNELS];
@@ -312,6 +311,28 @@ INLINE void SIMD(finish_group)(const gemm_t *g, const int32_t *acc, int64_t g0, 
         SIMD(quantize_rows)(g, v, channels, g0, r0, i, live - i < LANES ? (int)(live - i) : LANES, f);
     }
     if (floats) SIMD(store_floats)(g, f, g0, channels, r0);
+}
+
+/* finish_rows, with the settings of a ResNet's layers known to the compiler (no branches on
+ * them per value: measured 1.3x on a 1x1 convolution of 256 channels): unsigned inputs, a bias,
+ * a ReLU, no GELU, and no residual or one in float16 at the rows themselves. */
+INLINE void SIMD(finish_group)(const gemm_t *g, const int32_t *acc, int64_t g0, int channels,
+                               int64_t r0, int64_t live, float *f) {
+    SIMD(values_t) e = SIMD(values_of)(g);
+    if (!e.corrs && e.biases && !e.gelu && e.relu) {
+        e.corrs = NULL, e.gelu = 0, e.relu = 1;
+        if (!e.res) {
+            e.res = NULL;
+            SIMD(finish_rows)(g, e, acc, g0, channels, r0, live, f);
+            return;
+        }
+        if (e.half && !e.dense_of) {
+            e.half = 1, e.dense_of = NULL;
+            SIMD(finish_rows)(g, e, acc, g0, channels, r0, live, f);
+            return;
+        }
+    }
+    SIMD(finish_rows)(g, e, acc, g0, channels, r0, live, f);
 }
 
 /* Whether the tiles keep a whole group's sums (a group of at most MAX_CHANNELS, quantized with a
