@@ -26,10 +26,10 @@ import numpy as np
 from backends.base import Batch, ModelHandle
 from backends.onnxruntime import OnnxRuntimeBackend, reference_runner
 from backends.sparse_int4.backend import SparseInt4Backend
+from harness.console import say
 from harness.models import bert as bert_builder
 from harness.models import resnet50 as resnet_builder
 from harness.models.recipe import builtin_recipe
-from harness.runner import say
 from harness.workloads import get_workload
 from harness.workloads.base import DataSource, Workload, WorkloadData
 

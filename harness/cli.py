@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from harness import interrupts
+from harness.console import say
 from harness.errors import UserError
 from harness.files import read_text
 from harness.settings import SCENARIO_NAMES
@@ -242,7 +243,6 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
 )
 def run(extra_options: tuple[str, ...], **fields: Any) -> None:
     """Run one LoadGen test and write a run folder."""
-    from harness.loadgen_run import say
     from harness.spec import validate
     from harness.submitted_run import with_submitted
 
@@ -275,9 +275,9 @@ def run(extra_options: tuple[str, ...], **fields: Any) -> None:
 def tune(extra_options: tuple[str, ...], retune: bool, max_minutes: float, **fields: Any) -> None:
     """Find the LoadGen target (Server QPS, expected latency or QPS) with short probe runs and
     store it for later runs on this host, backend, model and scenario."""
-    from harness.loadgen_run import say
     from harness.spec import validate
-    from harness.tune import Budget, loadgen_probe, save, store_key, store_path, stored, tune
+    from harness.tune import Budget, loadgen_probe, tune
+    from harness.tuned import save, store_key, store_path, stored
 
     spec = RunSpec(backend_options=backend_options(fields, extra_options), **fields)
     budget = Budget(max_minutes * 60)
@@ -355,7 +355,6 @@ def synth() -> None:
 def synth_imagenet(count: int, out: Path, seed: int, model_path: Path | None) -> None:
     """JPEG images plus val_map.txt; labels are FP32 model predictions."""
     from harness.datasets.imagenet import write_synthetic_imagenet
-    from harness.loadgen_run import say
     from harness.runner import prepare_model
     from harness.workloads.resnet50 import fp32_labels
 
@@ -386,7 +385,6 @@ def synth_imagenet(count: int, out: Path, seed: int, model_path: Path | None) ->
 def synth_squad(count: int, out: Path, seed: int, model: str, model_path: Path | None) -> None:
     """dev-v1.1.json plus vocab.txt; gold answers are FP32 model predictions."""
     from harness.datasets.synthetic_squad import write_synthetic_squad
-    from harness.loadgen_run import say
     from harness.runner import prepare_model
     from harness.workloads.bert import fp32_answers
 
@@ -674,7 +672,6 @@ def compare(
     from harness.compare.matrix import Matrix, estimate_s, run_cells
     from harness.compare.publish import check_writable, match_baseline, read_baseline
     from harness.compare.rows import backend_spec
-    from harness.loadgen_run import say
 
     matrix = Matrix.parse(models, backends, scenarios, **settings)
     choices = [choice.text for choice in matrix.backends]
@@ -854,7 +851,6 @@ def submission_build(
     run_folders: tuple[Path, ...], run_list: Path | None, out: Path, **fields: Any
 ) -> None:
     """Assemble run folders (performance, accuracy, compliance) into a submission tree."""
-    from harness.loadgen_run import say
     from submissions.build import BuildRequest, build
 
     folders = list(run_folders)
@@ -883,7 +879,6 @@ def submission_run(
     **fields: Any,
 ) -> None:
     """Run everything a submission needs (scenarios, accuracy, compliance), then build it."""
-    from harness.loadgen_run import say
     from submissions.build import BuildRequest
     from submissions.orchestrate import run_submission
 

@@ -23,6 +23,7 @@ import numpy as np
 from harness import interrupts, provenance
 from harness.accuracy import read_responses, write_accuracy_txt
 from harness.cluster import Connection, ReplicaFailed
+from harness.console import say
 from harness.engine import Engine, LocalEngine
 from harness.errors import UserError
 from harness.files import write_json, write_text
@@ -41,7 +42,7 @@ from harness.settings import (
     render_user_conf,
 )
 from harness.spec import RunSpec
-from harness.tune import store_key, stored
+from harness.tuned import store_key, stored
 from harness.warmup import auto_settings
 from harness.watchdog import Heartbeat
 from harness.workloads import get_workload
@@ -59,10 +60,6 @@ EXIT_INTERNAL = 4
 PROGRESS_EVERY_S = 10.0
 # The most samples a performance run may plan (LoadGen pre-generates them all in memory).
 MAX_PLANNED_SAMPLES = 100_000_000
-
-
-def say(message: str) -> None:
-    print(f"[sparseperf] {message}", file=sys.stderr, flush=True)
 
 
 def fail(

@@ -26,9 +26,9 @@ from backends.simaccel.timing import (
 )
 from backends.simaccel.workload import ModelWork, model_work
 from backends.sparse_int4.sparsity import UNSTRUCTURED
+from harness.console import say
 from harness.datasets.squad_lengths import builtin_token_counts, describe
 from harness.errors import UserError
-from harness.loadgen_run import say
 from harness.models.check import read_interface
 from harness.server_model import ServerPoint, capacity
 from harness.settings import SCENARIO_NAMES, check_choice

@@ -17,9 +17,10 @@ from harness.cache import CACHE_ENV, cache_root
 from harness.calibration_list import check_calibration_list
 from harness.cluster import Connection
 from harness.cluster.local import cluster_for_run
+from harness.console import say
 from harness.errors import UserError
 from harness.files import write_text
-from harness.loadgen_run import ERROR_FILE, child_main, say
+from harness.loadgen_run import ERROR_FILE, child_main
 from harness.models.check import ModelFile, check_model, read_interface
 from harness.runfolder import Staging, check_complete, recover
 from harness.settings import check_sample_counts

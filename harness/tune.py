@@ -1,5 +1,5 @@
-"""``sparseperf tune``: the LoadGen settings a run should use, found by short probe runs and
-stored per (host, backend, model, scenario, batching) for later runs to reuse.
+"""``sparseperf tune``: the LoadGen settings a run should use, found by short probe runs (and
+kept in the tuned-value store, harness/tuned.py).
 
 Server: the highest VALID target QPS, bracketed by doubling or halving from the warm-up's
 estimate, then bisected, then confirmed once at the run's own preset. SingleStream/MultiStream:
@@ -8,23 +8,20 @@ the expected latency, and Offline: the expected QPS, from one probe run.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import provenance
-from harness.cache import cache_dir
 from harness.errors import UserError
-from harness.files import read_json_object, read_text
+from harness.files import read_text
+from harness.runner import run as run_once
 from harness.settings import EARLY_STOPPING_QUERIES, PRESETS, rounded
 from harness.spec import RunSpec, user_values
+from harness.tuned import Tuned
 from harness.workloads import get_workload
 
-STORE_FILE = "tuned.json"
 MAX_PROBES = 10  # search probes, the confirmation run included
 PRECISION = 1.1  # bisect until the VALID and INVALID rates are within 10%
 PROBE_PRESET = "smoke"
@@ -33,69 +30,6 @@ MAX_MINUTES = 30.0  # the Server search's default time cap
 # min_query_count.
 DEFAULT_MIN_DURATION_MS = 600000
 DEFAULT_MIN_QUERIES = 100
-
-
-@dataclass(frozen=True)
-class Tuned:
-    values: dict[str, str]  # LoadGen keys: target_qps or target_latency
-    when: str  # UTC, ISO 8601
-    probes: int
-    note: str  # how it was found
-
-    def describe(self) -> str:
-        settings = ", ".join(f"{k} = {v}" for k, v in self.values.items())
-        return f"{settings} (tuned {self.when}, {self.probes} probe run(s): {self.note})"
-
-
-def store_key(spec: RunSpec) -> str:
-    """What a tuned value depends on: the machine, the backend and how queries are batched."""
-    host = provenance.host()
-    return " | ".join(
-        str(part)
-        for part in (
-            f"{host['cpu']} x{host['cores']}",
-            spec.backend_label,
-            spec.model_label,
-            spec.scenario,
-            f"batch {spec.batch_size}",
-            f"workers {spec.workers}",
-            f"timeout {spec.server_batch_timeout_ms:g} ms",
-            *(
-                [f"cluster {spec.cluster} replicas {spec.replicas or 'default'}"]
-                if spec.cluster
-                else []
-            ),
-        )
-    )
-
-
-def store_path() -> Path:
-    return cache_dir() / STORE_FILE
-
-
-def _read_store(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    try:
-        return read_json_object(path, "tuned-values file")
-    except UserError as exc:
-        raise UserError(f"{exc}; delete it and tune again") from None
-
-
-def stored(spec: RunSpec) -> Tuned | None:
-    """The tuned values stored for this run's key, if any."""
-    entry = _read_store(store_path()).get(store_key(spec))
-    return Tuned(**entry) if entry else None
-
-
-def save(spec: RunSpec, tuned: Tuned) -> None:
-    """Store atomically, so that a crash never leaves a half-written file."""
-    path = store_path()
-    body = _read_store(path)
-    body[store_key(spec)] = tuned.__dict__
-    partial = path.with_suffix(f".partial-{os.getpid()}")
-    partial.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, path)
 
 
 @dataclass(frozen=True)
@@ -290,8 +224,6 @@ def loadgen_probe(probe_dir: Path) -> Prober:
     queries early stopping needs, unless the user's user.conf sets a count."""
 
     def probe(spec: RunSpec, values: dict[str, str]) -> Probe:
-        from harness.runner import run
-
         key = get_workload(spec.model).loadgen_key
         lines = []
         if spec.preset == PROBE_PRESET and spec.scenario in EARLY_STOPPING_QUERIES:
@@ -302,7 +234,7 @@ def loadgen_probe(probe_dir: Path) -> Prober:
         probe_dir.mkdir(parents=True, exist_ok=True)
         conf = probe_dir / "probe-user.conf"
         conf.write_text("\n".join(lines) + "\n")
-        result = run(replace(spec, user_conf=conf, runs_dir=probe_dir)).result
+        result = run_once(replace(spec, user_conf=conf, runs_dir=probe_dir)).result
         return Probe(
             result["value"],
             result["validity"] == "VALID",
