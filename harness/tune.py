@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import UserError
 from harness.files import read_text
-from harness.runner import run as run_once
+from harness.runner import run
 from harness.settings import EARLY_STOPPING_QUERIES, PRESETS, rounded
 from harness.spec import RunSpec, user_values
 from harness.tuned import Tuned
@@ -234,7 +234,7 @@ def loadgen_probe(probe_dir: Path) -> Prober:
         probe_dir.mkdir(parents=True, exist_ok=True)
         conf = probe_dir / "probe-user.conf"
         conf.write_text("\n".join(lines) + "\n")
-        result = run_once(replace(spec, user_conf=conf, runs_dir=probe_dir)).result
+        result = run(replace(spec, user_conf=conf, runs_dir=probe_dir)).result
         return Probe(
             result["value"],
             result["validity"] == "VALID",
