@@ -83,14 +83,17 @@ def test_conv_layers_are_bit_identical_to_the_numpy_reference() -> None:
     assert [layer.relu for layer in executor.layers] == [True, False]  # fused into the kernel
 
 
-def bottleneck() -> onnx.ModelProto:
-    """conv0 -> Relu = h; conv1(h) -> Relu -> conv2 (3x3) + h -> Relu: a ResNet block."""
+def bottleneck(downsample: bool = False) -> onnx.ModelProto:
+    """conv0 -> Relu = h; conv1(h) -> Relu -> conv2 (3x3) + shortcut -> Relu: a ResNet block,
+    whose shortcut is h or, with ``downsample``, a 1x1 projection of h."""
     weights = {
         "w0": RNG.standard_normal((16, 3, 3, 3)).astype(np.float32) / 4,
         "w1": RNG.standard_normal((8, 16, 1, 1)).astype(np.float32) / 4,
         "w2": RNG.standard_normal((16, 8, 3, 3)).astype(np.float32) / 8,
+        "wd": RNG.standard_normal((16, 16, 1, 1)).astype(np.float32) / 4,
     }
     pad = {"pads": [1, 1, 1, 1]}
+    projection = [helper.make_node("Conv", ["h", "wd"], ["d"], name="downsample")]
     return model(
         [
             helper.make_node("Conv", ["x", "w0"], ["c0"], name="conv0", **pad),
@@ -98,28 +101,31 @@ def bottleneck() -> onnx.ModelProto:
             helper.make_node("Conv", ["h", "w1"], ["c1"], name="conv1"),
             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", **pad),
-            helper.make_node("Add", ["h", "c2"], ["sum"], name="add"),
+            *(projection if downsample else []),
+            helper.make_node("Add", ["d" if downsample else "h", "c2"], ["sum"], name="add"),
             helper.make_node("Relu", ["sum"], ["y"], name="relu2"),
         ],
         [tensor("x", ["batch", 3, 7, 6])],
         [tensor("y", ["batch", 16, 7, 6])],
-        [numpy_helper.from_array(a, n) for n, a in weights.items()],
+        [numpy_helper.from_array(a, n) for n, a in weights.items() if downsample or n != "wd"],
     ), weights
 
 
-def test_calibrated_layers_write_the_next_layers_planes_bit_for_bit() -> None:
-    block, w = bottleneck()
+@pytest.mark.parametrize("downsample", [False, True])
+def test_calibrated_layers_write_the_next_layers_planes_bit_for_bit(downsample: bool) -> None:
+    block, w = bottleneck(downsample)
     calibration = [{"x": RNG.standard_normal((3, 3, 7, 6)).astype(np.float32)}]
     executor = GraphExecutor(
         block, SparsityOptions(weight_clip="max"), calibration=lambda: calibration
     )
     assert set(executor.gammas) == {"x", "h", "r1"}  # every convolution input
-    assert [layer.residual for layer in executor.layers] == ["", "", "h"]
+    assert executor.layers[-1].residual == ("d" if downsample else "h")
     x = RNG.standard_normal((2, 3, 7, 6)).astype(np.float32)
     g = executor.gammas
     h = numpy_conv(x, w["w0"], gamma=g["x"], pads=(1, 1, 1, 1), relu=True)
     r1 = numpy_conv(h, w["w1"], signed=False, gamma=g["h"], relu=True)
-    shortcut = h.astype(np.float16).astype(np.float32)  # h is kept as float16 for the Add
+    shortcut = numpy_conv(h, w["wd"], signed=False, gamma=g["h"]) if downsample else h
+    shortcut = shortcut.astype(np.float16).astype(np.float32)  # kept as float16 for the Add
     expected = numpy_conv(r1, w["w2"], signed=False, gamma=g["r1"], pads=(1, 1, 1, 1),
                           residual=shortcut, relu=True)  # fmt: skip
     got = executor.run({"x": x})["y"]

@@ -344,12 +344,13 @@ class GraphExecutor:
                 samples = sum(len(next(iter(batch.values()))) for batch in batches)
                 progress(f"calibrating the convolution inputs' gammas on {samples} samples")
                 self.gammas = self._calibrate(batches)
-        # float16 where floats serve only residuals, every convolution reading the planes the
-        # producer writes (a convolution quantizing from the floats would see them rounded)
+        # float16 where floats serve only residuals: values no kernel layer reads (a
+        # downsample's projection), or read by one form from the planes the producer writes (a
+        # convolution quantizing from the floats would see them rounded)
         self._halves = {
             name
             for name in self.plan.halves
-            if name in self.gammas and len(self.readers.get(name, {})) <= 1
+            if not self.readers.get(name) or (name in self.gammas and len(self.readers[name]) == 1)
         }
 
     @property
