@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
+from harness.datasets import synthetic_images
+from harness.models import resnet50 as builder
+from harness.workloads import resnet50 as workload
 
 SMALL_DATASET = 48
 QUESTIONS = 24  # in the small synthetic SQuAD set
@@ -27,6 +30,15 @@ def builtin_model(session_cache: Path) -> Path:
     from harness.spec import RunSpec
 
     return prepare_model(RunSpec())
+
+
+@pytest.fixture
+def small_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Built-in models and data sets of a few classes and images, in a cache of their own."""
+    monkeypatch.setenv("SPARSEPERF_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(synthetic_images, "CLASSES", 8)
+    monkeypatch.setattr(builder, "CALIBRATION_COUNT", 4)
+    monkeypatch.setattr(workload, "BUILTIN_DATASET_COUNT", 24)
 
 
 @pytest.fixture(scope="session")

@@ -175,15 +175,6 @@ def test_a_run_on_a_pruned_file_says_so(pruned_file, small_dataset, tmp_path, ca
 # --- built-in pruned references -----------------------------------------------------------------
 
 
-@pytest.fixture
-def small_builds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Built-in models and data sets of a few classes and images, in a cache of their own."""
-    monkeypatch.setenv("SPARSEPERF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(synthetic_images, "CLASSES", 8)
-    monkeypatch.setattr(builder, "CALIBRATION_COUNT", 4)
-    monkeypatch.setattr(workload, "BUILTIN_DATASET_COUNT", 24)
-
-
 @pytest.mark.usefixtures("small_builds")
 def test_a_builtin_pruned_reference_is_labelled_by_its_own_fp32_outputs() -> None:
     import onnxruntime as ort

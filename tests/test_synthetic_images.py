@@ -2,8 +2,10 @@
 whose images look alike, and fast."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from harness.datasets.imagenet import VAL_MAP
 from harness.datasets.imagenet_preprocess import preprocess
 from harness.datasets.synthetic_images import (
     CLASSES,
@@ -13,6 +15,8 @@ from harness.datasets.synthetic_images import (
     prototype,
     synth_images,
 )
+from harness.errors import UserError
+from harness.workloads import resnet50 as workload
 
 
 def test_image_depends_only_on_seed_and_index() -> None:
@@ -87,3 +91,19 @@ def test_a_prototype_is_fixed_square_and_noise_free() -> None:
     np.testing.assert_array_equal(first, again)
     assert first.shape[0] == first.shape[1]
     assert not np.array_equal(first, prototype(4))
+
+
+@pytest.mark.usefixtures("small_builds")
+def test_a_short_builtin_set_is_the_whole_sets_prefix() -> None:
+    model = workload.builtin_model(lambda _: None)
+    whole = workload.builtin_dataset(model, None, lambda _: None)
+    short = workload.builtin_dataset(model, 10, lambda _: None)
+    assert short != whole
+    whole_lines = (whole / VAL_MAP).read_text().splitlines()
+    short_lines = (short / VAL_MAP).read_text().splitlines()
+    assert len(whole_lines) == workload.BUILTIN_DATASET_COUNT and short_lines == whole_lines[:10]
+    for line in short_lines:
+        name = line.split()[0]
+        assert (short / name).read_bytes() == (whole / name).read_bytes()
+    with pytest.raises(UserError, match=r"dataset count 25 out of range: the built-in set has 24"):
+        workload.builtin_dataset(model, 25, lambda _: None)

@@ -13,6 +13,7 @@ from harness.accuracy import Accuracy, imagenet_top1
 from harness.cache import build_once, cache_dir, reusable, source_digest
 from harness.datasets import imagenet, imagenet_preprocess, synthetic_images
 from harness.datasets.imagenet_preprocess import to_model_input
+from harness.errors import UserError
 from harness.files import write_text
 from harness.models import pruning
 from harness.models import recipe as recipe_module
@@ -57,23 +58,23 @@ def fp32_labels(model_path: Path):
     return label
 
 
-def builtin_dataset(model_path: Path, progress: Progress) -> Path:
+def builtin_dataset(model_path: Path, count: int | None, progress: Progress) -> Path:
+    """The first ``count`` (None: all) images of the built-in set. Image ``i`` depends only on
+    ``(DATA_SEED, i)`` and its label on the image, so a short run need not make them all."""
+    count = count or BUILTIN_DATASET_COUNT
+    if count > BUILTIN_DATASET_COUNT:
+        raise UserError(
+            f"dataset count {count} out of range: the built-in set has {BUILTIN_DATASET_COUNT} "
+            "images (give --dataset-path for a larger set)"
+        )
     digest = source_digest(synthetic_images, imagenet_preprocess)
     model_digest = hashlib.sha256(str(model_path.resolve()).encode()).hexdigest()[:8]
-    name = f"imagenet-synth-{BUILTIN_DATASET_COUNT}-seed{DATA_SEED}-{digest}-{model_digest}"
+    name = f"imagenet-synth-{count}-seed{DATA_SEED}-{digest}-{model_digest}"
     path = cache_dir("datasets") / name
     if not reusable(path, imagenet.open_imagenet, progress):
-        progress(
-            f"generating {BUILTIN_DATASET_COUNT} synthetic images labelled by the FP32 model "
-            f"into {path}"
-        )
+        progress(f"generating {count} synthetic images labelled by the FP32 model into {path}")
         imagenet.write_synthetic_imagenet(
-            path,
-            BUILTIN_DATASET_COUNT,
-            DATA_SEED,
-            fp32_labels(model_path),
-            model_path.name,
-            progress,
+            path, count, DATA_SEED, fp32_labels(model_path), model_path.name, progress
         )
     return path
 
@@ -143,7 +144,7 @@ class ImageNetData(WorkloadData):
 
 
 def open_data(source: DataSource, model_path: Path, progress: Progress) -> ImageNetData:
-    path = source.path or builtin_dataset(model_path, progress)
+    path = source.path or builtin_dataset(model_path, source.count, progress)
     folder = imagenet.open_imagenet(path, source.count)
     total = DATASET_SIZE if source.full_size and source.path is None else folder.count
     return ImageNetData(folder, imagenet.preprocessed_crops(folder, progress), total)
