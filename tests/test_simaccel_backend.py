@@ -18,7 +18,7 @@ from harness.predict import PredictRequest, prepare, server_capacity
 from harness.qsl import SampleStore
 from scenarios import ScenarioOptions
 from scenarios.server import poisson_arrivals, simulate
-from tests.conftest import run_cli
+from tests.conftest import SMALL_DATASET, run_cli
 
 RESNET_MACS = 4_089_186_304 + 2048 * 1001  # the built-in ResNet-50's GEMMs per sample
 
@@ -50,7 +50,8 @@ def result_of(folder: Path) -> dict:
 def timing_only_run(device: Path, runs: Path) -> list[str]:
     """A timing-only SingleStream smoke run on a device file."""
     return ["run", "--backend", "simaccel", "--device-file", str(device), "--functional", "off",
-            "--scenario", "SingleStream", "--preset", "smoke", "--runs-dir", str(runs)]  # fmt: skip
+            "--scenario", "SingleStream", "--preset", "smoke", "--runs-dir", str(runs),
+            "--dataset-count", str(SMALL_DATASET)]  # fmt: skip
 
 
 def test_loadgen_sees_the_modelled_latency(tmp_path, capsys, builtin_model):
@@ -120,7 +121,8 @@ def test_bad_simaccel_runs_fail_in_one_line(flags, message, capsys, tmp_path):
 
 def test_a_density_the_device_cannot_exploit_is_clamped_and_said(tmp_path, capsys, builtin_model):
     args = ["run", "--backend", "simaccel", "--device", "moffett-s30", "--density", "0.01",
-            "--functional", "off", "--preset", "smoke", "--runs-dir", str(tmp_path)]  # fmt: skip
+            "--functional", "off", "--preset", "smoke", "--runs-dir", str(tmp_path),
+            "--dataset-count", str(SMALL_DATASET)]  # fmt: skip
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert "exploits density down to 0.03125: density 0.01 is timed as 0.03125" in out
