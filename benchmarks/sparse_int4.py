@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -39,6 +38,7 @@ from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.sparsity import prune
 from backends.sparse_int4.vsquant import quantize_weight
+from harness.machine import machine
 
 GEMM_SHAPES = {  # name: (NCHW input of a "same" convolution, kernel side, stride, N)
     "bert-large FFN 384x1024x4096": ((384, 1024, 1, 1), 1, 1, 4096),  # rows: 384 tokens
@@ -91,17 +91,6 @@ def settle(seconds: float = 0.1) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def session(model: onnx.ModelProto | str, threads: int, profile: str = "") -> ort.InferenceSession:
@@ -270,7 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     print(
-        f"CPU: {cpu_model()}; kernel paths here: {', '.join(kernel.PATHS)}; measuring "
+        f"CPU: {machine().cpu_model}; kernel paths here: {', '.join(kernel.PATHS)}; measuring "
         f"{args.path} on {args.threads} threads; onnxruntime {ort.__version__}"
     )
     peaks = peak(args.threads) if "peak" in parts else {}

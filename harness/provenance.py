@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from harness.machine import machine
 
 PACKAGES = ("sparseperf", "mlcommons-loadgen", "onnx", "onnxruntime", "numpy", "pillow")
 
@@ -22,31 +23,12 @@ def versions() -> dict[str, str]:
     return found
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    return None
-
-
 def host() -> dict[str, object]:
+    found = machine()
     return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "memory_gib": _memory_gib(),
+        "cpu": found.cpu_model,
+        "cores": found.logical_cpus,
+        "memory_gib": found.memory_gib,
         "os": platform.platform(),
         "python_executable": sys.executable,
     }

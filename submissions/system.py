@@ -4,13 +4,13 @@ user's file; every field the MLPerf checker requires, none empty that it needs f
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 from pathlib import Path
 
 from harness import provenance
 from harness.errors import UserError
 from harness.files import read_json_object
+from harness.machine import machine
 
 REQUIRED_FIELDS = (
     "division",
@@ -104,56 +104,6 @@ NO_ACCELERATOR = "N/A (CPU only)"
 ONE_SIMULATED = "N/A (one simulated device)"
 
 
-def _cpuinfo() -> list[dict[str, str]]:
-    """One dict per logical CPU from /proc/cpuinfo (empty where it does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    cpus = []
-    for block in text.strip().split("\n\n"):
-        entry = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(":")
-            entry[key.strip()] = value.strip()
-        cpus.append(entry)
-    return cpus
-
-
-def _caches() -> str:
-    """'L1d 32K, L1i 32K, L2 512K, L3 32768K' from sysfs, per core."""
-    parts = []
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        try:
-            level = (index / "level").read_text().strip()
-            kind = (index / "type").read_text().strip()
-            size = (index / "size").read_text().strip()
-        except OSError:
-            continue
-        suffix = {"Data": "d", "Instruction": "i"}.get(kind, "")
-        parts.append(f"L{level}{suffix} {size}")
-    return ", ".join(parts)
-
-
-def _frequency(cpus: list[dict[str, str]]) -> str:
-    try:
-        khz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text())
-        return f"{khz / 1000:.0f} MHz"
-    except (OSError, ValueError):
-        mhz = cpus[0].get("cpu MHz") if cpus else None
-        return f"{float(mhz):.0f} MHz" if mhz else ""
-
-
-def _operating_system() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return f"{line.split('=', 1)[1].strip(chr(34))}, kernel {platform.release()}"
-    except OSError:
-        pass
-    return platform.platform()
-
-
 def _network_cards() -> int:
     """Network interfaces backed by a device (not loopback, bridges or other virtual ones)."""
     return sum(1 for path in Path("/sys/class/net").glob("*") if (path / "device").exists())
@@ -194,10 +144,7 @@ def _accelerator(backend: dict[str, str], simulated: bool) -> dict[str, str]:
 
 def detect(backend: dict[str, str], simulated: bool = False) -> dict[str, str]:
     """What this machine and the backend's description tell about the system."""
-    cpus = _cpuinfo()
-    host = provenance.host()
-    sockets = len({cpu.get("physical id") for cpu in cpus}) if cpus else 1
-    cores = cpus[0].get("cpu cores") if cpus and cpus[0].get("cpu cores") else host["cores"]
+    found = machine()
     versions = provenance.versions()
     software = ", ".join(
         f"{name} {versions[name]}"
@@ -206,20 +153,20 @@ def detect(backend: dict[str, str], simulated: bool = False) -> dict[str, str]:
     )
     return {
         "number_of_nodes": "1",
-        "host_processor_model_name": str(host["cpu"]),
-        "host_processors_per_node": str(sockets),
-        "host_processor_core_count": str(cores),
-        "host_processor_frequency": _frequency(cpus),
-        "host_processor_caches": _caches(),
-        "host_processor_interconnect": "N/A (single socket)" if sockets == 1 else "",
-        "host_memory_capacity": f"{host['memory_gib']:.0f} GB" if host["memory_gib"] else "",
+        "host_processor_model_name": found.cpu_model,
+        "host_processors_per_node": str(found.sockets),
+        "host_processor_core_count": str(found.cores_per_socket),
+        "host_processor_frequency": f"{found.max_mhz:.0f} MHz" if found.max_mhz else "",
+        "host_processor_caches": found.caches,
+        "host_processor_interconnect": "N/A (single socket)" if found.sockets == 1 else "",
+        "host_memory_capacity": f"{found.memory_gib:.0f} GB",
         "host_storage_capacity": f"{shutil.disk_usage(os.getcwd()).total / 1e9:.0f} GB",
         "host_networking": SINGLE_NODE,
         "host_networking_topology": SINGLE_NODE,
         "host_network_card_count": str(_network_cards()),
         **_accelerator(backend, simulated),
         "framework": backend.get("framework", ""),
-        "operating_system": _operating_system(),
+        "operating_system": found.operating_system,
         "other_software_stack": software,
         "hw_notes": "",
         "sw_notes": f"{backend.get('precision', '')}; weights: {backend.get('sparsity', '')}",
