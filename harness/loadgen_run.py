@@ -54,16 +54,15 @@ from scenarios.timeline import summary as timeline_summary
 ERROR_FILE = "error.txt"  # one line for the user; error.log keeps the traceback
 TIMELINE_FILE = "server_timeline.csv"  # a Server run's per-query times
 OFFICIAL_DATASET = "dataset"  # a repeated set's files for the official accuracy script
-EXIT_USER_ERROR = 2
-EXIT_BACKEND_FAILED = 3
-EXIT_INTERNAL = 4
+# The parent reads why a run failed from the heartbeat or error.txt; the code only says it did.
+EXIT_FAILED = 2
 PROGRESS_EVERY_S = 10.0
 # The most samples a performance run may plan (LoadGen pre-generates them all in memory).
 MAX_PLANNED_SAMPLES = 100_000_000
 
 
 def fail(
-    run_dir: Path, heartbeat: Heartbeat, line: str, code: int, exc: BaseException | None = None
+    run_dir: Path, heartbeat: Heartbeat, line: str, exc: BaseException | None = None
 ) -> NoReturn:
     """Record why the run failed and end the process at once: LoadGen cannot be aborted. The
     parent learns the line from the heartbeat even when the files cannot be written."""
@@ -75,7 +74,7 @@ def fail(
     except OSError:
         pass
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(EXIT_FAILED)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -84,7 +83,7 @@ def _die_with_parent(parent_pid: int) -> None:
     # Not Linux: the parent's lock on the run folder still marks the run abandoned.
     interrupts.parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(EXIT_INTERNAL)
+        os._exit(EXIT_FAILED)
 
 
 def child_main(
@@ -104,9 +103,9 @@ def child_main(
     try:
         execute(spec, user_values, model, run_dir, heartbeat, cluster)
     except UserError as exc:
-        fail(run_dir, heartbeat, str(exc), EXIT_USER_ERROR)
+        fail(run_dir, heartbeat, str(exc))
     except BaseException as exc:
-        fail(run_dir, heartbeat, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, exc)
+        fail(run_dir, heartbeat, f"internal error: {type(exc).__name__}: {exc}", exc)
     os.close(lock)
 
 
@@ -191,11 +190,11 @@ def execute(
 
     def on_fatal(exc: BaseException) -> NoReturn:
         if isinstance(exc, BadOutput):
-            fail(run_dir, heartbeat, f"backend {label} {exc}", EXIT_BACKEND_FAILED, exc)
+            fail(run_dir, heartbeat, f"backend {label} {exc}", exc)
         if isinstance(exc, ReplicaFailed):  # the line names the replica; the cause is in the log
-            fail(run_dir, heartbeat, str(exc), EXIT_BACKEND_FAILED, exc)
+            fail(run_dir, heartbeat, str(exc), exc)
         message = f"backend {label} failed: {type(exc).__name__}: {exc}"
-        fail(run_dir, heartbeat, message, EXIT_BACKEND_FAILED, exc)
+        fail(run_dir, heartbeat, message, exc)
 
     with heartbeat.busy("the run process while opening the dataset", "harness"):
         data = workload.open_data(spec.data_source, model.path, say)
@@ -248,7 +247,7 @@ def _run_loadgen(
                 if isinstance(exc, ReplicaFailed):
                     on_fatal(exc)
                 line = f"loading samples failed: {type(exc).__name__}: {exc}"
-                fail(run_dir, heartbeat, line, EXIT_INTERNAL, exc)
+                fail(run_dir, heartbeat, line, exc)
 
         return call
 
