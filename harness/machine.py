@@ -31,11 +31,15 @@ class Machine:
 
 @cache
 def machine() -> Machine:
+    """This machine, read once per process."""
     cpus = _cpuinfo()
     logical = psutil.cpu_count(logical=True) or 1
     sockets = len({cpu.get("physical id") for cpu in cpus}) or 1
     physical = psutil.cpu_count(logical=False) or logical
-    frequency = psutil.cpu_freq()
+    try:  # some platforms and containers have no frequency to report
+        frequency = psutil.cpu_freq()
+    except (OSError, NotImplementedError):
+        frequency = None
     mhz = (frequency.max or frequency.current) if frequency else 0.0
     return Machine(
         cpu_model=(cpus[0].get("model name") if cpus else "")
