@@ -533,7 +533,9 @@ typedef struct {
     size_t fbuf_floats;
     int32_t *acc;            /* per part: TILE_ROWS * MAX_CHANNELS int32 */
     int amx;                 /* the AMX tiles run it (see amx_fits) */
-    int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS], r_lo[MAX_THREADS], r_hi[MAX_THREADS];
+    int shared_tiles;        /* parts split the row tiles: each takes the next one left */
+    int64_t next_tile;       /* (atomic) the next row tile to take */
+    int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS]; /* channels split: each part's, over every row */
 } gemm_t;
 
 #define MAX_CHANNELS 16 /* channels a tile accumulates at once, at most (an AMX tile's) */
@@ -763,12 +765,16 @@ static tile_fn tile_kernel(const gemm_t *g) {
  * a tile's activations stay in cache while the weights stream past. */
 static void gemm_part(void *ctx, int part, int parts) {
     (void)parts;
-    const gemm_t *g = ctx;
+    gemm_t *g = ctx;
     const tile_fn kernel = tile_kernel(g);
     int32_t *acc = g->acc + (int64_t)part * TILE_ROWS * MAX_CHANNELS;
     float *f = g->fbuf + (size_t)part * g->fbuf_floats;
-    for (int64_t r0 = g->r_lo[part]; r0 < g->r_hi[part]; r0 += TILE_ROWS)
-        kernel(g, g->n_lo[part], g->n_hi[part], r0, acc, f);
+    const int64_t tiles = (g->rows + TILE_ROWS - 1) / TILE_ROWS;
+    if (g->shared_tiles)
+        for (int64_t t; (t = __atomic_fetch_add(&g->next_tile, 1, __ATOMIC_RELAXED)) < tiles;)
+            kernel(g, 0, g->n, t * TILE_ROWS, acc, f);
+    else
+        for (int64_t t = 0; t < tiles; t++) kernel(g, g->n_lo[part], g->n_hi[part], t * TILE_ROWS, acc, f);
 #ifdef SP_X86
     if (g->stream || (g->q && g->q->stream)) _mm_sfence(); /* streamed stores are seen first */
 #endif
@@ -781,19 +787,17 @@ static int64_t work_of(const gemm_t *g, int64_t n) {
     return g->ptr[u + 1] - g->ptr[u] + 1;
 }
 
-/* Parts split the row tiles when there are enough to share evenly, else the channels, in ranges
- * of equal work (kept blocks when sparse), at groups (of the output's vectors and of the channels
- * that keep the same blocks). */
+/* Parts share the row tiles when there are enough to share evenly, each taking the next tile
+ * left as it finishes one (a core the machine slows, or tiles of padding rows, then cost no
+ * wait at the end); else they split the channels, in ranges of equal work (kept blocks when
+ * sparse), at groups (of the output's vectors and of the channels that keep the same blocks).
+ * A tile's values never depend on the part that computes it. */
 static int balance(gemm_t *g, int parts) {
     const int64_t tiles = (g->rows + TILE_ROWS - 1) / TILE_ROWS;
     if (g->q && g->q->row_gamma && parts > tiles) parts = (int)tiles; /* whole rows each */
     if (tiles % parts == 0 || tiles >= 4 * parts || (g->q && g->q->row_gamma)) {
-        for (int i = 0; i < parts; i++) {
-            g->r_lo[i] = tiles * i / parts * TILE_ROWS;
-            g->r_hi[i] = tiles * (i + 1) / parts * TILE_ROWS;
-            g->n_lo[i] = 0;
-            g->n_hi[i] = g->n;
-        }
+        g->shared_tiles = 1;
+        g->next_tile = 0;
         return parts;
     }
     const int64_t step = g->group > g->owners ? g->group : g->owners; /* both powers of two */
@@ -802,8 +806,6 @@ static int balance(gemm_t *g, int parts) {
     int64_t total = 0, n = 0, done = 0;
     for (int64_t c = 0; c < g->n; c++) total += work_of(g, c);
     for (int i = 0; i < parts; i++) {
-        g->r_lo[i] = 0;
-        g->r_hi[i] = tiles * TILE_ROWS;
         g->n_lo[i] = n;
         const int64_t target = total * (i + 1) / parts;
         while (n < g->n && (done < target || n % step)) done += work_of(g, n++);
