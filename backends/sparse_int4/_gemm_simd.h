@@ -158,13 +158,13 @@ typedef struct {
     const float *gws, *biases, *ga;
     const int64_t *dense_of;
     const void *res;
-    int64_t m;
+    int64_t m, ahead;
     int half, gelu, relu;
 } SIMD(values_t);
 
 INLINE SIMD(values_t) SIMD(values_of)(const gemm_t *g) {
     return (SIMD(values_t)){g->corr, g->gw, g->bias, g->ga, g->dense_of, g->residual,
-                            g->m, g->residual_half, g->gelu, g->relu};
+                            g->m, g->ahead, g->residual_half, g->gelu, g->relu};
 }
 
 /* Channel n's float values at LANES virtual rows from `row`, from their int32 sums a, in the
@@ -181,9 +181,9 @@ INLINE SIMD(fv) SIMD(value)(const SIMD(values_t) *e, SIMD(iv) a, int64_t n, int6
         const int64_t *of = e->dense_of ? e->dense_of + row : NULL;
         const int64_t first = SIMD(run_start)(of, row);
         SIMD(fv) add;
-        /* the next tile's residual, while the tile's other channels run: read from memory a
-         * chunk per channel, too many streams for the hardware prefetcher */
-        __builtin_prefetch((const char *)e->res + (base + row + TILE_ROWS) * (e->half ? 2 : 4), 0, 1);
+        /* the residual of this part's next tile, while the tile's other channels run: read
+         * from memory a chunk per channel, too many streams for the hardware prefetcher */
+        __builtin_prefetch((const char *)e->res + (base + row + e->ahead) * (e->half ? 2 : 4), 0, 1);
         if (first >= 0 && first + LANES <= e->m)
             add = SIMD(load_values)(e->res, e->half, base + first);
         else {
