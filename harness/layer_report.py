@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from backends.sparse_int4.executor import Layer
+from backends.sparse_int4.steps import Layer
 
 COLUMNS = (
     "layer", "op", "K", "N", "rows/sample", "density", "bits/weight", "clip", "clip/max",

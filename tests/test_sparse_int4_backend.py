@@ -12,8 +12,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from backends.sparse_int4 import kernel
-from backends.sparse_int4.executor import GraphExecutor, Segment
+from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
+from backends.sparse_int4.steps import Segment
 from backends.sparse_int4.vsquant import (
     conv_output_side,
     quantize_activations,
@@ -346,7 +347,7 @@ def test_sparsity_table_refuses_bad_densities(capsys, tmp_path) -> None:
 
 
 def test_bert_layers_run_natively_and_track_onnx_runtime(tmp_path, monkeypatch) -> None:
-    from backends.sparse_int4 import executor as executor_module
+    from backends.sparse_int4 import native_steps, planner
     from harness.models.bert import BertConfig, build_bert
 
     path = tmp_path / "bert.onnx"
@@ -367,8 +368,8 @@ def test_bert_layers_run_natively_and_track_onnx_runtime(tmp_path, monkeypatch) 
     )
     assert sqnr > 12, sqnr  # W4A4 throughout, int8 attention
     # the int8 attention in place of ONNX Runtime's float attention changes little
-    handlers = tuple(h for h in executor_module.HANDLERS if h is not executor_module._attention)
-    monkeypatch.setattr(executor_module, "HANDLERS", handlers)
+    handlers = tuple(h for h in planner.HANDLERS if h is not native_steps.attention)
+    monkeypatch.setattr(planner, "HANDLERS", handlers)
     floats = GraphExecutor(block, SparsityOptions()).run(feeds)["output_start_logits"]
     assert (
         10 * np.log10(np.sum(floats**2) / np.sum((got["output_start_logits"] - floats) ** 2)) > 20

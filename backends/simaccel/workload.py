@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from backends.sparse_int4.executor import gemm_geometry, is_kernel_node
+from backends.sparse_int4.kernel_layers import gemm_geometry, is_kernel_node
 from harness.cache import cache_dir
 from harness.errors import UserError
 

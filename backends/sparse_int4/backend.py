@@ -11,8 +11,9 @@ import onnxruntime as ort
 
 from backends.base import Backend, Batch, ModelHandle
 from backends.sparse_int4 import kernel
-from backends.sparse_int4.executor import GraphExecutor, Layer
+from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
+from backends.sparse_int4.steps import Layer
 from harness.errors import UserError
 
 

@@ -95,3 +95,8 @@ def attributes(node: onnx.NodeProto) -> dict[str, object]:
 
 def label(node: onnx.NodeProto) -> str:
     return f"{node.op_type} node {node.name or node.output[0]!r}"
+
+
+def other_input(node: onnx.NodeProto, name: str) -> str:
+    """The input of a two-input node that is not ``name``."""
+    return node.input[1] if node.input[0] == name else node.input[0]

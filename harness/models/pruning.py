@@ -106,7 +106,7 @@ def weight_layers(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, str]]:
     several nodes share is listed once, with its first reader."""
     initializers = {init.name: init for init in model.graph.initializer}
     seen: set[str] = set()
-    from backends.sparse_int4.executor import is_kernel_node  # onnxruntime: only when needed
+    from backends.sparse_int4.kernel_layers import is_kernel_node  # onnxruntime: when needed
 
     layers = []
     for node in model.graph.node:
