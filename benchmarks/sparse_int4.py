@@ -33,7 +33,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from backends.sparse_int4 import _kernel, kernel
+from backends.sparse_int4 import _kernel, kernel, packing
 from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.sparsity import prune
@@ -156,7 +156,7 @@ def gemm(threads: int, repeats: int, path: str, path_peak: float | None) -> None
         for label, density, pattern in CASES:
             mask = prune(weight, density, pattern, None if tokens else c)
             qw = quantize_weight(weight * mask, 16, channels=None if tokens else c)
-            packed[label] = kernel.pack(qw)
+            packed[label] = packing.pack(qw)
 
             def run(p=packed[label], quantize=quantize, g=geometry, out=out) -> object:
                 return kernel.conv(quantize(), p, g, out=out, path=path, threads=threads)

@@ -18,6 +18,7 @@ from backends.sparse_int4.octav import (
     quantize_ideal,
     sqnr_db,
 )
+from backends.sparse_int4.reference import integer_accumulators, reference_conv, reference_matmul
 from backends.sparse_int4.sparsity import (
     BITMASK,
     GAPS,
@@ -29,11 +30,8 @@ from backends.sparse_int4.sparsity import (
 )
 from backends.sparse_int4.vsquant import (
     QuantizedWeight,
-    integer_accumulators,
     quantize_activations,
     quantize_weight,
-    reference_conv,
-    reference_matmul,
     vector_index,
 )
 from harness.errors import UserError

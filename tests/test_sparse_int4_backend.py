@@ -14,14 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from backends.sparse_int4 import kernel
 from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
+from backends.sparse_int4.reference import conv_output_side, reference_conv, reference_matmul
 from backends.sparse_int4.steps import Segment
-from backends.sparse_int4.vsquant import (
-    conv_output_side,
-    quantize_activations,
-    quantize_weight,
-    reference_conv,
-    reference_matmul,
-)
+from backends.sparse_int4.vsquant import quantize_activations, quantize_weight
 from harness.errors import UserError
 from tests.conftest import run_cli
 

@@ -11,21 +11,23 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from backends.sparse_int4 import _kernel, kernel
+from backends.sparse_int4 import _kernel, kernel, packing, passes
 from backends.sparse_int4.attention import reference_attention
 from backends.sparse_int4.octav import sqnr_db
-from backends.sparse_int4.sparsity import prune
-from backends.sparse_int4.vsquant import (
-    activation_clip_scalars,
+from backends.sparse_int4.reference import (
     epilogue,
     erf,
     gelu_erf,
     integer_accumulators,
     layer_norm,
-    quantize_activations,
-    quantize_weight,
     reference_conv,
     reference_matmul,
+)
+from backends.sparse_int4.sparsity import prune
+from backends.sparse_int4.vsquant import (
+    activation_clip_scalars,
+    quantize_activations,
+    quantize_weight,
     vector_index,
 )
 from harness.errors import UserError
@@ -58,7 +60,7 @@ def planes_of(a: kernel.Activations) -> np.ndarray:
     planes = a.planes[:, : a.images * hs * ws].reshape(-1, a.images, hs, ws, 4)
     inside = planes[:, :, top : top + h, left : left + w]
     values = inside.transpose(1, 2, 3, 0, 4).reshape(a.images * h * w, -1)[:, : a.channels]
-    return values.astype(np.int32) - (kernel.SIGNED_OFFSET if a.signed else 0)
+    return values.astype(np.int32) - (packing.SIGNED_OFFSET if a.signed else 0)
 
 
 def random_case(rng: np.random.Generator, density: float, pattern: str):
@@ -87,7 +89,7 @@ def test_matmul_is_bit_identical_to_the_reference(path: str, density: float, pat
         reference = reference_matmul(quantize_activations(x, vector, signed=signed), qw, bias)
         a = kernel.quantize(channel_major(x), vector, signed, path=path, threads=2)
         for sparse in (False, True):
-            packed = kernel.pack(qw, bias, sparse=sparse)
+            packed = packing.pack(qw, bias, sparse=sparse)
             for threads in (1, 2, 3):
                 out = kernel.matmul(a, packed, path=path, threads=threads)
                 assert out.T.tobytes() == reference.tobytes(), (x.shape, w.shape, sparse, threads)
@@ -141,7 +143,7 @@ def test_conv_is_bit_identical_to_the_reference(
                 qa, qw, (h, w), size, strides, pads, dilations, bias, residual, relu=True
             )
             for sparse in (False, True):
-                packed = kernel.pack(qw, bias, sparse=sparse)
+                packed = packing.pack(qw, bias, sparse=sparse)
                 for threads in (1, 3):
                     out = kernel.conv(
                         a, packed, geometry, residual=channel_major(residual), relu=True,
@@ -165,7 +167,7 @@ def test_quantized_planes_hold_the_reference_values(path: str) -> None:
             )  # fmt: skip
             assert got.gamma.tobytes() == expected.gamma.tobytes()
             assert np.array_equal(planes_of(got), expected.folded())
-            offset = kernel.SIGNED_OFFSET if signed else 0  # padding and slack hold zeros
+            offset = packing.SIGNED_OFFSET if signed else 0  # padding and slack hold zeros
             outside = np.ones(got.planes.shape, bool)
             hs, ws = got.padded_side
             view = outside[:, : 2 * hs * ws].reshape(-1, 2, hs, ws, 4)
@@ -225,7 +227,7 @@ def test_epilogue_writes_the_next_layers_planes_and_half_floats(
                         reach=kernel.conv_reach(geometry, (h, w)))  # fmt: skip
     reader = kernel.ConvGeometry((3, 3), pads=(1, 1, 1, 1))
     for sparse in (False, True):
-        packed = kernel.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
+        packed = packing.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
         out = kernel.conv(a, packed, geometry, residual=residual, relu=relu, path=path, threads=2)
         if residual is not None:
             qa = quantize_activations(channel_major(x), 16, signed=False, group_rows=h * w)
@@ -261,7 +263,7 @@ def test_pruned_weights_keep_only_their_blocks() -> None:
     c, n = 70, 37  # a tap's last block of 2 channels
     weight = rng.standard_normal((9 * c, n)).astype(np.float32)
     mask = prune(weight, 0.125, "1x4", c)
-    packed = kernel.pack(quantize_weight(weight * mask, 16, channels=c))
+    packed = packing.pack(quantize_weight(weight * mask, 16, channels=c))
     assert packed.sparse and packed.planes == 9 * 18
     block_of = vector_index(9 * c, c, 4)  # blocks of 4 channels of a tap, the last of 2
     kept = np.zeros((len(np.unique(block_of)), n), int)
@@ -271,7 +273,7 @@ def test_pruned_weights_keep_only_their_blocks() -> None:
     assert packed.kept_blocks == int((kept > 0).sum())
     assert packed.ptr[-1] == packed.kept_blocks
     assert np.array_equal(np.diff(packed.ptr), (kept > 0).sum(axis=0))  # per channel
-    assert not kernel.pack(quantize_weight(weight, 16, channels=c)).sparse
+    assert not packing.pack(quantize_weight(weight, 16, channels=c)).sparse
 
 
 def test_quad_pruned_weights_share_each_blocks_activations() -> None:
@@ -279,13 +281,13 @@ def test_quad_pruned_weights_share_each_blocks_activations() -> None:
     c, n = 70, 37  # a short last quad of 1 channel
     weight = rng.standard_normal((9 * c, n)).astype(np.float32)
     mask = prune(weight, 0.125, "4x4", c)
-    packed = kernel.pack(quantize_weight(weight * mask, 16, channels=c))
+    packed = packing.pack(quantize_weight(weight * mask, 16, channels=c))
     assert packed.sparse and packed.owners == 4
     assert len(packed.ptr) == -(-n // 4) + 1 and len(packed.wv) == 4 * packed.ptr[-1]
     planes = 9 * 18
     assert packed.kept_blocks == 4 * packed.ptr[-1] <= 4 * -(-n // 4) * round(planes / 8)
     own = quantize_weight(weight * prune(weight, 0.125, "1x4", c), 16, channels=c)
-    assert kernel.pack(own).owners == 1  # channels that keep their own blocks stay one per channel
+    assert packing.pack(own).owners == 1  # channels that keep their own blocks stay one per channel
 
 
 def test_groups_of_16_keep_blocks_together_in_runs_of_tile_rows() -> None:
@@ -293,7 +295,7 @@ def test_groups_of_16_keep_blocks_together_in_runs_of_tile_rows() -> None:
     c, n = 70, 48
     weight = rng.standard_normal((9 * c, n)).astype(np.float32)
     qw = quantize_weight(weight * prune(weight, 0.125, "16x4", c), 16, channels=c)
-    packed = kernel.pack(qw)
+    packed = packing.pack(qw)
     assert packed.owners == 16 and len(packed.ptr) == n // 16 + 1
     blocks = round(9 * 18 / 8)  # 20: a run of 16 and a short run of 4 per group
     assert np.array_equal(np.diff(packed.ptr), [blocks] * 3)
@@ -306,7 +308,7 @@ def test_groups_of_16_keep_blocks_together_in_runs_of_tile_rows() -> None:
     assert np.array_equal(short, planes[:16, packed.idx[16:20]])
     part = weight[:, :40]
     ragged = quantize_weight(part * prune(part, 0.125, "16x4", c), 16, channels=c)
-    assert kernel.pack(ragged).owners == 4  # not whole groups: quads (16x4 keeps quads too)
+    assert packing.pack(ragged).owners == 4  # not whole groups: quads (16x4 keeps quads too)
 
 
 @pytest.mark.parametrize(
@@ -328,14 +330,14 @@ def test_max_pool_equals_onnx_runtime(side: tuple[int, int], window: kernel.Conv
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
-    got = kernel.max_pool(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(5, -1)), 2,
+    got = passes.max_pool(np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(5, -1)), 2,
                           side, window, threads=2)  # fmt: skip
     oh, ow = window.output_side(side)
     assert np.array_equal(got.reshape(5, 2, oh, ow).transpose(1, 0, 2, 3), expected)
 
 
 def test_mismatched_or_malformed_inputs_are_refused() -> None:
-    w = kernel.pack(quantize_weight(np.ones((32, 4), np.float32), 16))
+    w = packing.pack(quantize_weight(np.ones((32, 4), np.float32), 16))
     with pytest.raises(UserError, match="do not fit"):
         kernel.matmul(kernel.quantize(np.ones((48, 2), np.float32), 16), w)
     with pytest.raises(UserError, match="not 2 images"):
@@ -347,16 +349,16 @@ def test_mismatched_or_malformed_inputs_are_refused() -> None:
 
 
 def test_k_that_could_overflow_the_accumulators_is_refused() -> None:
-    w = np.zeros((4 * kernel.LONGEST_PLANES + 4, 1), np.float32)
+    w = np.zeros((4 * packing.LONGEST_PLANES + 4, 1), np.float32)
     w[::9] = 1.0
     with pytest.raises(UserError, match="too long for the kernel's int32 accumulators"):
-        kernel.pack(quantize_weight(w, 16))
+        packing.pack(quantize_weight(w, 16))
 
 
 def test_scales_wider_than_the_kernels_bytes_are_refused() -> None:
     w = np.random.default_rng(3).standard_normal((32, 4)).astype(np.float32)
     with pytest.raises(UserError, match="6-bit vector scales fold weights past 8 bits"):
-        kernel.pack(quantize_weight(w, 16, scale_bits=6))
+        packing.pack(quantize_weight(w, 16, scale_bits=6))
     with pytest.raises(UserError, match="5-bit vector scales fold activations past a byte"):
         kernel.quantize(np.ones((32, 4), np.float32), 16, scale_bits=5)
 
@@ -372,7 +374,7 @@ def test_gelu_epilogue_and_layer_norm_follow_their_definitions(path: str) -> Non
     expected = epilogue(acc, qa.row_gamma, qw.gamma, bias, residual, gelu=True)
     a = kernel.quantize(channel_major(x), 16, path=path)
     for sparse in (False, True):
-        packed = kernel.pack(qw, bias, sparse=sparse)
+        packed = packing.pack(qw, bias, sparse=sparse)
         out = kernel.matmul(a, packed, residual=channel_major(residual), gelu=True, path=path)
         assert out.T.tobytes() == expected.tobytes()
     rows = rng.standard_normal((300, 64)).astype(np.float32) * 3 + 1
@@ -380,7 +382,7 @@ def test_gelu_epilogue_and_layer_norm_follow_their_definitions(path: str) -> Non
         rng.standard_normal(64).astype(np.float32),
         rng.standard_normal(64).astype(np.float32),
     )
-    got = kernel.layer_norm(channel_major(rows), scale, shift, 1e-12, threads=3)
+    got = passes.layer_norm(channel_major(rows), scale, shift, 1e-12, threads=3)
     assert got.tobytes() == layer_norm(channel_major(rows), scale, shift, 1e-12).tobytes()
 
 
@@ -402,7 +404,7 @@ def test_attention_is_bit_identical_to_its_definition(path: str) -> None:
         mask = np.where(rng.random((batch, seq)) < 0.2, -10000.0, 0.0).astype(np.float32)
         expected = reference_attention(q, k, v, mask, heads, batch, 1 / math.sqrt(dim))
         for threads in (1, 3):
-            got = kernel.attention(q, k, v, mask, heads, batch, 1 / math.sqrt(dim), path=path,
+            got = passes.attention(q, k, v, mask, heads, batch, 1 / math.sqrt(dim), path=path,
                                    threads=threads)  # fmt: skip
             assert got.tobytes() == expected.tobytes()
 
@@ -411,7 +413,7 @@ def test_int8_attention_tracks_float_attention() -> None:
     rng = np.random.default_rng(10)
     heads, dim, seq = 4, 64, 384
     q, k, v = (rng.standard_normal((heads * dim, seq)).astype(np.float32) for _ in "qkv")
-    got = kernel.attention(q, k, v, None, heads, 1, 1 / 8)
+    got = passes.attention(q, k, v, None, heads, 1, 1 / 8)
     expected = np.empty_like(got)
     for h in range(heads):
         part = slice(h * dim, (h + 1) * dim)
@@ -430,7 +432,7 @@ def test_epilogue_quantizes_tokens_with_a_gamma_each(path: str) -> None:
     qw = quantize_weight(weight * prune(weight, 0.25, "1x4"), 16)
     a = kernel.quantize(x, 16, path=path)
     for sparse in (False, True):
-        packed = kernel.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
+        packed = packing.pack(qw, rng.standard_normal(n).astype(np.float32), sparse=sparse)
         out = kernel.matmul(a, packed, gelu=True, path=path)
         expected = quantize_activations(channel_major(out), 32)
         for threads in (1, 3):
@@ -453,7 +455,7 @@ def test_outputs_larger_than_the_caches_are_stored_past_them_unchanged(path: str
     bias = rng.standard_normal(n).astype(np.float32)
     reference = reference_matmul(quantize_activations(x, 16, signed=True), qw, bias)
     a = kernel.quantize(channel_major(x), 16, True, path=path)
-    packed = kernel.pack(qw, bias)
+    packed = packing.pack(qw, bias)
     out = kernel.matmul(a, packed, path=path, threads=2)
     assert out.T.tobytes() == reference.tobytes()
     half = kernel.aligned_empty(out.shape, np.float16)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from backends.sparse_int4 import kernel, vsquant
+from backends.sparse_int4 import kernel, passes, vsquant
 from backends.sparse_int4.graph import Graph
 from backends.sparse_int4.layers import SparsityOptions
 from backends.sparse_int4.planner import build_plan
@@ -127,7 +127,7 @@ class GraphExecutor:
             elif isinstance(step, LayerNorm):
                 x = to_channels(values[step.input], False)
                 out = self._buffer(step.output, x.data.shape)
-                kernel.layer_norm(
+                passes.layer_norm(
                     x.data, step.scale, step.bias, step.epsilon, out=out, threads=self.threads
                 )
                 values[step.output] = Channels(out, step.sample, False)
@@ -212,7 +212,7 @@ class GraphExecutor:
         if step.mask:
             mask = np.asarray(to_onnx(values[step.mask]), np.float32).reshape(q.batch, -1)
         out = self._buffer(step.output, q.data.shape)
-        kernel.attention(
+        passes.attention(
             q.data, k.data, v.data, mask, step.heads, q.batch, step.scale, out=out,
             path=self.path, threads=self.threads,
         )  # fmt: skip
@@ -225,7 +225,7 @@ class GraphExecutor:
             return Channels(np.ascontiguousarray(mean), step.sample, step.image)
         oh, ow = step.window.output_side(x.side)
         out = self._buffer(step.output, (c, x.batch * oh * ow))
-        kernel.max_pool(x.data, x.batch, x.side, step.window, out=out, threads=self.threads)
+        passes.max_pool(x.data, x.batch, x.side, step.window, out=out, threads=self.threads)
         return Channels(out, step.sample, True)
 
     def _planes(

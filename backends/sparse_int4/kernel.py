@@ -1,14 +1,13 @@
 """The compiled kernel behind numpy-shaped calls: quantize a channel-major activation tensor into
 u8 planes, and multiply them with a packed 4-bit weight (a MatMul, or a convolution read straight
-from the planes), bit for bit ``vsquant.reference_matmul`` / ``vsquant.reference_conv``.
+from the planes), bit for bit ``reference.reference_matmul`` / ``reference.reference_conv``.
+Weights come packed by ``packing.pack``; the kernel's other passes are in ``passes.py``.
 
 Activations are channel-major: float32 [C, M], rows m = (image, y, x) or tokens, the layout the
 kernel writes its outputs in, so layer follows layer without a transpose. Quantized, they are
 planes of 4 channels (uint8 [ceil(C / 4), rows, 4]) holding each value folded with its vector
 scale (q · sq, + 128 when signed), laid out with the zero padding of the convolution that reads
-them around each image. A packed weight holds its folded values 4 input channels to an int32:
-dense [N, planes], or only the kept blocks of 4 when pruned below ``SPARSE_BELOW``: a channel's
-own, or those that 4 or 16 consecutive channels keep together (the "4x4" and "16x4" patterns).
+them around each image.
 """
 
 from __future__ import annotations
@@ -17,33 +16,19 @@ import functools
 import os
 import threading
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
 from backends.sparse_int4 import _kernel
-from backends.sparse_int4.vsquant import (
-    SCALE_BITS,
-    SIGNED_LEVEL,
-    UNSIGNED_LEVEL,
-    QuantizedWeight,
-    conv_output_side,
-)
+from backends.sparse_int4.packing import SIGNED_OFFSET, PackedWeight, frozen
+from backends.sparse_int4.reference import conv_output_side
+from backends.sparse_int4.vsquant import SCALE_BITS, SIGNED_LEVEL, UNSIGNED_LEVEL
 from harness.errors import UserError
 
 PATHS: tuple[str, ...] = tuple(_kernel.paths())  # what this CPU runs, best first
 ALL_PATHS = ("amx", "avx512vnni", "avxvnni", "avx2", "portable")
 TILE_ROWS = _kernel.TILE_ROWS  # rows of a GEMM tile: plane buffers hold whole tiles
-MAX_PLANES = _kernel.MAX_PLANES  # kept blocks name their plane in 16 bits
-SIGNED_OFFSET = 128  # signed folded values are stored as u8 = value + 128
-INT8_MAX = 127  # folded weights are s8
-# a plane adds 4 products of an s8 weight and a u8 activation to an int32 accumulator
-LONGEST_PLANES = min(MAX_PLANES, (2**31 - 1) // (4 * INT8_MAX * 255))
 HALF_OR_FLOAT = (np.dtype(np.float16), np.dtype(np.float32))  # what outputs and residuals hold
-SPARSE_BELOW = 0.5  # kept blocks per plane and channel under which the sparse loop wins
-OWNERS = (16, 4)  # channels that may keep blocks together: a run of AMX tile rows, or a quad
-SHARED_BELOW = 1.5  # a shared layout's blocks (all its channels' on every plane it keeps) per
-# kept block it takes: the zeros it multiplies to share activation loads
 PLANE_PERIOD, PLANE_PHASE = 256, 128  # plane rows are PLANE_PHASE past a multiple of PERIOD
 SCRATCH_SHAPES = 16  # temporaries kept per thread: strided convolutions x a few batch sizes
 
@@ -73,47 +58,6 @@ class ConvGeometry:
 
 
 POINTWISE = ConvGeometry((1, 1))  # a MatMul is the 1x1 convolution of one-pixel images
-
-
-@dataclass(frozen=True)
-class PackedWeight:
-    """A quantized weight in the kernel's layout: K = taps x channels as planes of 4 channels
-    (plane = tap · ceil(C / 4) + c // 4), 4 folded s8 per int32; dense [N, planes], or the kept
-    blocks (each its plane and 4 weights) of channel n at ptr[n]:ptr[n + 1], or, with ``owners``
-    4 or 16, of channels u · owners.. at ptr[u]:ptr[u + 1] (each its plane and owners x 4
-    weights: [4] per block for quads, [16][run] per run of 16 blocks for groups of 16);
-    corr[n] = 128 · the channel's folded sum (what signed activations' +128 adds); gamma, bias
-    float32 [N]."""
-
-    taps: int
-    channels: int
-    n: int
-    vector_size: int
-    gamma: np.ndarray
-    bias: np.ndarray | None
-    corr: np.ndarray
-    dense: np.ndarray | None
-    ptr: np.ndarray
-    idx: np.ndarray
-    wv: np.ndarray
-    owners: int = 1
-
-    @property
-    def planes(self) -> int:
-        return self.taps * -(-self.channels // 4)
-
-    @property
-    def k(self) -> int:
-        return self.taps * self.channels
-
-    @property
-    def sparse(self) -> bool:
-        return self.dense is None
-
-    @property
-    def kept_blocks(self) -> int:
-        """Blocks of 4 the kernel multiplies per row: every plane when dense."""
-        return self.n * self.planes if self.dense is not None else len(self.wv)
 
 
 @dataclass(frozen=True)
@@ -148,89 +92,6 @@ class Activations:
         """Rows holding the images and their padding."""
         hs, ws = self.padded_side
         return self.images * hs * ws
-
-
-def pack(
-    w: QuantizedWeight, bias: np.ndarray | None = None, sparse: bool | None = None
-) -> PackedWeight:
-    """Pack a quantized weight (pruned or not); ``sparse=None`` picks the faster layout."""
-    channels = w.channels or w.k
-    taps, c4 = w.k // channels, -(-channels // 4)
-    values = w.folded()
-    if np.abs(values).max(initial=0) > INT8_MAX:
-        raise UserError(
-            f"{w.scale_bits}-bit vector scales fold weights past 8 bits; the kernel takes 4-bit"
-        )
-    if taps * c4 > LONGEST_PLANES:
-        raise UserError(
-            f"K = {w.k} is too long for the kernel's int32 accumulators (at most "
-            f"{4 * LONGEST_PLANES}); split the layer"
-        )
-    folded = np.zeros((w.n, taps, c4 * 4), np.int8)
-    folded[:, :, :channels] = values.T.reshape(w.n, taps, channels)  # |q sq| <= 105
-    planes = folded.reshape(w.n, taps * c4, 4).view(np.int32)[:, :, 0]  # [N, planes]
-    gamma = np.ascontiguousarray(w.gamma, np.float32)
-    if bias is not None:
-        bias = np.ascontiguousarray(bias, np.float32).reshape(-1)
-        if bias.shape != (w.n,):
-            raise UserError(f"bias has {bias.size} values but the weight has {w.n} channels")
-    corr = (SIGNED_OFFSET * folded.astype(np.int32).sum(axis=(1, 2))).astype(np.int32)
-    kept = planes != 0
-    if sparse is None:
-        sparse = kept.mean() < SPARSE_BELOW
-    empty = np.zeros(0, np.int32)
-    if not sparse:
-        common = (taps, channels, w.n, w.vector_size, gamma, bias, corr)
-        return PackedWeight(
-            *common, np.ascontiguousarray(planes), empty, empty.astype(np.uint16), empty
-        )
-    owners, ptr, idx, wv = next(
-        (layout for size in OWNERS if (layout := _shared(planes, kept, size)) is not None),
-        (1, *_own(planes, kept)),
-    )
-    _kernel.check_blocks(ptr, idx, taps * c4, len(ptr) - 1)
-    return PackedWeight(
-        taps, channels, w.n, w.vector_size, gamma, bias, corr, None, _frozen(ptr), _frozen(idx),
-        _frozen(wv), owners,
-    )  # fmt: skip
-
-
-def _own(planes: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ptr, idx, wv) of each channel's own kept blocks."""
-    channel, plane = np.nonzero(kept)  # channel-major, planes ascending
-    return _block_ranges(channel, len(planes)), plane.astype(np.uint16), planes[channel, plane]
-
-
-def _shared(
-    planes: np.ndarray, kept: np.ndarray, owners: int
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
-    """(owners, ptr, idx, wv) of the blocks that groups of ``owners`` channels keep together,
-    when the zeros this multiplies are few (pruned so, e.g. "4x4"), else None. Groups of 16 hold
-    whole groups only (AMX tiles) and lay out each run of 16 blocks as [16 channels][run]."""
-    n = len(planes)
-    if owners == 16 and n % 16:
-        return None
-    units = -(-n // owners)
-    by_unit = np.zeros((units * owners, planes.shape[1]), np.int32)
-    by_unit[:n] = planes
-    by_unit = by_unit.reshape(units, owners, -1)
-    unit_kept = (by_unit != 0).any(axis=1)  # [units, planes]: what a group's channels keep
-    if owners * unit_kept.sum() > SHARED_BELOW * kept.sum():
-        return None
-    unit, plane = np.nonzero(unit_kept)
-    ptr = _block_ranges(unit, units)
-    wv = by_unit[unit, :, plane]  # [blocks, owners]: the group's weights on each kept plane
-    if owners == 16:
-        runs = [wv[r : min(r + 16, end)].T for s, end in pairwise(ptr) for r in range(s, end, 16)]
-        wv = np.concatenate([run.reshape(-1) for run in runs]) if runs else wv
-    return owners, ptr, plane.astype(np.uint16), np.ascontiguousarray(wv).reshape(-1)
-
-
-def _block_ranges(owner: np.ndarray, owners: int) -> np.ndarray:
-    """int32 [owners + 1]: where each owner's kept blocks start (owners ascending)."""
-    ptr = np.zeros(owners + 1, np.int32)
-    np.cumsum(np.bincount(owner, minlength=owners), out=ptr[1:])
-    return ptr
 
 
 def quantize(
@@ -276,7 +137,7 @@ def quantize(
         np.empty(m, np.float32), (c, images, *side, *pads, target.rows, target.group_rows),
         vector_size, level, -level if signed else 0, 2**scale_bits - 1,
         SIGNED_OFFSET if signed else 0, -1.0 if gamma is None else gamma, path or PATHS[0],
-        _threads(threads),
+        threads_or_default(threads),
     )  # fmt: skip
     return target
 
@@ -362,7 +223,7 @@ def conv(
         raise UserError(
             f"activations padded {a.pads} cannot feed a convolution padded {geometry.pads}"
         )
-    threads = _threads(threads)
+    threads = threads_or_default(threads)
     b, (oh, ow), c4 = a.images, geometry.output_side(a.side), -(-a.channels // 4)
     m = b * oh * ow
     hs, ws = a.padded_side
@@ -437,7 +298,7 @@ def _virtual_rows(
     (hs, ws), (oh, ow) = padded, out
     if not shifted:
         rows = images * oh * ow
-        return rows, None, _frozen(np.arange(rows) // (oh * ow))
+        return rows, None, frozen(np.arange(rows) // (oh * ow))
     rows = images * hs * ws
     y, x = np.arange(hs)[:, None], np.arange(ws)[None, :]
     inside = (y < oh) & (x < ow)
@@ -446,7 +307,7 @@ def _virtual_rows(
     dense_of = np.full(_tiled(rows), -1, np.int64)
     dense_of[:rows] = index.reshape(-1)
     _kernel.check_rows(dense_of, images * oh * ow)
-    return rows, _frozen(dense_of), _frozen(np.arange(rows) // (hs * ws))
+    return rows, frozen(dense_of), frozen(np.arange(rows) // (hs * ws))
 
 
 def _row_gammas(
@@ -464,7 +325,7 @@ def _static_gammas(
     images: int, padded: tuple[int, int], out: tuple[int, int], shifted: bool, gamma: float
 ) -> np.ndarray:
     """``_row_gammas`` of one gamma for all, made once."""
-    return _frozen(_row_gammas(np.full(images, gamma, np.float32), images, padded, out, shifted))
+    return frozen(_row_gammas(np.full(images, gamma, np.float32), images, padded, out, shifted))
 
 
 @functools.lru_cache(maxsize=256)
@@ -485,88 +346,7 @@ def _target_rows(
     valid = (o >= 0) & (o < images * oh * ow)
     rows_of = np.where(valid, (b * hs + y + top) * ws + x + left, -1).astype(np.int64)
     _kernel.check_rows(rows_of, images * hs * ws)
-    return _frozen(rows_of)
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
-def attention(
-    q: np.ndarray,
-    k: np.ndarray,
-    v: np.ndarray,
-    mask: np.ndarray | None,
-    heads: int,
-    batch: int,
-    scale: float,
-    *,
-    out: np.ndarray | None = None,
-    path: str | None = None,
-    threads: int | None = None,
-) -> np.ndarray:
-    """float32 [heads · dim, batch · seq]: ``attention.reference_attention`` of channel-major
-    Q, K, V (mask [batch, seq] or None) on the kernel's int8 tiles (into ``out`` if given)."""
-    q, k, v = (np.ascontiguousarray(t, np.float32) for t in (q, k, v))
-    channels, rows = q.shape
-    if k.shape != q.shape or v.shape != q.shape or channels % heads or rows % batch:
-        raise UserError("attention needs Q, K, V of one shape [heads x dim, batch x seq]")
-    dim, seq = channels // heads, rows // batch
-    if dim % 4:
-        raise UserError(f"attention heads of {dim} dimensions: the kernel needs a multiple of 4")
-    if mask is not None:
-        mask = np.ascontiguousarray(mask, np.float32).reshape(batch, seq)
-    out = aligned_empty(q.shape, np.float32) if out is None else out
-    _kernel.attention(
-        q, k, v, mask, out, (batch, seq, heads, dim), float(scale), path or PATHS[0],
-        _threads(threads),
-    )  # fmt: skip
-    return out
-
-
-def layer_norm(
-    x: np.ndarray,
-    scale: np.ndarray,
-    bias: np.ndarray,
-    epsilon: float,
-    *,
-    out: np.ndarray | None = None,
-    threads: int | None = None,
-) -> np.ndarray:
-    """float32 [C, M]: ``vsquant.layer_norm`` of a channel-major tensor (into ``out`` if
-    given)."""
-    x = np.ascontiguousarray(x, np.float32)
-    out = aligned_empty(x.shape, np.float32) if out is None else out
-    scale, bias = (np.ascontiguousarray(v, np.float32).reshape(-1) for v in (scale, bias))
-    if scale.shape != (x.shape[0],) or bias.shape != scale.shape or out.shape != x.shape:
-        raise UserError(f"LayerNormalization over {x.shape[0]} channels needs as many scales")
-    _kernel.layer_norm(x, scale, bias, float(epsilon), out, _threads(threads))
-    return out
-
-
-def max_pool(
-    x: np.ndarray,
-    images: int,
-    side: tuple[int, int],
-    window: ConvGeometry,
-    *,
-    out: np.ndarray | None = None,
-    threads: int | None = None,
-) -> np.ndarray:
-    """float32 [C, B · OH · OW] (into ``out`` if given): ONNX MaxPool (padding never wins) of a
-    channel-major tensor [C, B · H · W] of ``images`` images of ``side``."""
-    x = np.ascontiguousarray(x, np.float32)
-    oh, ow = window.output_side(side)
-    shape = (x.shape[0], images * oh * ow)
-    if out is None:
-        out = aligned_empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise UserError(f"the output buffer must be float32 {list(shape)}")
-    geometry = (x.shape[0] * images, *side, *window.kernel, *window.strides, *window.pads[:2],
-                *window.dilations, oh, ow)  # fmt: skip
-    _kernel.max_pool(x, out, geometry, _threads(threads))
-    return out
+    return frozen(rows_of)
 
 
 _SCRATCH = threading.local()
@@ -611,5 +391,5 @@ def _tiled(rows: int) -> int:
     return -(-rows // TILE_ROWS) * TILE_ROWS
 
 
-def _threads(threads: int | None) -> int:
+def threads_or_default(threads: int | None) -> int:
     return threads if threads is not None else default_threads()

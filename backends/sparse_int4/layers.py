@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.sparse_int4 import kernel, sparsity, vsquant
+from backends.sparse_int4 import packing, sparsity, vsquant
 from backends.sparse_int4.octav import sqnr_db
 from harness.errors import UserError
 
@@ -97,7 +97,7 @@ def prepare(
     bias: np.ndarray | None,
     options: SparsityOptions,
     channels: int | None = None,
-) -> tuple[kernel.PackedWeight, WeightStats]:
+) -> tuple[packing.PackedWeight, WeightStats]:
     """Prune (or keep the model's zeros), quantize offline and pack one weight W [K, N];
     ``channels``: a convolution's input channels per kernel tap (K = taps x channels)."""
     w = np.asarray(w, np.float32)
@@ -119,7 +119,7 @@ def prepare(
         clip_ratio=_clip_ratio(pruned, qw),
         sqnr_db=sqnr_db(pruned, qw.dequantize()),
     )
-    return kernel.pack(qw, bias), stats
+    return packing.pack(qw, bias), stats
 
 
 def _clip_ratio(w: np.ndarray, qw: vsquant.QuantizedWeight) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from backends.sparse_int4 import kernel
+from backends.sparse_int4 import kernel, packing
 from backends.sparse_int4.graph import Graph
 from backends.sparse_int4.layers import SparsityOptions, WeightStats
 
@@ -73,7 +73,7 @@ class Layer:
     op: str
     input: str
     output: str
-    weight: kernel.PackedWeight
+    weight: packing.PackedWeight
     stats: WeightStats
     rows_per_sample: int  # GEMM rows (M) per sample: output pixels for Conv, tokens for MatMul
     signed: bool  # unsigned 0..15 activations where the input is known non-negative
