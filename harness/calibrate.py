@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from backends.simaccel.profiles import DeviceProfile
+from backends.simaccel.device import DeviceProfile
 from harness.errors import UserError
 from harness.predict import Prediction
 

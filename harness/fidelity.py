@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends.simaccel.profiles import DeviceProfile
+from backends.simaccel.device import DeviceProfile
 from harness.calibrate import fit_efficiency
 from harness.errors import UserError
 from harness.files import read_text

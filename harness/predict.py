@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.simaccel.profiles import DeviceProfile, resolve_profile
+from backends.simaccel.device import DeviceProfile
+from backends.simaccel.profiles import resolve_profile
 from backends.simaccel.submitted import Submission
 from backends.simaccel.timing import (
     BatchTime,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.simaccel.profiles import BUILTIN
+from backends.simaccel.builtin import BUILTIN
 from harness.errors import UserError
 from harness.fidelity import calibrated, evaluate, load_results
 from harness.predict import PredictRequest, prepare

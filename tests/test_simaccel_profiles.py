@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.simaccel.profiles import BUILTIN, get_profile, load_profile_file, write_profile_file
+from backends.simaccel.builtin import BUILTIN
+from backends.simaccel.profiles import get_profile, load_profile_file, write_profile_file
 from harness.errors import UserError
 
 GOOD = """

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from backends.simaccel.profiles import DeviceProfile, get_profile
+from backends.simaccel.device import DeviceProfile
+from backends.simaccel.profiles import get_profile
 from backends.simaccel.timing import (
     BatchTime,
     DeviceClock,

@@ -1,5 +1,5 @@
-"""Device profiles for the simulated accelerator: built-in ones from published specs, and user
-profiles from TOML files, validated field by field.
+"""Device profiles for the simulated accelerator by name: a built-in one (``builtin.py``), or a
+user profile from a TOML file, validated field by field.
 
 A profile states rates in the units of its field names (GHz, GB/s, MB, W, µs, pJ). In a TOML
 file a value may also be a string with its unit ("1.76 GHz", "2 TB/s", "40 MiB"), converted
@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 import tomli_w
 
-from backends.simaccel.published import SUBMITTED
-from backends.simaccel.submitted import (
-    Submission,
-    check_submission,
-    parse_submitted,
-    sparse_floor,
-    submitted_table,
-)
+from backends.simaccel.builtin import BUILTIN
+from backends.simaccel.device import DTYPES, SPARSITY_KINDS, DeviceProfile
+from backends.simaccel.submitted import parse_submitted, submitted_table
 from harness.errors import UserError
 from harness.files import read_text
 
@@ -30,246 +25,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # the same parser, from PyPI
     import tomli as tomllib
-
-ASSUMED = (
-    "assumed, not published: on-chip memory (where not cited), vector rate, host link, overheads"
-)
-DTYPES = ("int4", "int8", "fp16", "bf16")
-SPARSITY_KINDS = ("none", "2:4", "unstructured")
-
-
-@dataclass(frozen=True)
-class DeviceProfile:
-    name: str
-    description: str
-    clock_ghz: float
-    macs_per_cycle: dict[str, float]  # dense multiply-accumulates per cycle, by dtype
-    memory_bandwidth_gbs: float
-    on_chip_memory_mb: float  # weights stay on chip when they fit here
-    vector_gflops: float  # rate of the non-GEMM ops (elementwise, softmax, norms)
-    host_link_gbs: float  # host-to-device input transfer
-    tdp_w: float
-    sparsity: str = "none"  # what the MAC array can skip: none, 2:4, unstructured
-    max_sparse_speedup: float = 1.0  # most the sparsity can speed a layer up
-    sparse_efficiency: float = 1.0  # share of the ideal sparse speed-up reached
-    layer_overhead_us: float = 0.0  # fixed cost per layer (scheduling, synchronisation)
-    launch_overhead_us: float = 0.0  # fixed cost per batch
-    energy_pj_per_mac: float | None = None  # else energy comes from TDP x busy time
-    energy_pj_per_byte: float | None = None
-    efficiency: float = 1.0  # the one factor calibration may fit (share of peak reached)
-    calibrated_on: str = ""  # the published result the efficiency was fitted to
-    references: tuple[str, ...] = field(default=())
-    # How the device's published results were run, per model (LoadGen model key).
-    submitted: dict[str, Submission] = field(default_factory=dict)
-
-    def peak_macs_per_s(self, dtype: str) -> float:
-        return self.macs_per_cycle[dtype] * self.clock_ghz * 1e9
-
-    def default_dtype(self) -> str:
-        """The narrowest integer type the device computes in, else its first type."""
-        for dtype in ("int4", "int8", "bf16", "fp16"):
-            if dtype in self.macs_per_cycle:
-                return dtype
-        return next(iter(self.macs_per_cycle))
-
-    def check_dtype(self, dtype: str) -> None:
-        if dtype not in self.macs_per_cycle:
-            raise UserError(
-                f"{self.name} has no {dtype} MACs; it computes in {', '.join(self.macs_per_cycle)}"
-            )
-
-    def submission(self, model_key: str) -> Submission:
-        """The configuration this device's results for a model were submitted with (empty
-        when none is known)."""
-        return self.submitted.get(model_key, Submission())
-
-    def check_submitted(self, where: str) -> None:
-        """Refuse a submitted configuration the device cannot run, naming the field."""
-        floor = sparse_floor(self.sparsity, self.max_sparse_speedup)
-        for model, submission in self.submitted.items():
-            check_submission(
-                f"{where}submitted.{model}", submission, self.macs_per_cycle, self.sparsity, floor
-            )
-
-
-def _from_tops(tops: float, clock_ghz: float) -> float:
-    """Dense MACs per cycle from a datasheet's TOPS (2 ops per MAC) at the given clock."""
-    return tops * 1e12 / 2 / (clock_ghz * 1e9)
-
-
-def _calibrated(efficiency: float, result: str) -> dict[str, object]:
-    """The one fitted number of a built-in profile, with the result it was fitted to
-    (``benchmarks/published_results.toml`` holds the same point; a test refits it)."""
-    return {"efficiency": efficiency, "calibrated_on": f"ResNet-50 Offline, {result}"}
-
-
-def _gpu(
-    name: str,
-    clock: float,
-    int8_tops: float,
-    fp16_tflops: float,
-    bandwidth: float,
-    tdp: float,
-    text: str,
-    calibration: dict[str, object],
-) -> DeviceProfile:
-    return DeviceProfile(
-        name=name,
-        description=text,
-        clock_ghz=clock,
-        macs_per_cycle={
-            "int8": _from_tops(int8_tops, clock),
-            "fp16": _from_tops(fp16_tflops, clock),
-            "bf16": _from_tops(fp16_tflops, clock),
-        },
-        memory_bandwidth_gbs=bandwidth,
-        on_chip_memory_mb=40.0 if name.startswith("a100") else 50.0,
-        vector_gflops=fp16_tflops * 1e3 / 16,  # CUDA-core rate, about 1/16 of the tensor cores
-        host_link_gbs=25.0 if name.startswith("a100") else 50.0,  # PCIe 4 / 5 x16, effective
-        tdp_w=tdp,
-        sparsity="2:4",
-        max_sparse_speedup=2.0,
-        layer_overhead_us=3.0,
-        launch_overhead_us=20.0,
-        references=(
-            "NVIDIA data-sheet TOPS/TFLOPS, memory bandwidth and TDP; L2 size as on-chip memory",
-            ASSUMED,
-        ),
-        submitted=SUBMITTED[name],
-        **calibration,  # type: ignore[arg-type]
-    )
-
-
-def _moffett(name: str, chips: int, calibration: dict[str, object] | None = None) -> DeviceProfile:
-    clock = 1.0  # not published: MACs/cycle is chosen so that clock x MACs = datasheet TOPS
-    references = ["Moffett Antoum/S4/S30 datasheets: TOPS, bandwidth (read), TDP", ASSUMED]
-    if chips == 4:  # the S40: no datasheet figures here, only its submission's system file
-        references[0] = (
-            "S40 as 4 Antoum chips (derived: inference_results_v3.0/open/Moffett/systems/ lists "
-            "20 GB of LPDDR4X per chip, S10 40 GB, S30 60 GB, S40 80 GB); per-chip TOPS and "
-            "bandwidth as the S30's; TDP assumed, the S30's per chip"
-        )
-    return DeviceProfile(
-        name=name,
-        description=f"Moffett {name[-3:].upper()} ({chips} Antoum chip(s), 12 nm), sparse to 32x",
-        clock_ghz=clock,
-        macs_per_cycle={
-            "int8": _from_tops(29.5 * chips, clock),
-            "bf16": _from_tops(14.7 * chips, clock),
-        },
-        memory_bandwidth_gbs=66.0 * chips,
-        on_chip_memory_mb=60.0 * chips,
-        vector_gflops=1000.0 * chips,
-        host_link_gbs=25.0,
-        tdp_w={1: 70.0, 3: 250.0, 4: 250.0 * 4 / 3}[chips],
-        sparsity="unstructured",
-        max_sparse_speedup=32.0,
-        layer_overhead_us=2.0,
-        launch_overhead_us=50.0,
-        references=tuple(references),
-        submitted=SUBMITTED.get(name, {}),
-        **(calibration or {}),  # type: ignore[arg-type]
-    )
-
-
-def _vsq() -> DeviceProfile:
-    clock = 1.76
-    return DeviceProfile(
-        name="vsq-5nm",
-        description="NVIDIA 5 nm per-vector-scaled 4-bit test chip (VLSI 2022), at 1.76 GHz",
-        clock_ghz=clock,
-        macs_per_cycle={"int4": 1024.0, "int8": 512.0},
-        memory_bandwidth_gbs=25.0,
-        on_chip_memory_mb=0.5,
-        vector_gflops=50.0,
-        host_link_gbs=4.0,
-        tdp_w=0.5,
-        energy_pj_per_mac=2 / 38.7,  # 38.7 TOPS/W on BERT-Base: 2 ops per MAC
-        references=("Keller et al., VLSI 2022 / JSSC 2023: MACs/cycle, clock, TOPS/W", ASSUMED),
-    )
-
-
-V30 = "inference_results_v3.0/closed/NVIDIA/results"
-RUN = "performance/run_1/mlperf_log_summary.txt"
-BUILTIN: dict[str, DeviceProfile] = {
-    p.name: p
-    for p in (
-        _moffett("moffett-s4", 1),
-        _moffett(
-            "moffett-s30",
-            3,
-            _calibrated(
-                0.7102,
-                "96,049.2 samples/s, inference_results_v3.0/open/Moffett/results/"
-                f"Moffett_S30_Inspur/resnet50/Offline/{RUN}",
-            ),
-        ),
-        _moffett(
-            "moffett-s40",
-            4,
-            _calibrated(
-                0.7781,
-                "127,375 samples/s, inference_results_v3.0/open/Moffett/results/"
-                f"Moffett_S40_Inspur/resnet50/Offline/{RUN}",
-            ),
-        ),
-        _gpu(
-            "a100-sxm",
-            1.41,
-            624,
-            312,
-            2039,
-            400,
-            "NVIDIA A100 SXM 80GB",
-            _calibrated(
-                0.6209,
-                f"42,379.3 samples/s, {V30}/DGX-A100_A100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
-            ),
-        ),
-        _gpu(
-            "h100-sxm",
-            1.98,
-            1979,
-            989,
-            3350,
-            700,
-            "NVIDIA H100 SXM 80GB",
-            _calibrated(
-                0.4735,
-                f"91,825.7 samples/s, {V30}/DGX-H100_H100-SXM-80GBx1_TRT/resnet50/Offline/{RUN}",
-            ),
-        ),
-        _gpu(
-            "h100-pcie",
-            1.755,
-            1513,
-            756,
-            2000,
-            350,
-            "NVIDIA H100 PCIe 80GB",
-            _calibrated(
-                0.3849, f"56,635 samples/s, {V30}/H100-PCIe-80GBx1_TRT/resnet50/Offline/{RUN}"
-            ),
-        ),
-        # H200: the H100's GH100 compute with HBM3e (NVIDIA H200 data sheet: 3,958 INT8 TOPS
-        # and 1,979 FP16 TFLOPS with 2:4 sparsity, 4.8 TB/s, up to 700 W).
-        _gpu(
-            "h200-sxm",
-            1.98,
-            1979,
-            989,
-            4800,
-            700,
-            "NVIDIA H200 SXM 141GB",
-            _calibrated(
-                0.429,
-                "756,960 samples/s over 8 GPUs, inference_results_v4.1/closed/NVIDIA/results/"
-                f"H200-SXM-141GBx8_TRT/resnet50/Offline/{RUN}",
-            ),
-        ),
-        _vsq(),
-    )
-}
 
 # Unit strings accepted in TOML files, by the unit of the field they may fill.
 _UNITS = {

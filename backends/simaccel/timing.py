@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.simaccel.profiles import DeviceProfile
+from backends.simaccel.device import DeviceProfile
 from backends.simaccel.workload import LayerWork, ModelWork
 from harness.errors import UserError
 
