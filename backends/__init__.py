@@ -41,6 +41,18 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
+def declared_class(name: str) -> type[Backend]:
+    """The class whose declarations (options, main option, label) a backend name reads; for a
+    plug-in this process cannot import, the contract itself, declaring nothing, so that runs
+    recorded elsewhere still read."""
+    try:
+        return backend_class(name)
+    except UserError:
+        if name in BACKENDS:  # a built-in that cannot be imported is a broken install
+            raise
+        return Backend
+
+
 def create_backend(name: str, options: dict[str, Any]) -> Backend:
     """Instantiate a backend; options it does not take, or of the wrong type, are an error,
     not silently dropped, and so is a constructor that fails."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,48 @@ def batches_digest(batches: Sequence[Batch]) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class BackendOption:
+    """A constructor option a backend declares, so that the harness can name it: a built-in's
+    become flags of their own (--NAME; other options, and a plug-in's, come as -o NAME=VALUE),
+    and labels and compare choices read them."""
+
+    name: str  # the constructor's parameter
+    type: type  # how its flag reads a value: str, int, float or Path
+    help: str
+    # Shown in the backend's label after this prefix when given ("d": sparse-int4-d0.125);
+    # None: not shown.
+    label: str | None = None
+
+
+def option_text(value: object) -> str:
+    """A value as labels and compare choices spell it (floats shortest: 0.125, 1)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 class Backend(abc.ABC):
     """Loads a model once, then predicts on batches. Knows nothing about LoadGen."""
 
     name: str = ""
+    declared_options: tuple[BackendOption, ...] = ()  # those the harness names (BackendOption)
+    # The declared option a compare choice's bare first argument sets (onnxruntime:int8).
+    main_option: str = ""
     # Why results from this backend may only enter MLPerf's open division ("": closed is
     # fine); unknown plug-ins are not vetted for closed.
     open_division_only: str = "a plug-in backend, not vetted for the closed division"
     simulated: bool = False  # times come from a model of a device, not from running on it
     timing_only: bool = False  # outputs are placeholders: performance runs only
+
+    @classmethod
+    def label_parts(cls, options: Mapping[str, Any]) -> tuple[str, ...]:
+        """What the label shows after the backend's name, so that runs that compute
+        differently are named apart: each given option declared with a label prefix, in
+        order (a path by its file's stem)."""
+        return tuple(
+            option.label + (Path(value).stem if option.type is Path else option_text(value))
+            for option in cls.declared_options
+            if option.label is not None and (value := options.get(option.name)) not in (None, "")
+        )
 
     @abc.abstractmethod
     def load(self, model: ModelHandle) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from backends.base import Backend, Batch, ModelHandle, batches_digest
+from backends.base import Backend, BackendOption, Batch, ModelHandle, batches_digest
 from harness.accuracy import file_sha256
 from harness.cache import cache_dir
 from harness.errors import UserError
@@ -42,6 +42,11 @@ INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     open_division_only = ""
+    declared_options = (
+        BackendOption("precision", str, "Backend precision (onnxruntime: fp32 or int8).", label=""),
+        BackendOption("threads", int, "Backend threads (default: all cores)."),
+    )
+    main_option = "precision"
 
     def __init__(
         self,

@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
+from backends import backend_class
 from harness import interrupts
 from harness.console import say
 from harness.errors import UserError
 from harness.files import read_text
 from harness.settings import SCENARIO_NAMES
-from harness.spec import BACKEND_FLAGS, MODES, RunSpec, parse_option
+from harness.spec import MODES, RunSpec, backend_flags, flag, parse_option
 from harness.tune import MAX_MINUTES
 from harness.watchdog import DEFAULT_STALL_S
 from harness.workloads import WORKLOADS, get_workload
@@ -27,33 +28,67 @@ def options(*flags: Callable) -> Callable[[Callable], Callable]:
     """One decorator for several click options, in the order they are listed."""
 
     def apply(command: Callable) -> Callable:
-        for flag in reversed(flags):
-            command = flag(command)
+        for add in reversed(flags):
+            command = add(command)
         return command
 
     return apply
 
 
-# The sparse-int4 backend's own flags, shared by run, inspect and sparsity-table.
-sparse_flags = options(
-    click.option(
-        "--density",
-        type=float,
-        default=None,
-        help="sparse-int4: fraction of weights kept, in (0, 1] (default: the model's zeros).",
-    ),
-    click.option(
-        "--sparsity-pattern",
-        default=None,
-        help="sparse-int4: 1x4 (default; whole blocks of 4 input channels), 4x4 (the same "
-        "blocks kept by quads of output channels: faster), 16x4 (by groups of 16: AMX tiles, "
-        "the fastest where the CPU has AMX), unstructured, or N:M such as 2:4 or 1:8.",
-    ),
-    click.option(
-        "--vector-size", type=int, default=None, help="sparse-int4: VS-Quant vector, 16/32/64."
-    ),
-    click.option("--act-clip", default=None, help="sparse-int4: activation clip, max or octav."),
-)
+class DeclaredFlags:
+    """Where a command takes backend options as flags of their own. They are made from the
+    backends' declarations only when click reads the command's options (to parse them or to
+    show its help), so that ``sparseperf --help`` and the other commands import no backend."""
+
+    def __init__(self, backend: str | None, names: tuple[str, ...]) -> None:
+        self.backend = backend  # None: every built-in's flags (harness.spec.backend_flags)
+        self.names = names  # those of the backend's options (none named: all)
+
+    def options(self) -> list[click.Option]:
+        if self.backend is None:
+            declared = backend_flags()
+        else:
+            declared = {o.name: o for o in backend_class(self.backend).declared_options}
+        return [
+            click.Option(
+                [flag(option.name)],
+                type=click.Path(path_type=Path) if option.type is Path else option.type,
+                default=None,
+                help=option.help,
+            )
+            for option in (declared[name] for name in self.names or declared)
+        ]
+
+
+def declared_flags(backend: str | None = None, *names: str) -> Callable[[Callable], Callable]:
+    """Flags for declared backend options, placed as a click.option is: every built-in's, or
+    one backend's (those named, or all)."""
+
+    def apply(command: Callable) -> Callable:
+        params = getattr(command, "__click_params__", [])
+        command.__click_params__ = [*params, DeclaredFlags(backend, names)]
+        return command
+
+    return apply
+
+
+class Command(click.Command):
+    """A click command whose DeclaredFlags become click options when click first reads them."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        self.params = [
+            made
+            for param in self.params
+            for made in (param.options() if isinstance(param, DeclaredFlags) else [param])
+        ]
+        return super().get_params(ctx)
+
+
+class Group(click.Group):
+    """The command line's groups, whose commands are ``Command``s."""
+
+    command_class = Command
+    group_class = type  # subgroups are Groups too
 
 
 # A built-in pruned reference, shared by run and compare.
@@ -70,24 +105,6 @@ model_reference_flags = options(
         default=None,
         help="The built-in reference's pruning pattern: 1x4 (default), 4x4, 16x4, unstructured "
         "or N:M.",
-    ),
-)
-
-
-# The simulated device, shared by run and predict.
-device_flags = options(
-    click.option("--device", default=None, help="simaccel: built-in device, e.g. moffett-s30."),
-    click.option(
-        "--device-file",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="simaccel: a TOML device profile instead of --device.",
-    ),
-    click.option(
-        "--tokens",
-        default=None,
-        help="simaccel, BERT: work per sample from its real token count (real) or the padded "
-        "384 (padded, the default).",
     ),
 )
 
@@ -110,7 +127,7 @@ cluster_flags = options(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """MLPerf-Inference-style benchmarks: LoadGen scenarios over pluggable backends."""
 
@@ -125,20 +142,7 @@ def run_options(preset_default: str) -> Callable[[Callable], Callable]:
             show_default=True,
             help="onnxruntime, sparse-int4, simaccel, or a plug-in backend as module:Class.",
         ),
-        click.option(
-            "--precision", default=None, help="Backend precision (onnxruntime: fp32 or int8)."
-        ),
-        click.option(
-            "--threads", type=int, default=None, help="Backend threads (default: all cores)."
-        ),
-        sparse_flags,
-        device_flags,
-        click.option(
-            "--functional",
-            default=None,
-            help="simaccel: on (outputs from the device's numerics) or off (timing only; "
-            "performance mode only).",
-        ),
+        declared_flags(),
         click.option(
             "--backend-option",
             "-o",
@@ -297,7 +301,7 @@ def tune(extra_options: tuple[str, ...], retune: bool, max_minutes: float, **fie
 
 def backend_options(fields: dict[str, Any], extra_options: tuple[str, ...]) -> dict[str, Any]:
     """Backend options from the dedicated flags (taken out of ``fields``) and -o KEY=VALUE."""
-    flags = {name: fields.pop(name) for name in BACKEND_FLAGS if name in fields}
+    flags = {name: fields.pop(name) for name in backend_flags() if name in fields}
     options = {name: value for name, value in flags.items() if value is not None}
     options.update(parse_option(text) for text in extra_options)
     return options
@@ -402,7 +406,7 @@ def synth_squad(count: int, out: Path, seed: int, model: str, model_path: Path |
 @cli.command()
 @click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS))
 @click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model.")
-@sparse_flags
+@declared_flags("sparse-int4")
 @click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
 def inspect(model: str, model_path: Path | None, fmt: str, **flags: Any) -> None:
     """Per-layer table of a model on the sparse-int4 backend: shapes, density, bits per
@@ -480,7 +484,7 @@ def prune(
     show_default=True,
     help="Weight densities, comma-separated.",
 )
-@sparse_flags
+@declared_flags("sparse-int4")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option(
     "--runs-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True
@@ -507,7 +511,7 @@ def sparsity_table(densities: str, out: Path, **fields: Any) -> None:
 prediction_flags = options(
     click.option("--model", default="resnet50", show_default=True, help=", ".join(WORKLOADS)),
     click.option("--model-path", type=click.Path(path_type=Path), default=None, help="ONNX model."),
-    device_flags,
+    declared_flags("simaccel", "device", "device_file", "tokens"),
     click.option(
         "--scenario", default="Offline", show_default=True, help=", ".join(SCENARIO_NAMES)
     ),
@@ -523,9 +527,7 @@ prediction_flags = options(
         default=None,
         help="Server: how long a batch waits to fill.",
     ),
-    click.option("--precision", default=None, help="Device compute type."),
-    click.option("--density", type=float, default=None, help="Weight density."),
-    click.option("--sparsity-pattern", default=None, help="unstructured or N:M such as 2:4."),
+    declared_flags("simaccel", "precision", "density", "sparsity_pattern"),
     click.option(
         "--dataset-path", type=click.Path(path_type=Path), default=None, help="For --tokens real."
     ),

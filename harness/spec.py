@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from backends import create_backend, path_options
+from backends import BACKENDS, backend_class, create_backend, declared_class, path_options
+from backends.base import BackendOption
 from backends.sparse_int4.sparsity import BLOCKS
 from harness.calibration_list import read_calibration_list
 from harness.cluster import check_cluster
@@ -33,19 +36,6 @@ PATH_FIELDS = (
     "calibration_list",
     "user_conf",
     "runs_dir",
-)
-# Backend options with a flag of their own on the command line; others are -o KEY=VALUE.
-BACKEND_FLAGS = (
-    "precision",
-    "threads",
-    "density",
-    "sparsity_pattern",
-    "vector_size",
-    "act_clip",
-    "device",
-    "device_file",
-    "tokens",
-    "functional",
 )
 
 
@@ -133,22 +123,32 @@ class RunSpec:
 
     @property
     def backend_label(self) -> str:
-        """Backend name plus its device, precision and weight density, for folder names and
-        result lines: onnxruntime-int8, sparse-int4-d0.125, simaccel-moffett-s30-d0.0625."""
-        options = self.backend_options
-        device_file = options.get("device_file")
-        density = options.get("density")
-        parts = (
-            self.backend.rpartition(":")[2] or self.backend,
-            options.get("device") or (Path(device_file).stem if device_file else None),
-            options.get("precision"),
-            f"d{density:g}" if isinstance(density, (int, float)) else None,
-        )
-        return "-".join(part for part in parts if part)
+        """Backend name (a plug-in's: its class name) plus the options its class shows, for
+        folder names and result lines: onnxruntime-int8, sparse-int4-d0.125,
+        simaccel-moffett-s30-d0.0625."""
+        parts = declared_class(self.backend).label_parts(self.backend_options)
+        return "-".join((self.backend.rpartition(":")[2] or self.backend, *parts))
 
 
 def _absolute(path: Path) -> Path:
     return path.expanduser().absolute()
+
+
+@functools.cache
+def backend_flags() -> Mapping[str, BackendOption]:
+    """The backend options with a flag of their own on the command line, for any backend: those
+    the built-ins declare, the first declaration of a name giving its help. Others (and a
+    plug-in's) are -o KEY=VALUE."""
+    flags: dict[str, BackendOption] = {}
+    for name in BACKENDS:
+        for option in backend_class(name).declared_options:
+            flags.setdefault(option.name, option)
+    return flags
+
+
+def flag(name: str) -> str:
+    """The command line's flag for a RunSpec field or a backend option: --model-path."""
+    return "--" + name.replace("_", "-")
 
 
 def parse_option(text: str) -> tuple[str, Any]:

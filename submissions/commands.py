@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import fields
 
-from harness.spec import BACKEND_FLAGS, RunSpec
+from harness.spec import RunSpec, backend_flags, flag
 
 # RunSpec fields in command-line order: these always written, the optional ones only where
 # they differ from RunSpec's defaults (which are the command line's too).
@@ -28,10 +28,6 @@ OPTIONAL = (
 DEFAULTS = {f.name: f.default for f in fields(RunSpec)}
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def run_command(spec: dict, user_conf: str | None = None) -> str:
     """``sparseperf run ...`` for a run.json spec; ``user_conf`` replaces the spec's own."""
     words = ["sparseperf", "run"]
@@ -41,7 +37,7 @@ def run_command(spec: dict, user_conf: str | None = None) -> str:
         if value is not None and (name in ALWAYS or value != DEFAULTS[name]):
             words += [flag(name), str(value)]
         if name == "backend":
-            for option in BACKEND_FLAGS:
+            for option in backend_flags():
                 if option in options:
                     words += [flag(option), str(options.pop(option))]
             for key, value in options.items():

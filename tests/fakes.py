@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import Backend, Batch, ModelHandle
+from backends.base import Backend, BackendOption, Batch, ModelHandle
 
 
 class InstantBackend(Backend):
@@ -173,3 +173,19 @@ class LabelOnlyBackend(InstantBackend):
 
     def inputs_read(self) -> frozenset[str]:
         return frozenset()
+
+
+class DeclaringBackend(InstantBackend):
+    """Declares its options, as a plug-in may: its label, compare choice and rerun command
+    follow from them."""
+
+    name = "declaring"
+    declared_options = (
+        BackendOption("flavour", str, "What it computes.", label=""),
+        BackendOption("scale", float, "How much of it.", label="x"),
+        BackendOption("threads", int, "Its threads (the command line's --threads)."),
+    )
+    main_option = "flavour"
+
+    def __init__(self, flavour: str = "plain", scale: float = 1.0, threads: int = 0) -> None:
+        self.flavour, self.scale, self.threads = flavour, scale, threads

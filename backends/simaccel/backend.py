@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.base import Backend, Batch, ModelHandle
+from backends.base import Backend, BackendOption, Batch, ModelHandle
 from backends.simaccel.profiles import resolve_profile
 from backends.simaccel.timing import (
     DeviceClock,
@@ -46,6 +46,28 @@ class SimAccelBackend(Backend):
     name = "simaccel"
     open_division_only = "a simulated device: its times are modelled, not measured"
     simulated = True
+    declared_options = (
+        BackendOption("device", str, "simaccel: built-in device, e.g. moffett-s30.", label=""),
+        BackendOption(
+            "device_file", Path, "simaccel: a TOML device profile instead of --device.", label=""
+        ),
+        BackendOption("precision", str, "Device compute type.", label=""),
+        BackendOption("density", float, "Weight density.", label="d"),
+        BackendOption("sparsity_pattern", str, "unstructured or N:M such as 2:4."),
+        BackendOption(
+            "tokens",
+            str,
+            "simaccel, BERT: work per sample from its real token count (real) or the padded "
+            "384 (padded, the default).",
+        ),
+        BackendOption(
+            "functional",
+            str,
+            "simaccel: on (outputs from the device's numerics) or off (timing only; "
+            "performance mode only).",
+        ),
+    )
+    main_option = "device"
 
     def __init__(
         self,

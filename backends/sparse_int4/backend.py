@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from backends.base import Backend, Batch, ModelHandle
+from backends.base import Backend, BackendOption, Batch, ModelHandle
 from backends.sparse_int4 import kernel
 from backends.sparse_int4.executor import GraphExecutor
 from backends.sparse_int4.layers import SparsityOptions
@@ -20,6 +20,24 @@ from harness.errors import UserError
 class SparseInt4Backend(Backend):
     name = "sparse-int4"
     open_division_only = "its weights are pruned and re-quantized to INT4, without retraining"
+    declared_options = (
+        BackendOption(
+            "density",
+            float,
+            "sparse-int4: fraction of weights kept, in (0, 1] (default: the model's zeros).",
+            label="d",
+        ),
+        BackendOption(
+            "sparsity_pattern",
+            str,
+            "sparse-int4: 1x4 (default; whole blocks of 4 input channels), 4x4 (the same "
+            "blocks kept by quads of output channels: faster), 16x4 (by groups of 16: AMX "
+            "tiles, the fastest where the CPU has AMX), unstructured, or N:M such as 2:4 or 1:8.",
+        ),
+        BackendOption("vector_size", int, "sparse-int4: VS-Quant vector, 16/32/64."),
+        BackendOption("act_clip", str, "sparse-int4: activation clip, max or octav."),
+    )
+    main_option = "density"
 
     def __init__(
         self,

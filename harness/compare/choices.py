@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends import BACKENDS, create_backend
+from backends import BACKENDS, backend_class, create_backend, declared_class
+from backends.base import option_text
 from harness.errors import UserError
 from harness.spec import RunSpec, parse_option
-
-# The option a built-in backend's first argument sets.
-MAIN_OPTION = {"onnxruntime": "precision", "sparse-int4": "density", "simaccel": "device"}
 
 
 @dataclass(frozen=True)
@@ -27,16 +25,18 @@ def parse_backend(text: str) -> BackendChoice:
     if name not in BACKENDS:  # a plug-in: module:Class[:key=value...]
         class_name, _, rest = rest.partition(":")
         name = f"{name}:{class_name}" if class_name else name
+    main_key = declared_class(name).main_option
     options: dict[str, Any] = {}
     for position, part in enumerate(p for p in rest.split(":") if p):
         if "=" in part:
             key, value = parse_option(part)
-        elif position == 0 and name in MAIN_OPTION:
-            key, value = MAIN_OPTION[name], parse_option(f"x={part}")[1]
+        elif position == 0 and main_key:
+            key, value = main_key, parse_option(f"x={part}")[1]
         else:
+            bare = [n for n in BACKENDS if backend_class(n).main_option]
             raise UserError(
                 f"backend {text!r}: {part!r} must be key=value (only the first argument of "
-                f"{', '.join(MAIN_OPTION)} may be bare)"
+                f"{', '.join(bare)} may be bare)"
             )
         options[key] = value
     try:
@@ -48,18 +48,14 @@ def parse_backend(text: str) -> BackendChoice:
 
 def canonical(backend: str, options: dict[str, Any]) -> str:
     """One spelling per choice: name[:main option][:key=value...], other options sorted."""
-    main_key = MAIN_OPTION.get(backend)
+    main_key = declared_class(backend).main_option
     parts = [backend]
     if main_key in options:
-        parts.append(_text(options[main_key]))
-    parts += [f"{k}={_text(v)}" for k, v in sorted(options.items()) if k != main_key]
+        parts.append(option_text(options[main_key]))
+    parts += [f"{k}={option_text(v)}" for k, v in sorted(options.items()) if k != main_key]
     return ":".join(parts)
 
 
 def backend_spec(spec: RunSpec) -> str:
     """A run's backend in the matrix's terms."""
     return canonical(spec.backend, spec.backend_options)
-
-
-def _text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
