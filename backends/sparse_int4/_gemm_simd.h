@@ -255,12 +255,27 @@ INLINE void SIMD(store_floats)(const gemm_t *g, const float *f, int64_t g0, int 
     SIMD(lanes_t) at[TILE_ROWS / LANES]; /* the same for every channel */
     for (int i = 0; i < rows; i += LANES)
         at[i / LANES] = SIMD(lanes)(dense_of ? dense_of + i : NULL, r0 + i, rows - i < LANES ? rows - i : LANES, 1);
-    for (int c = 0; c < channels; c++)
-        for (int i = 0; i < rows; i += LANES) {
+    for (int c = 0; c < channels; c++) {
+        int i = 0;
+        /* float16 past the caches: two row vectors make one whole-line store, where two half-line
+         * stores were measured to cost the whole output most of its time */
+        for (; half && stream && !dense_of && i + 2 * LANES <= rows; i += 2 * LANES) {
+            _Float16 *const to = (_Float16 *)out + (g0 + c) * ldo + r0 + i;
+            if ((uintptr_t)to % sizeof(SIMD(fv))) break;
+            SIMD(fv) v0, v1, line;
+            memcpy(&v0, f + c * TILE_ROWS + i, sizeof v0);
+            memcpy(&v1, f + c * TILE_ROWS + i + LANES, sizeof v1);
+            const SIMD(hv) h0 = FLOAT_TO_HALF(v0), h1 = FLOAT_TO_HALF(v1);
+            memcpy(&line, &h0, sizeof h0);
+            memcpy((char *)&line + sizeof h0, &h1, sizeof h1);
+            STREAM_F((float *)(void *)to, line);
+        }
+        for (; i < rows; i += LANES) {
             SIMD(fv) v;
             memcpy(&v, f + c * TILE_ROWS + i, sizeof v);
             SIMD(store_values)(out, half, (g0 + c) * ldo, at[i / LANES], dense_of ? dense_of + i : NULL, v, stream);
         }
+    }
 }
 
 /* A row vector of a group's values v[c] (channel g0 + c) at LANES rows from r0 + i, n of them
