@@ -181,9 +181,9 @@ INLINE SIMD(fv) SIMD(value)(const SIMD(values_t) *e, SIMD(iv) a, int64_t n, int6
         const int64_t *of = e->dense_of ? e->dense_of + row : NULL;
         const int64_t first = SIMD(run_start)(of, row);
         SIMD(fv) add;
-        /* the residual of this part's next tile, while the tile's other channels run: read
-         * from memory a chunk per channel, too many streams for the hardware prefetcher */
-        __builtin_prefetch((const char *)e->res + (base + row + e->ahead) * (e->half ? 2 : 4), 0, 1);
+        /* the next group's residual at these rows, while this group finishes: read from
+         * memory a chunk per channel, too many streams for the hardware prefetcher */
+        __builtin_prefetch((const char *)e->res + (base + row + e->ahead) * (e->half ? 2 : 4), 0, 3);
         if (first >= 0 && first + LANES <= e->m)
             add = SIMD(load_values)(e->res, e->half, base + first);
         else {

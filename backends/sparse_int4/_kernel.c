@@ -535,7 +535,7 @@ typedef struct {
     int amx;                 /* the AMX tiles run it (see amx_fits) */
     int shared_tiles;        /* parts split the row tiles: each takes the next one left */
     int64_t next_tile;       /* (atomic) the next row tile to take */
-    int64_t ahead;           /* rows from a tile's to its part's next (the residual prefetched) */
+    int64_t ahead;           /* residual values from a channel's to the next group's (prefetched) */
     int64_t n_lo[MAX_THREADS], n_hi[MAX_THREADS]; /* channels split: each part's, over every row */
 } gemm_t;
 
@@ -799,10 +799,8 @@ static int balance(gemm_t *g, int parts) {
     if (tiles % parts == 0 || tiles >= 4 * parts || (g->q && g->q->row_gamma)) {
         g->shared_tiles = 1;
         g->next_tile = 0;
-        g->ahead = TILE_ROWS * parts; /* taken in turn, about */
         return parts;
     }
-    g->ahead = TILE_ROWS;
     const int64_t step = g->group > g->owners ? g->group : g->owners; /* both powers of two */
     const int64_t groups = (g->n + step - 1) / step;
     if (parts > groups) parts = (int)groups;
@@ -1262,6 +1260,7 @@ static PyObject *py_gemm(PyObject *self, PyObject *args) {
         g->ga = ga.buf;
         g->dense_of = opt[DENSE_OF].buf;
         g->rows = rows, g->m = m, g->n = n, g->k4 = k4, g->ldo = m;
+        g->ahead = g->group * m;
         g->wd = opt[WD].buf;
         g->ptr = ptr.buf;
         g->idx = idx.buf;
