@@ -37,6 +37,11 @@ INT8_WEIGHTS = {
 }
 # Bump when a quantization recipe changes, so cached int8 models are rebuilt.
 INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s8-matmul-v1"}
+# Intra-op threads that spin while waiting for work hold their cores: a little faster on an idle
+# machine, but they compete with whatever else runs, and a Server run's tail at a fixed load
+# then grows several times (benchmarks/results/server_reference.md). auto: off for Server.
+SPINNING = ("auto", "on", "off")
+SPIN_KEY = "session.intra_op.allow_spinning"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -54,11 +59,13 @@ class OnnxRuntimeBackend(Backend):
         threads: int = 0,
         graph_optimization: str = "all",
         quantization: str = "auto",
+        spinning: str = "auto",
     ) -> None:
         for option, value, choices in (
             ("precision", precision, PRECISIONS),
             ("graph optimization", graph_optimization, GRAPH_OPTIMIZATION),
             ("quantization", quantization, QUANTIZATIONS),
+            ("spinning", spinning, SPINNING),
         ):
             if value not in choices:
                 raise UserError(
@@ -71,8 +78,10 @@ class OnnxRuntimeBackend(Backend):
         self.quantization = quantization
         self.threads = threads or (os.cpu_count() or 1)
         self.graph_optimization = graph_optimization
+        self.spinning = spinning
         self._session: ort.InferenceSession | None = None
         self._outputs: list[str] = []
+        self._session_options = ""  # as the loaded session holds them, for run.json
 
     def load(self, model: ModelHandle) -> None:
         if self.quantization == "auto":
@@ -82,8 +91,17 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = GRAPH_OPTIMIZATION[self.graph_optimization]
+        if self.spinning == "auto":
+            self.spinning = "off" if model.latency_bound else "on"
+        options.add_session_config_entry(SPIN_KEY, "1" if self.spinning == "on" else "0")
         self._session = cpu_session(path, options)
         self._outputs = list(model.output_names)
+        held = self._session.get_session_options()
+        self._session_options = (
+            f"intra_op_num_threads={held.intra_op_num_threads}, "
+            f"inter_op_num_threads={held.inter_op_num_threads}, "
+            f"{SPIN_KEY}={held.get_session_config_entry(SPIN_KEY)}"
+        )
 
     def predict(self, inputs: Batch) -> Batch:
         assert self._session is not None, "load() must be called before predict()"
@@ -100,6 +118,7 @@ class OnnxRuntimeBackend(Backend):
             "sparsity": "dense",
             "framework": f"onnxruntime {ort.__version__}",
             "device": f"CPU ({platform.machine()}, {self.threads} threads)",
+            "session_options": self._session_options,
             "weight_data_types": self.precision,
             "weight_transformations": (
                 f"ONNX Runtime int8 quantization, {INT8_WEIGHTS[self.quantization]}"

@@ -1,7 +1,8 @@
 """Server latency: a run keeps each query's times (server_timeline.csv) and their percentiles in
 result.json, so a user can see where the tail comes from; batches are sized by the backend's
-measured batch times, in runs and in simulate() alike; tune refuses at once a backend whose
-lone query misses the bound, and ends its search within its time cap."""
+measured batch times, in runs and in simulate() alike; onnxruntime stops its threads spinning
+for Server and run.json records its session options; tune refuses at once a backend whose lone
+query misses the bound, and ends its search within its time cap."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import json
 import numpy as np
 import pytest
 
+from backends.base import ModelHandle
+from backends.onnxruntime import OnnxRuntimeBackend
 from harness.errors import UserError
+from harness.models import resnet50 as builder
 from harness.spec import RunSpec
 from harness.tune import MAX_PROBES, Budget, Probe, planned_s, tune
 from scenarios import ScenarioOptions
@@ -125,6 +129,36 @@ def test_a_server_run_sizes_batches_by_measured_times(small_dataset, tmp_path, c
     times = run["server_batch_times_ms"]
     assert list(times) == ["1", "2", "4"] and min(times.values()) >= SERVICE_MS
     assert "Server batches sized by the measured batch times" in out + err
+
+
+def test_server_runs_stop_onnxruntime_threads_spinning_and_record_it(
+    small_dataset, tmp_path, capsys
+) -> None:
+    """Spinning intra-op threads hold cores that other work on the machine needs: a Server
+    run's tail grew several times with them (benchmarks/results/server_reference.md)."""
+    conf = tmp_path / "user.conf"
+    conf.write_text(
+        "*.Server.target_qps = 10\n*.Server.min_query_count = 10\n*.Server.min_duration = 1000\n"
+    )
+    code, _, err = run_cli(
+        ["run", "--scenario", "Server", "--threads", "2", "--batch-size", "1", "--preset",
+         "smoke", "--user-conf", str(conf), "--dataset-path", str(small_dataset),
+         "--runs-dir", str(tmp_path / "runs")], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    run = json.loads((only_run(tmp_path / "runs") / "run.json").read_text())
+    assert run["backend"]["session_options"] == (
+        "intra_op_num_threads=2, inter_op_num_threads=1, session.intra_op.allow_spinning=0"
+    )
+
+
+def test_an_onnxruntime_spinning_option_overrides_the_scenario_s_choice(builtin_model) -> None:
+    backend = OnnxRuntimeBackend(threads=1, spinning="on")
+    backend.load(ModelHandle(builtin_model, "resnet50", (builder.INPUT_NAME,),
+                             (builder.ARGMAX_OUTPUT,), latency_bound=True))  # fmt: skip
+    assert backend.describe()["session_options"].endswith("allow_spinning=1")
+    with pytest.raises(UserError, match="unknown spinning '1'; choose one of auto, on, off"):
+        OnnxRuntimeBackend(spinning="1")
 
 
 def test_tune_says_at_once_when_one_query_alone_misses_the_bound(small_dataset, tmp_path, capfd):
