@@ -29,9 +29,6 @@ class ModelHandle:
     int8_activations: str = "static"
     # The input whose nonzero entries mark a sample's real tokens ("" for non-token models).
     token_mask: str = ""
-    # The run is judged by its latency tail (Server): a backend may give up a little speed on
-    # an idle machine for a tail that holds when other work shares the cores.
-    latency_bound: bool = False
 
 
 def batches_digest(batches: Sequence[Batch]) -> str:

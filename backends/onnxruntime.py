@@ -37,10 +37,11 @@ INT8_WEIGHTS = {
 }
 # Bump when a quantization recipe changes, so cached int8 models are rebuilt.
 INT8_RECIPES = {"static": "qdq-u8s8-perchannel-minmax-v1", "dynamic": "dynamic-s8-matmul-v1"}
-# Intra-op threads that spin while waiting for work hold their cores: a little faster on an idle
-# machine, but they compete with whatever else runs, and a Server run's tail at a fixed load
-# then grows several times (benchmarks/results/server_reference.md). auto: off for Server.
-SPINNING = ("auto", "on", "off")
+# Intra-op threads that spin while waiting for work hold their cores: on an idle machine a Server
+# run's tail then matches the reference harness's (without: about twice as long), but where other
+# work shares the cores it grows several times (benchmarks/results/server_reference.md). On, as
+# ONNX Runtime has it; off for shared machines.
+SPINNING = ("on", "off")
 SPIN_KEY = "session.intra_op.allow_spinning"
 
 
@@ -59,7 +60,7 @@ class OnnxRuntimeBackend(Backend):
         threads: int = 0,
         graph_optimization: str = "all",
         quantization: str = "auto",
-        spinning: str = "auto",
+        spinning: str = "on",
     ) -> None:
         for option, value, choices in (
             ("precision", precision, PRECISIONS),
@@ -91,8 +92,6 @@ class OnnxRuntimeBackend(Backend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = GRAPH_OPTIMIZATION[self.graph_optimization]
-        if self.spinning == "auto":
-            self.spinning = "off" if model.latency_bound else "on"
         options.add_session_config_entry(SPIN_KEY, "1" if self.spinning == "on" else "0")
         self._session = cpu_session(path, options)
         self._outputs = list(model.output_names)

@@ -19,7 +19,7 @@ The machine may be shared: each run says how many cores other work took meanwhil
 
 Run: SPARSEPERF_INFERENCE=/path/to/inference [SPARSEPERF_INFERENCE_PYTHON=python3] \
      python benchmarks/server_reference.py [--loads 0.25,0.5] [--seconds 20] [--repeats 2]
-     [--threads 2] [--workers 1] [--batch 8] [--spinning auto|on|off]
+     [--threads 2] [--workers 1] [--batch 8] [--spinning on|off]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker threads of either side")
     parser.add_argument("--batch", type=int, default=8, help="sparseperf's Server batch size")
     parser.add_argument(
-        "--spinning", default="auto", choices=SPINNING, help="sparseperf's ORT thread spinning"
+        "--spinning", default="on", choices=SPINNING, help="sparseperf's ORT thread spinning"
     )
     args = parser.parse_args()
     main_py, python, reference_versions = reference_main()

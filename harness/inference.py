@@ -73,7 +73,6 @@ class LocalInference:
             calibration=calibration,
             int8_activations=self.workload.int8_activations,
             token_mask=self.workload.token_mask,
-            latency_bound=spec.scenario == "Server",
         )
         with self._call("load()"):
             try:

@@ -73,7 +73,7 @@ def test_offline_onnxruntime_fp32_reports_throughput(small_dataset, tmp_path, ca
     assert result["metric"] == "result_samples_per_second" and result["units"] == "samples/s"
     assert result["value"] > 1
     assert set(result["latency_ms"]) >= {"50.00", "90.00", "99.00"}
-    # Throughput runs keep ONNX Runtime's spinning threads (Server runs stop them).
+    # ONNX Runtime's threads spin as its default has them (-o spinning=off stops them).
     backend = json.loads((folder / "run.json").read_text())["backend"]
     assert backend["session_options"].endswith("session.intra_op.allow_spinning=1")
     # Offline expected QPS came from the warm-up and is recorded with its source.
