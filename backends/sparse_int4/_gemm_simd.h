@@ -257,8 +257,8 @@ INLINE void SIMD(store_floats)(const gemm_t *g, const float *f, int64_t g0, int 
         at[i / LANES] = SIMD(lanes)(dense_of ? dense_of + i : NULL, r0 + i, rows - i < LANES ? rows - i : LANES, 1);
     for (int c = 0; c < channels; c++) {
         int i = 0;
-        /* float16 past the caches: two row vectors make one whole-line store, where two half-line
-         * stores were measured to cost the whole output most of its time */
+        /* float16 past the caches: two row vectors' halves make one whole-line store, not two
+         * half-line ones (measured 1.00-1.05x end to end on ResNet-50) */
         for (; half && stream && !dense_of && i + 2 * LANES <= rows; i += 2 * LANES) {
             _Float16 *const to = (_Float16 *)out + (g0 + c) * ldo + r0 + i;
             if ((uintptr_t)to % sizeof(SIMD(fv))) break;
