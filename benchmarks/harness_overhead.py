@@ -27,7 +27,7 @@ import mlperf_loadgen as lg
 import numpy as np
 import onnxruntime as ort
 
-from backends.base import Batch, ModelHandle
+from backends.base import Batch
 from backends.onnxruntime import quantize_int8
 from harness.qsl import SampleStore
 from harness.results import summarize
@@ -176,14 +176,7 @@ def main() -> None:
     data = workload.open_data(DataSource(), model, print)
     samples = min(data.count, 8 * args.batch)
     batches = [data.load(np.arange(i, i + args.batch)) for i in range(0, samples, args.batch)]
-    handle = ModelHandle(
-        model,
-        workload.name,
-        tuple(t.name for t in workload.inputs),
-        workload.outputs,
-        data.calibration,
-        workload.int8_activations,
-    )
+    handle = workload.model_handle(model, data.calibration)
     print(
         f"{workload.name}: batch {args.batch}, {args.threads} threads, {args.seconds:.0f} s per "
         f"measurement, {args.repeats} interleaved repeats; synthetic model and data"

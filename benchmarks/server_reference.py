@@ -203,14 +203,7 @@ def main() -> None:
     workload = get_workload("resnet50")
     model = prepare_model(RunSpec())
     data = workload.open_data(DataSource(), model, say)
-    handle = ModelHandle(
-        model,
-        workload.name,
-        tuple(t.name for t in workload.inputs),
-        workload.outputs,
-        data.calibration,
-        workload.int8_activations,
-    )
+    handle = workload.model_handle(model, data.calibration)
     int8 = quantize_int8(handle, handle.int8_activations)  # the file a sparseperf int8 run loads
     single = batch1_seconds(handle, data, args.threads)
     targets = {share: round(share / single, 1) for share in args.loads}

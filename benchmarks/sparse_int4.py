@@ -203,7 +203,6 @@ def ort_split(path: str, feeds: dict[str, np.ndarray], threads: int) -> dict[str
 
 
 def end_to_end(model_name: str, threads: int, repeats: int, path: str) -> None:
-    from backends.base import ModelHandle
     from backends.onnxruntime import quantize_int8
     from harness.runner import prepare_model
     from harness.spec import RunSpec
@@ -213,10 +212,7 @@ def end_to_end(model_name: str, threads: int, repeats: int, path: str) -> None:
     workload = get_workload(model_name)
     model_path = prepare_model(spec)
     data = workload.open_data(spec.data_source, model_path, lambda _: None)
-    handle = ModelHandle(
-        model_path, model_name, tuple(t.name for t in workload.inputs), workload.outputs,
-        calibration=data.calibration, int8_activations=workload.int8_activations,
-    )  # fmt: skip
+    handle = workload.model_handle(model_path, data.calibration)
     batch = data.load(np.arange(8 if model_name == "resnet50" else 4))
     int8_path = str(quantize_int8(handle, workload.int8_activations))
     dense = session(int8_path, threads)

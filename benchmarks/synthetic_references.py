@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends.base import Batch, ModelHandle
+from backends.base import Batch
 from backends.onnxruntime import OnnxRuntimeBackend, reference_runner
 from backends.sparse_int4.backend import SparseInt4Backend
 from harness.console import say
@@ -54,11 +54,7 @@ def main() -> None:
             recipe = builtin_recipe(density, args.pattern) if density < 1 else None
             model = workload.builtin_model(say, recipe)
             data = workload.open_data(DataSource(count=args.count), model, say)
-            handle = ModelHandle(
-                model, workload.name, tuple(t.name for t in workload.inputs), workload.outputs,
-                calibration=data.calibration, int8_activations=workload.int8_activations,
-                token_mask=workload.token_mask,
-            )  # fmt: skip
+            handle = workload.model_handle(model, data.calibration)
             margins = fp32_margins(workload, data, model)
             scores = []
             for backend in (

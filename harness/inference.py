@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from backends import create_backend
-from backends.base import Batch, ModelHandle
+from backends.base import Batch
 from harness.calibration_list import Calibration, check_calibration_list
 from harness.errors import UserError
 from harness.models.check import ModelFile
@@ -65,15 +65,7 @@ class LocalInference:
             self._calibrated.append(Calibration.of(listed, samples))
             return batches
 
-        handle = ModelHandle(
-            path=model.path,
-            name=self.workload.name,
-            input_names=tuple(t.name for t in self.workload.inputs),
-            output_names=self.workload.outputs,
-            calibration=calibration,
-            int8_activations=self.workload.int8_activations,
-            token_mask=self.workload.token_mask,
-        )
+        handle = self.workload.model_handle(model.path, calibration)
         with self._call("load()"):
             try:
                 self.backend.load(handle)

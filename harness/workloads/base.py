@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.base import Batch
+from backends.base import Batch, ModelHandle
 from harness.accuracy import Accuracy
 from harness.models.check import TensorSpec
 from harness.models.recipe import Recipe
@@ -113,3 +113,17 @@ class Workload:
     uses_vocab: bool = False  # takes a tokenizer vocabulary (DataSource.vocab)
     response_dtype: str = "float32"  # element type of the official response rows
     token_mask: str = ""  # the input whose nonzero entries are a sample's real tokens
+
+    def model_handle(
+        self, path: Path, calibration: Callable[[], Sequence[Batch]] = tuple
+    ) -> ModelHandle:
+        """What a backend loads: the model file at ``path`` with this workload's interface."""
+        return ModelHandle(
+            path=path,
+            name=self.name,
+            input_names=tuple(t.name for t in self.inputs),
+            output_names=self.outputs,
+            calibration=calibration,
+            int8_activations=self.int8_activations,
+            token_mask=self.token_mask,
+        )
