@@ -37,10 +37,12 @@ SYSTEM_FIELDS = {
 # official durations and counts; the accuracy target (the fake backend answers one class);
 # the 10% performance agreement of compliance runs, which 2-second runs on a shared machine
 # do not reliably show.
+# What a smoke rehearsal lacks by design; early stopping depends on the machine's latency
+# spread over a smoke run's few queries (a busy machine fails it).
 SHORTFALLS = re.compile(
     r"min_duration is 2000 ms|the Offline query has \d+ samples|covers \d+ samples; the "
     r"dataset has 50000|performance_sample_count is \d+|accuracy [\d.]+ is below the target|"
-    r"verify_performance.txt: missing or no TEST PASS line"
+    r"verify_performance.txt: missing or no TEST PASS line|early stopping not met"
 )
 
 
