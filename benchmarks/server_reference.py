@@ -113,9 +113,9 @@ def write_reference_dataset(data: ImageNetData, folder: Path) -> None:
 
 def batch1_seconds(handle: ModelHandle, data: WorkloadData, threads: int) -> float:
     """Median batch-1 latency of the int8 model through the harness's backend with ONNX
-    Runtime's default spinning (as the reference's session has it), timed as the harness's
-    Server warm-up times it."""
-    backend = OnnxRuntimeBackend(precision="int8", threads=threads, spinning="on")
+    Runtime's default spinning (the backend's default, as the reference's session has it),
+    timed as the harness's Server warm-up times it."""
+    backend = OnnxRuntimeBackend(precision="int8", threads=threads)
     backend.load(handle)
     store = SampleStore(data.count, data.fetch, data.to_inputs)
     return float(np.median(warmup(lambda idx: backend.predict(store.batch(idx)), store, 1, 5.0)))
